@@ -1,0 +1,1 @@
+"""The ``billing`` command for operators and replays."""

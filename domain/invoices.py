@@ -1,0 +1,121 @@
+"""Invoice composition and which invoices are due (SPEC §6, §7).
+
+One invoice per subscription per boundary ``b_k`` it reaches:
+- usage lines when k ≥ 1, for period k−1 (even at quantity 0);
+- recurring lines, in advance for period k, when the subscription continues past ``b_k``;
+- the invoice at the end of a cancelled subscription is ``final``: usage only;
+- an invoice without a line (the opening invoice of a usage-only plan) is not issued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from domain.catalog import Plan
+from domain.money import round_money
+from domain.periods import boundaries, boundary, midnight
+from domain.pricing import price_usage
+from domain.subscriptions import Discount
+
+RECURRING = "recurring"
+USAGE = "usage"
+
+
+@dataclass(frozen=True)
+class Line:
+    type: str  # "recurring" | "usage"
+    charge: str
+    period_start: date
+    period_end: date  # exclusive
+    quantity: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class ComposedInvoice:
+    boundary: date
+    k: int
+    final: bool
+    currency: str
+    lines: tuple[Line, ...]
+    subtotal: Decimal
+    discount: Decimal
+    total: Decimal
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What composing an invoice needs to know of a subscription."""
+
+    start: date
+    end: date | None  # the end boundary once cancelled
+    plan: Plan
+    discount: Discount | None = None
+
+    def boundary(self, k: int) -> date:
+        return boundary(self.start, self.plan.interval, k)
+
+    def reaches(self, day: date) -> bool:
+        return self.end is None or day <= self.end
+
+    def has_lines(self, k: int) -> bool:
+        """False only for an opening invoice of a plan without recurring charges."""
+        return k >= 1 or bool(self.plan.recurring_charges)
+
+
+def compose_invoice(
+    terms: Terms, k: int, usage: Mapping[str, Decimal]
+) -> ComposedInvoice | None:
+    """The invoice at ``b_k``; ``usage`` holds the aggregated quantity of period k−1 per
+    usage charge id (missing = 0). None when the invoice would have no line."""
+    plan = terms.plan
+    at = terms.boundary(k)
+    final = terms.end is not None and at == terms.end
+    lines: list[Line] = []
+    if not final:
+        nxt = terms.boundary(k + 1)
+        for r in plan.recurring_charges:
+            lines.append(
+                Line(RECURRING, r.id, at, nxt, Decimal(1), round_money(r.amount, plan.currency))
+            )
+    if k >= 1:
+        prev = terms.boundary(k - 1)
+        for u in plan.usage_charges:
+            q = usage.get(u.id, Decimal(0))
+            lines.append(Line(USAGE, u.id, prev, at, q, price_usage(u, q, plan.currency)))
+    if not lines:
+        return None
+    lines.sort(key=lambda line: (line.type, line.charge))
+    subtotal = sum((line.amount for line in lines), Decimal(0))
+    discount = Decimal(0)
+    if terms.discount is not None and terms.discount.applies_to(k):
+        discount = terms.discount.of(subtotal, plan.currency)
+    discount = round_money(discount, plan.currency)
+    subtotal = round_money(subtotal, plan.currency)
+    return ComposedInvoice(
+        boundary=at, k=k, final=final, currency=plan.currency, lines=tuple(lines),
+        subtotal=subtotal, discount=discount, total=subtotal - discount,
+    )
+
+
+def due_boundaries(terms: Terms, tz: str, run_at: datetime) -> list[tuple[int, date]]:
+    """Every ``(k, b_k)`` the subscription reaches whose instant ``b_k 00:00 local`` is at or
+    before ``run_at`` and whose invoice would have a line."""
+    due: list[tuple[int, date]] = []
+    for k, b in boundaries(terms.start, terms.plan.interval):
+        if midnight(b, tz) > run_at or not terms.reaches(b):
+            break
+        if terms.has_lines(k):
+            due.append((k, b))
+    return due
+
+
+def next_boundary_after(terms: Terms, tz: str, at: datetime) -> tuple[int, date]:
+    """The first boundary later than ``at`` (what a preview at ``at`` is for, SPEC §10)."""
+    for k, b in boundaries(terms.start, terms.plan.interval):
+        if midnight(b, tz) > at:
+            return k, b
+    raise AssertionError("unreachable")

@@ -1,0 +1,102 @@
+"""Billing periods, boundaries and the daily bill-run instant (SPEC §2, §7).
+
+A boundary ``b_k = start + k × interval`` is always computed from the start date,
+clamping to the last day of a shorter month. Local dates become instants at local
+midnight in the entity's time zone. A local time that a DST change skips moves forward
+by the gap; one that occurs twice takes the earlier instant. Both are what PEP 495's
+``fold=0`` gives, so we resolve with ``zoneinfo`` and ``fold=0`` explicitly (pendulum's
+own default picks the later instant of a repeated hour).
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from domain.validation import Invalid
+
+BILL_RUN_TIME = time(8, 15)
+
+
+class Interval(StrEnum):
+    WEEK = "week"
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+@cache
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``; an unknown name is ``Invalid``."""
+    try:
+        if not name or name != name.strip():
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise Invalid("timezone", f"{name!r} is not an IANA time zone") from None
+
+
+def add_months(start: date, months: int) -> date:
+    years, month_index = divmod(start.month - 1 + months, 12)
+    year, month = start.year + years, month_index + 1
+    return date(year, month, min(start.day, calendar.monthrange(year, month)[1]))
+
+
+def boundary(start: date, interval: Interval, k: int) -> date:
+    """``b_k``: the k-th boundary, computed from the start date."""
+    if interval is Interval.WEEK:
+        return start + timedelta(days=7 * k)
+    months = {Interval.MONTH: 1, Interval.QUARTER: 3, Interval.YEAR: 12}[interval]
+    return add_months(start, months * k)
+
+
+def boundaries(start: date, interval: Interval) -> Iterator[tuple[int, date]]:
+    k = 0
+    while True:
+        yield k, boundary(start, interval, k)
+        k += 1
+
+
+def boundary_index(start: date, interval: Interval, day: date) -> int | None:
+    """k such that ``b_k == day``, or None when ``day`` is not a boundary."""
+    for k, b in boundaries(start, interval):
+        if b == day:
+            return k
+        if b > day:
+            return None
+    raise AssertionError("unreachable")
+
+
+def local_instant(day: date, at: time, tz: str) -> datetime:
+    """The UTC instant of local ``day`` ``at`` in ``tz``: gaps move forward, folds take the
+    earlier instant."""
+    local = datetime.combine(day, at).replace(tzinfo=zone(tz), fold=0)
+    return local.astimezone(UTC)
+
+
+def midnight(day: date, tz: str) -> datetime:
+    """``day 00:00`` local as a UTC instant: where a period begins or ends."""
+    return local_instant(day, time(0, 0), tz)
+
+
+def bill_run_instant(day: date, tz: str) -> datetime:
+    """The instant of the entity's bill run on local ``day``: 08:15 local."""
+    return local_instant(day, BILL_RUN_TIME, tz)
+
+
+def latest_run_date(now: datetime, tz: str) -> date:
+    """The most recent local date whose 08:15 bill run is due at ``now``."""
+    today = now.astimezone(zone(tz)).date()
+    return today if bill_run_instant(today, tz) <= now else today - timedelta(days=1)
+
+
+def cancellation_end(start: date, interval: Interval, tz: str, at: datetime) -> date:
+    """SPEC §7: the first boundary ``b_k`` with k ≥ 1 whose instant is later than ``at``."""
+    for k, b in boundaries(start, interval):
+        if k >= 1 and midnight(b, tz) > at:
+            return b
+    raise AssertionError("unreachable")

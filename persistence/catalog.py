@@ -1,0 +1,88 @@
+"""Reading and writing the catalog: entities, meters, plans, customers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from domain.catalog import (
+    Aggregation,
+    Catalog,
+    Customer,
+    Entity,
+    Meter,
+    Plan,
+    parse_plan,
+    plan_to_dict,
+)
+from persistence.tables import CustomerRow, EntityRow, MeterRow, PlanMeterRow, PlanRow
+
+
+def apply_catalog(session: Session, catalog: Catalog) -> None:
+    """Create or update every item of the catalog (an item not named is left alone)."""
+    for e in catalog.entities.values():
+        session.merge(EntityRow(id=e.id, timezone=e.timezone, invoice_prefix=e.invoice_prefix))
+    for m in catalog.meters.values():
+        session.merge(MeterRow(id=m.id, aggregation=m.aggregation.value, property=m.property))
+    session.flush()
+    for p in catalog.plans.values():
+        session.merge(PlanRow(id=p.id, currency=p.currency, interval=p.interval.value,
+                              definition=plan_to_dict(p)))
+        session.flush()
+        session.execute(delete(PlanMeterRow).where(PlanMeterRow.plan_id == p.id))  # type: ignore[arg-type]
+        for meter_id in sorted(p.meters):
+            session.add(PlanMeterRow(plan_id=p.id, meter_id=meter_id))
+    for c in catalog.customers.values():
+        session.merge(CustomerRow(id=c.id, entity_id=c.entity, draft_invoices=c.draft_invoices))
+    session.flush()
+
+
+def entity(session: Session, entity_id: str) -> Entity | None:
+    row = session.get(EntityRow, entity_id)
+    return None if row is None else Entity(row.id, row.timezone, row.invoice_prefix)
+
+
+def entities(session: Session) -> list[Entity]:
+    rows = session.scalars(select(EntityRow).order_by(EntityRow.id))  # type: ignore[arg-type]
+    return [Entity(r.id, r.timezone, r.invoice_prefix) for r in rows]
+
+
+def meters(session: Session) -> dict[str, Meter]:
+    return {
+        r.id: Meter(r.id, Aggregation(r.aggregation), r.property)
+        for r in session.scalars(select(MeterRow))
+    }
+
+
+def plan(session: Session, plan_id: str) -> Plan | None:
+    row = session.get(PlanRow, plan_id)
+    return None if row is None else parse_plan(row.definition, f"plans[{plan_id}]")
+
+
+def customer(session: Session, customer_id: str, *, lock: bool = False) -> Customer | None:
+    row = session.get(CustomerRow, customer_id, with_for_update=lock)
+    return None if row is None else Customer(row.id, row.entity_id, row.draft_invoices)
+
+
+def known_ids(session: Session, model: type[CustomerRow] | type[MeterRow],
+              ids: Iterable[str]) -> set[str]:
+    wanted = {i for i in ids if isinstance(i, str)}
+    if not wanted:
+        return set()
+    found: set[str] = set()
+    chunk = sorted(wanted)
+    for start in range(0, len(chunk), 500):
+        part = chunk[start:start + 500]
+        found.update(session.scalars(select(model.id).where(model.id.in_(part))))  # type: ignore[attr-defined]
+    return found
+
+
+def set_draft_invoices(session: Session, customer_id: str, value: bool) -> bool:
+    """Whether the customer exists (and now has the setting)."""
+    result = session.execute(
+        update(CustomerRow).where(CustomerRow.id == customer_id)  # type: ignore[arg-type]
+        .values(draft_invoices=value)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

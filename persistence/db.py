@@ -1,0 +1,137 @@
+"""Engine, schema and the unit of work.
+
+SQLite is the embedded default; PostgreSQL (psycopg 3) is the production store. On SQLite
+the exact decimals are text, so the engine registers exact aggregates (``dec_sum``,
+``dec_max``, ``dec_min``) that run inside the database like PostgreSQL's ``SUM`` on
+``NUMERIC`` does.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal, localcontext
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+from sqlmodel import SQLModel
+
+from domain.money import EXACT
+from persistence import tables  # noqa: F401  (registers the tables)
+
+_engine: Engine | None = None
+_url: str | None = None
+
+
+class _DecimalSum:
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+
+    def step(self, value: Any) -> None:
+        if value is not None:
+            with localcontext(EXACT):
+                self.total += Decimal(str(value))
+
+    def finalize(self) -> str:
+        return format(self.total, "f")
+
+
+class _DecimalExtreme:
+    pick: Any = max
+
+    def __init__(self) -> None:
+        self.best: Decimal | None = None
+
+    def step(self, value: Any) -> None:
+        if value is not None:
+            d = Decimal(str(value))
+            self.best = d if self.best is None else type(self).pick(self.best, d)
+
+    def finalize(self) -> str | None:
+        return None if self.best is None else format(self.best, "f")
+
+
+class _DecimalMax(_DecimalExtreme):
+    pick = max
+
+
+class _DecimalMin(_DecimalExtreme):
+    pick = min
+
+
+def _setup_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    # Transactions are begun by _begin_immediate below, not by the driver.
+    dbapi_connection.isolation_level = None
+    dbapi_connection.create_aggregate("dec_sum", 1, _DecimalSum)  # type: ignore[arg-type]
+    dbapi_connection.create_aggregate("dec_max", 1, _DecimalMax)  # type: ignore[arg-type]
+    dbapi_connection.create_aggregate("dec_min", 1, _DecimalMin)  # type: ignore[arg-type]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    # Take SQLite's write lock up front: two deferred transactions that both read and then
+    # write would otherwise fail with "database is locked" instead of waiting.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _setup_sqlite)
+        event.listen(engine, "begin", _begin_immediate)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def configure(url: str) -> Engine:
+    """Point the process at a database (replacing any earlier one)."""
+    global _engine, _url
+    if _engine is not None:
+        _engine.dispose()
+    _engine = make_engine(url)
+    _url = url
+    return _engine
+
+
+def engine() -> Engine:
+    if _engine is None:
+        raise RuntimeError("persistence.db.configure(url) was not called")
+    return _engine
+
+
+def create_schema() -> None:
+    SQLModel.metadata.create_all(engine())
+
+
+def drop_schema() -> None:
+    SQLModel.metadata.drop_all(engine())
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """One transaction: committed when the block ends, rolled back when it raises."""
+    session = Session(engine(), expire_on_commit=False)
+    try:
+        with session.begin():
+            yield session
+    finally:
+        session.close()
+
+
+def dialect(session: Session) -> str:
+    bind = session.get_bind()
+    return bind.dialect.name
+
+
+def is_configured() -> bool:
+    return _engine is not None

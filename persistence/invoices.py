@@ -1,0 +1,118 @@
+"""Invoices, their lines, and gapless per-entity numbering."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from domain.invoices import ComposedInvoice, Line
+from persistence.sql import insert_ignore, is_postgres
+from persistence.tables import InvoiceCounterRow, InvoiceLineRow, InvoiceRow
+
+I = InvoiceRow  # noqa: E741
+
+
+@dataclass(frozen=True)
+class StoredInvoice:
+    row: InvoiceRow
+    lines: tuple[Line, ...]
+
+
+def invoiced_boundaries(session: Session, subscription_ids: list[str]) -> dict[str, set[date]]:
+    result: dict[str, set[date]] = defaultdict(set)
+    for start in range(0, len(subscription_ids), 500):
+        part = subscription_ids[start:start + 500]
+        stmt = select(I.subscription_id, I.boundary).where(I.subscription_id.in_(part))  # type: ignore[attr-defined]
+        for sub_id, day in session.execute(stmt):
+            result[sub_id].add(day)
+    return result
+
+
+def _line_rows(invoice_id: int, invoice: ComposedInvoice) -> list[dict[str, object]]:
+    return [
+        {"invoice_id": invoice_id, "type": ln.type, "charge_id": ln.charge,
+         "period_start": ln.period_start, "period_end": ln.period_end,
+         "quantity": ln.quantity, "amount": ln.amount}
+        for ln in invoice.lines
+    ]
+
+
+def insert(session: Session, *, subscription_id: str, entity_id: str, customer_id: str,
+           invoice: ComposedInvoice, status: str, issued_at: datetime,
+           computed_at: datetime) -> int | None:
+    """Store the invoice unless one exists for (subscription, boundary); its id or None."""
+    stmt = insert_ignore(session, InvoiceRow, "subscription_id", "boundary").values(
+        subscription_id=subscription_id, boundary=invoice.boundary, entity_id=entity_id,
+        customer_id=customer_id, currency=invoice.currency, status=status, final=invoice.final,
+        issued_at=issued_at, computed_at=computed_at, subtotal=invoice.subtotal,
+        discount=invoice.discount, total=invoice.total,
+    ).returning(InvoiceRow.id)
+    invoice_id = session.scalar(stmt)
+    if invoice_id is not None:
+        session.execute(InvoiceLineRow.__table__.insert(), _line_rows(invoice_id, invoice))  # type: ignore[attr-defined]
+    return invoice_id
+
+
+def replace_draft(session: Session, invoice_id: int, invoice: ComposedInvoice,
+                  computed_at: datetime) -> bool:
+    """Recompute a draft in place (boundary and issued_at stay); False if not a draft."""
+    result = session.execute(
+        update(I).where(I.id == invoice_id, I.status == "draft")  # type: ignore[arg-type]
+        .values(final=invoice.final, currency=invoice.currency, subtotal=invoice.subtotal,
+                discount=invoice.discount, total=invoice.total, computed_at=computed_at)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    session.execute(delete(InvoiceLineRow).where(InvoiceLineRow.invoice_id == invoice_id))  # type: ignore[arg-type]
+    session.execute(InvoiceLineRow.__table__.insert(), _line_rows(invoice_id, invoice))  # type: ignore[attr-defined]
+    return True
+
+
+def send(session: Session, invoice_id: int, entity_id: str, prefix: str,
+         now: datetime) -> str | None:
+    """Mark a draft (or a just-inserted invoice) sent with the entity's next number, in this
+    transaction: the counter row stays locked until commit, so numbers are gapless and in
+    the order of sending. None if the invoice was already sent."""
+    session.execute(
+        insert_ignore(session, InvoiceCounterRow, "entity_id").values(entity_id=entity_id,
+                                                                       last_number=0)
+    )
+    stmt = select(InvoiceCounterRow).where(InvoiceCounterRow.entity_id == entity_id)  # type: ignore[arg-type]
+    if is_postgres(session):
+        stmt = stmt.with_for_update()
+    counter = session.scalars(stmt).one()
+    number = f"{prefix}-{counter.last_number + 1:06d}"
+    result = session.execute(
+        update(I).where(I.id == invoice_id, I.status == "draft")  # type: ignore[arg-type]
+        .values(status="sent", number=number, sent_at=now)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    counter.last_number += 1
+    session.flush()
+    return number
+
+
+def find(session: Session, subscription_id: str, boundary: date, *,
+         lock: bool = False) -> InvoiceRow | None:
+    stmt = select(I).where(I.subscription_id == subscription_id, I.boundary == boundary)  # type: ignore[arg-type]
+    if lock and is_postgres(session):
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).first()
+
+
+def all_with_lines(session: Session) -> list[StoredInvoice]:
+    rows = list(session.scalars(select(I).order_by(I.subscription_id, I.boundary)))  # type: ignore[arg-type]
+    lines: dict[int, list[Line]] = defaultdict(list)
+    for ln in session.scalars(select(InvoiceLineRow).order_by(InvoiceLineRow.id)):  # type: ignore[arg-type]
+        lines[ln.invoice_id].append(
+            Line(ln.type, ln.charge_id, ln.period_start, ln.period_end, ln.quantity, ln.amount)
+        )
+    return [
+        StoredInvoice(r, tuple(sorted(lines[r.id or 0], key=lambda x: (x.type, x.charge))))
+        for r in rows
+    ]

@@ -1,0 +1,18 @@
+"""Small dialect helpers shared by the repositories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def insert_ignore(session: Session, model: Any, *conflict_columns: str) -> Any:
+    """``INSERT … ON CONFLICT (columns) DO NOTHING`` for the session's dialect."""
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    return insert(model).on_conflict_do_nothing(index_elements=list(conflict_columns))

@@ -1,0 +1,188 @@
+"""The schema. Every idempotency rule of the engine is a unique constraint here:
+usage ``key``, ``(entity, local date)`` of a bill run, ``(subscription, boundary)`` of an
+invoice, ``message_id`` of a processed command or usage batch."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from persistence.types import ExactDecimal, UTCDateTime
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class EntityRow(SQLModel, table=True):
+    __tablename__ = "entities"
+    id: str = Field(primary_key=True, max_length=255)
+    timezone: str
+    invoice_prefix: str
+
+
+class MeterRow(SQLModel, table=True):
+    __tablename__ = "meters"
+    id: str = Field(primary_key=True, max_length=255)
+    aggregation: str
+    property: str | None = None
+
+
+class PlanRow(SQLModel, table=True):
+    __tablename__ = "plans"
+    id: str = Field(primary_key=True, max_length=255)
+    currency: str
+    interval: str
+    definition: dict[str, Any] = Field(sa_type=JSONType)  # domain.catalog.plan_to_dict
+
+
+class PlanMeterRow(SQLModel, table=True):
+    """Which meters a plan charges: what overlap checks and unbilled counts join on."""
+
+    __tablename__ = "plan_meters"
+    plan_id: str = Field(primary_key=True, foreign_key="plans.id")
+    meter_id: str = Field(primary_key=True, foreign_key="meters.id")
+
+
+class CustomerRow(SQLModel, table=True):
+    __tablename__ = "customers"
+    id: str = Field(primary_key=True, max_length=255)
+    entity_id: str = Field(foreign_key="entities.id", index=True)
+    draft_invoices: bool = False
+
+
+class SubscriptionRow(SQLModel, table=True):
+    __tablename__ = "subscriptions"
+    id: str = Field(primary_key=True, max_length=255)
+    customer_id: str = Field(foreign_key="customers.id", index=True)
+    entity_id: str = Field(foreign_key="entities.id", index=True)
+    plan_id: str = Field(foreign_key="plans.id")
+    start: date
+    start_at: datetime = Field(sa_type=UTCDateTime)  # b_0 00:00 local
+    end: date | None = None  # set by cancel: the end boundary
+    end_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    discount: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class UsageEventRow(SQLModel, table=True):
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        Index("ix_usage_customer_meter_ts", "customer_id", "meter_id", "timestamp"),
+    )
+    key: str = Field(primary_key=True, max_length=255)
+    customer_id: str
+    meter_id: str
+    quantity: Decimal = Field(sa_type=ExactDecimal)
+    timestamp: datetime = Field(sa_type=UTCDateTime)
+    properties: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    ingested_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class RejectedUsageRow(SQLModel, table=True):
+    """An invalid event, kept with its raw payload and the reason, for an operator to fix
+    and re-send."""
+
+    __tablename__ = "rejected_usage"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str | None = Field(default=None, sa_type=Text, index=True)
+    reason: str = Field(sa_type=Text)
+    payload: Any = Field(sa_type=JSONType)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    message_id: str | None = None
+
+
+class UsageConflictRow(SQLModel, table=True):
+    """A key seen again with another payload: the first stays, this is for an operator."""
+
+    __tablename__ = "usage_conflicts"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True)
+    stored_payload: Any = Field(sa_type=JSONType)
+    received_payload: Any = Field(sa_type=JSONType)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class IngestBatchRow(SQLModel, table=True):
+    """One processed ``record_usage`` message with its outcome counts. Its primary key makes
+    a redelivered message a no-op."""
+
+    __tablename__ = "ingest_batches"
+    message_id: str = Field(primary_key=True)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    accepted: int = 0
+    duplicate: int = 0
+    conflict: int = 0
+    rejected: int = 0
+
+
+class CommandLogRow(SQLModel, table=True):
+    """One processed command message (subscribe, cancel, …): a redelivery is a no-op, and a
+    refusal is kept with its reason."""
+
+    __tablename__ = "command_log"
+    message_id: str = Field(primary_key=True)
+    actor: str
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    outcome: str = ""  # applied | unchanged | refused
+    detail: str = Field(default="", sa_type=Text)
+
+
+class InvoiceRow(SQLModel, table=True):
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "boundary", name="uq_invoice_subscription_boundary"),
+        UniqueConstraint("entity_id", "number", name="uq_invoice_entity_number"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: str = Field(foreign_key="subscriptions.id", index=True)
+    boundary: date
+    entity_id: str = Field(foreign_key="entities.id")
+    customer_id: str = Field(foreign_key="customers.id")
+    currency: str
+    status: str  # draft | sent
+    number: str | None = None
+    final: bool = False
+    issued_at: datetime = Field(sa_type=UTCDateTime)
+    computed_at: datetime = Field(sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    subtotal: Decimal = Field(sa_type=ExactDecimal)
+    discount: Decimal = Field(sa_type=ExactDecimal)
+    total: Decimal = Field(sa_type=ExactDecimal)
+
+
+class InvoiceLineRow(SQLModel, table=True):
+    __tablename__ = "invoice_lines"
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("invoices.id", ondelete="CASCADE"), index=True,
+                         nullable=False)
+    )
+    type: str
+    charge_id: str
+    period_start: date
+    period_end: date
+    quantity: Decimal = Field(sa_type=ExactDecimal)
+    amount: Decimal = Field(sa_type=ExactDecimal)
+
+
+class BillRunRow(SQLModel, table=True):
+    """A claimed bill run: one row per (entity, local date), so two schedulers never run it
+    twice."""
+
+    __tablename__ = "bill_runs"
+    entity_id: str = Field(primary_key=True, foreign_key="entities.id")
+    local_date: date = Field(primary_key=True)
+    run_at: datetime = Field(sa_type=UTCDateTime)
+    claimed_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class InvoiceCounterRow(SQLModel, table=True):
+    """The per-entity sequence of sent invoices, locked while a number is taken."""
+
+    __tablename__ = "invoice_counters"
+    entity_id: str = Field(primary_key=True, sa_type=String(255))
+    last_number: int = 0

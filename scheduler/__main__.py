@@ -1,0 +1,36 @@
+"""``python -m scheduler``: tick with the real clock, forever."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import structlog
+
+from persistence import db
+from scheduler.tick import tick
+from workers import clock, logs
+from workers.settings import settings
+
+
+def main() -> None:
+    config = settings()
+    logs.configure(config.log_format, config.log_level)
+    db.configure(config.database_url)
+    db.create_schema()
+    log = structlog.get_logger("billing")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("scheduler started", tick_seconds=config.tick_seconds)
+    while not stop.is_set():
+        try:
+            tick(clock.now())
+        except Exception:  # a database or broker outage: log, and try again next tick
+            log.exception("tick failed")
+        stop.wait(config.tick_seconds)
+    log.info("scheduler stopped")
+
+
+if __name__ == "__main__":
+    main()

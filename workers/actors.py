@@ -1,0 +1,29 @@
+"""Every actor of the engine, for ``dramatiq workers.actors`` and for applications that
+enqueue messages::
+
+    from workers.actors import record_usage
+    record_usage.send([{"key": "evt-1", "customer": "c-1", "meter": "api-calls",
+                        "quantity": "1", "timestamp": "2026-03-01T10:00:00Z"}])
+"""
+
+from workers.invoicing import bill_run, issue_invoice, regenerate_invoice, release_invoice
+from workers.subscriptions import cancel, set_draft_invoices, subscribe, uncancel
+from workers.usage import record_usage
+
+__all__ = [
+    "bill_run",
+    "cancel",
+    "issue_invoice",
+    "record_usage",
+    "regenerate_invoice",
+    "release_invoice",
+    "set_draft_invoices",
+    "subscribe",
+    "uncancel",
+]
+
+from persistence import db as _db  # noqa: E402
+from workers.settings import settings as _settings  # noqa: E402
+
+if not _db.is_configured():
+    _db.configure(_settings().database_url)

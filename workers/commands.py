@@ -1,0 +1,66 @@
+"""Running a command message exactly once.
+
+A command (subscribe, cancel, …) is applied in one transaction together with a
+``command_log`` row keyed by the dramatiq message id, so a redelivered message changes
+nothing. A refusal (unknown id, overlap, invalid field) is a business outcome: it is
+stored with its reason and logged, never raised (raising would make dramatiq retry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from dramatiq.middleware import CurrentMessage
+from sqlalchemy.orm import Session
+
+from persistence import subscriptions as log_repo
+from persistence.db import unit_of_work
+from workers import clock
+
+log = structlog.get_logger("billing")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # applied | unchanged | refused
+    detail: str = ""
+
+
+def applied(detail: str = "") -> Outcome:
+    return Outcome("applied", detail)
+
+
+def unchanged(detail: str) -> Outcome:
+    return Outcome("unchanged", detail)
+
+
+def refused(detail: str) -> Outcome:
+    return Outcome("refused", detail)
+
+
+def current_message_id() -> str | None:
+    message = CurrentMessage.get_current_message()
+    return None if message is None else str(message.message_id)
+
+
+def run_command(actor: str, handler: Callable[[Session, datetime], Outcome],
+                **ids: Any) -> Outcome:
+    message_id = current_message_id()
+    bound = log.bind(actor=actor, message_id=message_id, **ids)
+    now = clock.now()
+    with unit_of_work() as session:
+        if message_id is not None and not log_repo.claim_message(session, message_id, actor, now):
+            bound.info("message already processed")
+            return unchanged("message already processed")
+        outcome = handler(session, now)
+        if message_id is not None:
+            log_repo.record_outcome(session, message_id, outcome.status, outcome.detail)
+    if outcome.status == "refused":
+        bound.warning(f"{actor} refused", reason=outcome.detail)
+    else:
+        bound.info(f"{actor} {outcome.status}", detail=outcome.detail or None)
+    return outcome

@@ -1,0 +1,74 @@
+"""``record_usage``: a batch of events per message, stored set-wise, each event getting
+exactly one outcome (SPEC §3)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from domain.usage import Rejection, UsageEvent, validate_event
+from persistence import catalog as catalog_repo
+from persistence import usage as usage_repo
+from persistence.db import unit_of_work
+from persistence.tables import CustomerRow, MeterRow
+from workers import clock
+from workers.broker import actor
+from workers.commands import current_message_id
+
+log = structlog.get_logger("billing")
+
+
+def ingest(session: Session, raw_events: Any, now: datetime,
+           message_id: str | None) -> dict[str, int]:
+    """Validate, dedupe and store one batch; the count of each outcome."""
+    if not isinstance(raw_events, list):
+        raw_events = [raw_events]
+    referenced = [e for e in raw_events if isinstance(e, dict)]
+    customers = catalog_repo.known_ids(session, CustomerRow, (e.get("customer") for e in referenced))
+    meters = catalog_repo.known_ids(session, MeterRow, (e.get("meter") for e in referenced))
+
+    rejections: list[Rejection] = []
+    first: dict[str, UsageEvent] = {}
+    repeats: list[UsageEvent] = []
+    for raw in raw_events:
+        result = validate_event(raw, now, customers, meters)
+        if isinstance(result, Rejection):
+            rejections.append(result)
+        elif result.key in first:
+            repeats.append(result)
+        else:
+            first[result.key] = result
+
+    inserted = usage_repo.insert_events(session, list(first.values()), now)
+    already = [e for e in first.values() if e.key not in inserted]
+    stored = usage_repo.stored_events(session, [e.key for e in already])
+    duplicates = 0
+    conflicts: list[tuple[UsageEvent, UsageEvent]] = []
+    for event in already + repeats:
+        kept = stored.get(event.key) or first[event.key]
+        if kept.same_payload(event):
+            duplicates += 1
+        else:
+            conflicts.append((kept, event))
+    usage_repo.store_rejections(session, rejections, now, message_id)
+    usage_repo.store_conflicts(session, conflicts, now)
+    return {"accepted": len(inserted), "duplicate": duplicates, "conflict": len(conflicts),
+            "rejected": len(rejections)}
+
+
+@actor
+def record_usage(events: list[dict[str, Any]]) -> None:
+    """Ingest a batch of usage events. Redelivering the message changes nothing."""
+    message_id = current_message_id() or f"direct-{uuid.uuid4()}"
+    now = clock.now()
+    with unit_of_work() as session:
+        if not usage_repo.claim_batch(session, message_id, now):
+            log.info("usage batch already processed", actor="record_usage", message_id=message_id)
+            return
+        counts = ingest(session, events, now, message_id)
+        usage_repo.finish_batch(session, message_id, counts)
+    log.info("usage recorded", actor="record_usage", message_id=message_id, **counts)
