@@ -62,8 +62,12 @@ class Terms:
         return self.end is None or day <= self.end
 
     def has_lines(self, k: int) -> bool:
-        """False only for an opening invoice of a plan without recurring charges."""
-        return k >= 1 or bool(self.plan.recurring_charges)
+        """Whether the invoice at ``b_k`` has a line: recurring lines unless it is the final
+        one, usage lines from k = 1. (No line: the opening invoice of a usage-only plan, the
+        final invoice of a plan without usage charges.)"""
+        final = self.end is not None and self.boundary(k) == self.end
+        recurring = not final and bool(self.plan.recurring_charges)
+        return recurring or (k >= 1 and bool(self.plan.usage_charges))
 
 
 def compose_invoice(

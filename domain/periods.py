@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from domain.validation import Invalid
 
@@ -32,11 +32,11 @@ class Interval(StrEnum):
 @cache
 def zone(name: str) -> ZoneInfo:
     """The IANA time zone ``name``; an unknown name is ``Invalid``."""
+    if name not in available_timezones():
+        raise Invalid("timezone", f"{name!r} is not an IANA time zone")
     try:
-        if not name or name != name.strip():
-            raise ValueError(name)
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise Invalid("timezone", f"{name!r} is not an IANA time zone") from None
 
 

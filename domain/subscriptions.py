@@ -1,4 +1,7 @@
-"""Subscriptions: the subscribe request, discounts, lifetimes and their overlap (SPEC §1, §6, §7)."""
+"""Subscriptions: the subscribe request, discounts, lifetimes and their overlap.
+
+SPEC §1, §6, §7.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ class Discount:
 def parse_discount(data: Any, path: str) -> Discount:
     f = Fields(data, path)
     has_percent, has_amount = f.has("percent"), f.has("amount")
+    f.raw("percent"), f.raw("amount")
     if has_percent == has_amount:
         raise Invalid(path, "must have exactly one of percent or amount")
     percent = amount = None

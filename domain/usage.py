@@ -10,9 +10,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from domain.money import ROUNDING
 from domain.validation import Fields, Invalid, describe, parse_instant, parse_non_negative
 
 MAX_FUTURE = timedelta(minutes=5)
+# Bounds that keep every sum and price of accepted usage exact (domain.money.EXACT has 200
+# digits): a quantity has at most 30 digits before and 20 after the decimal point.
+MAX_INTEGER_DIGITS = 30
+MAX_FRACTION_DIGITS = 20
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ def validate_event(
         problems.append(f"key: must be a string of 1 to 255 characters, got {describe(key)}")
     customer = read("customer", lambda: f.text("customer"))
     meter = read("meter", lambda: f.text("meter"))
-    quantity = read("quantity", lambda: parse_non_negative(f.required("quantity"), "quantity"))
+    quantity = read("quantity", lambda: _quantity(f.required("quantity")))
     timestamp = read("timestamp", lambda: parse_instant(f.required("timestamp"), "timestamp"))
     properties = read("properties", lambda: _properties(raw.get("properties")))
     if customer is not None and customer not in customers:
@@ -143,6 +148,16 @@ def validate_event(
         return Rejection(key_text, "; ".join(problems), json_safe(raw))
     assert key_text is not None and quantity is not None and timestamp is not None
     return UsageEvent(key_text, customer, meter, quantity, timestamp, properties or {})
+
+
+def _quantity(value: Any) -> Decimal:
+    quantity = parse_non_negative(value, "quantity")
+    if quantity >= Decimal(10) ** MAX_INTEGER_DIGITS:
+        raise Invalid("quantity", f"must be less than 1E+{MAX_INTEGER_DIGITS}")
+    exponent = quantity.normalize(ROUNDING).as_tuple().exponent  # 1.50 has 1 decimal place
+    if isinstance(exponent, int) and -exponent > MAX_FRACTION_DIGITS:
+        raise Invalid("quantity", f"has more than {MAX_FRACTION_DIGITS} decimal places")
+    return quantity
 
 
 def _properties(value: Any) -> dict[str, Any]:

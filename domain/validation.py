@@ -80,8 +80,13 @@ def parse_instant(value: Any, field: str) -> datetime:
     else:
         raise Invalid(field, f"must be an ISO 8601 instant with an offset, got {describe(value)}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise Invalid(field, f"must include a UTC offset (e.g. 'Z' or '+01:00'), got {describe(value)}")
-    return parsed.astimezone(UTC)
+        raise Invalid(
+            field, f"must include a UTC offset (e.g. 'Z' or '+01:00'), got {describe(value)}"
+        )
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(field, f"is out of range as a UTC instant, got {describe(value)}") from None
 
 
 def parse_date(value: Any, field: str) -> date:
@@ -155,7 +160,9 @@ class Fields:
     def choice(self, name: str, options: Sequence[str]) -> str:
         value = self.required(name)
         if value not in options:
-            raise Invalid(self.at(name), f"must be one of {', '.join(options)}; got {describe(value)}")
+            raise Invalid(
+                self.at(name), f"must be one of {', '.join(options)}; got {describe(value)}"
+            )
         return str(value)
 
     def items(self, name: str, *, required: bool = True) -> Iterator[tuple[str, Any]]:
