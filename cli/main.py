@@ -79,5 +79,22 @@ def demo_command() -> None:
     print_invoices(result)
 
 
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create the tables that are missing in BILLING_DATABASE_URL."""
+    from persistence import db
+    from workers.settings import settings
+
+    url = settings().database_url
+    db.configure(url)
+    db.create_schema()
+    err.print(f"[green]✓[/] schema ready at {db.engine().url.render_as_string()}",
+              highlight=False)
+
+
 def main() -> None:  # pragma: no cover
     app()

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from domain.catalog import (
     Aggregation,
@@ -17,6 +18,7 @@ from domain.catalog import (
     parse_plan,
     plan_to_dict,
 )
+from persistence.sql import rowcount
 from persistence.tables import CustomerRow, EntityRow, MeterRow, PlanMeterRow, PlanRow
 
 
@@ -31,7 +33,7 @@ def apply_catalog(session: Session, catalog: Catalog) -> None:
         session.merge(PlanRow(id=p.id, currency=p.currency, interval=p.interval.value,
                               definition=plan_to_dict(p)))
         session.flush()
-        session.execute(delete(PlanMeterRow).where(PlanMeterRow.plan_id == p.id))  # type: ignore[arg-type]
+        session.execute(delete(PlanMeterRow).where(col(PlanMeterRow.plan_id) == p.id))
         for meter_id in sorted(p.meters):
             session.add(PlanMeterRow(plan_id=p.id, meter_id=meter_id))
     for c in catalog.customers.values():
@@ -45,7 +47,7 @@ def entity(session: Session, entity_id: str) -> Entity | None:
 
 
 def entities(session: Session) -> list[Entity]:
-    rows = session.scalars(select(EntityRow).order_by(EntityRow.id))  # type: ignore[arg-type]
+    rows = session.scalars(select(EntityRow).order_by(col(EntityRow.id)))
     return [Entity(r.id, r.timezone, r.invoice_prefix) for r in rows]
 
 
@@ -67,7 +69,8 @@ def customer(session: Session, customer_id: str, *, lock: bool = False) -> Custo
 
 
 def known_ids(session: Session, model: type[CustomerRow] | type[MeterRow],
-              ids: Iterable[str]) -> set[str]:
+              ids: Iterable[object]) -> set[str]:
+    """Which of ``ids`` exist (anything not a string does not)."""
     wanted = {i for i in ids if isinstance(i, str)}
     if not wanted:
         return set()
@@ -75,14 +78,15 @@ def known_ids(session: Session, model: type[CustomerRow] | type[MeterRow],
     chunk = sorted(wanted)
     for start in range(0, len(chunk), 500):
         part = chunk[start:start + 500]
-        found.update(session.scalars(select(model.id).where(model.id.in_(part))))  # type: ignore[attr-defined]
+        column = col(model.id)
+        found.update(session.scalars(select(column).where(column.in_(part))))
     return found
 
 
 def set_draft_invoices(session: Session, customer_id: str, value: bool) -> bool:
     """Whether the customer exists (and now has the setting)."""
     result = session.execute(
-        update(CustomerRow).where(CustomerRow.id == customer_id)  # type: ignore[arg-type]
+        update(CustomerRow).where(col(CustomerRow.id) == customer_id)
         .values(draft_invoices=value)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result) > 0

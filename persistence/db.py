@@ -24,6 +24,7 @@ from persistence import tables  # noqa: F401  (registers the tables)
 
 _engine: Engine | None = None
 _url: str | None = None
+_schema: str | None = None
 
 
 class _DecimalSum:
@@ -82,7 +83,9 @@ def _begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, schema: str | None = None) -> Engine:
+    """An engine for ``url``; on PostgreSQL ``schema`` (created if missing) isolates a replay
+    or a test run from every other table in the database."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
@@ -90,17 +93,30 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _setup_sqlite)
         event.listen(engine, "begin", _begin_immediate)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                           connect_args=connect_args)
+    if schema:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    return engine
 
 
-def configure(url: str) -> Engine:
+def configure(url: str, schema: str | None = None) -> Engine:
     """Point the process at a database (replacing any earlier one)."""
-    global _engine, _url
+    global _engine, _url, _schema
     if _engine is not None:
         _engine.dispose()
-    _engine = make_engine(url)
-    _url = url
+    _engine = make_engine(url, schema)
+    _url, _schema = url, schema
     return _engine
+
+
+def drop_private_schema() -> None:
+    """Drop the PostgreSQL schema given to ``configure`` (a replay's or a test's)."""
+    if _schema and _engine is not None and _engine.dialect.name == "postgresql":
+        with _engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{_schema}" CASCADE')
 
 
 def engine() -> Engine:

@@ -6,11 +6,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from domain.invoices import ComposedInvoice, Line
-from persistence.sql import insert_ignore, is_postgres
+from persistence.sql import insert_ignore, is_postgres, rowcount
 from persistence.tables import InvoiceCounterRow, InvoiceLineRow, InvoiceRow
 
 I = InvoiceRow  # noqa: E741
@@ -26,7 +27,8 @@ def invoiced_boundaries(session: Session, subscription_ids: list[str]) -> dict[s
     result: dict[str, set[date]] = defaultdict(set)
     for start in range(0, len(subscription_ids), 500):
         part = subscription_ids[start:start + 500]
-        stmt = select(I.subscription_id, I.boundary).where(I.subscription_id.in_(part))  # type: ignore[attr-defined]
+        sub = col(I.subscription_id)
+        stmt = select(sub, col(I.boundary)).where(sub.in_(part))
         for sub_id, day in session.execute(stmt):
             result[sub_id].add(day)
     return result
@@ -41,7 +43,7 @@ def _line_rows(invoice_id: int, invoice: ComposedInvoice) -> list[dict[str, obje
     ]
 
 
-def insert(session: Session, *, subscription_id: str, entity_id: str, customer_id: str,
+def add(session: Session, *, subscription_id: str, entity_id: str, customer_id: str,
            invoice: ComposedInvoice, status: str, issued_at: datetime,
            computed_at: datetime) -> int | None:
     """Store the invoice unless one exists for (subscription, boundary); its id or None."""
@@ -50,10 +52,10 @@ def insert(session: Session, *, subscription_id: str, entity_id: str, customer_i
         customer_id=customer_id, currency=invoice.currency, status=status, final=invoice.final,
         issued_at=issued_at, computed_at=computed_at, subtotal=invoice.subtotal,
         discount=invoice.discount, total=invoice.total,
-    ).returning(InvoiceRow.id)
-    invoice_id = session.scalar(stmt)
+    ).returning(col(InvoiceRow.id))
+    invoice_id: int | None = session.scalar(stmt)
     if invoice_id is not None:
-        session.execute(InvoiceLineRow.__table__.insert(), _line_rows(invoice_id, invoice))  # type: ignore[attr-defined]
+        session.execute(insert(InvoiceLineRow), _line_rows(invoice_id, invoice))
     return invoice_id
 
 
@@ -61,14 +63,14 @@ def replace_draft(session: Session, invoice_id: int, invoice: ComposedInvoice,
                   computed_at: datetime) -> bool:
     """Recompute a draft in place (boundary and issued_at stay); False if not a draft."""
     result = session.execute(
-        update(I).where(I.id == invoice_id, I.status == "draft")  # type: ignore[arg-type]
+        update(I).where(col(I.id) == invoice_id, col(I.status) == "draft")
         .values(final=invoice.final, currency=invoice.currency, subtotal=invoice.subtotal,
                 discount=invoice.discount, total=invoice.total, computed_at=computed_at)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not rowcount(result):
         return False
-    session.execute(delete(InvoiceLineRow).where(InvoiceLineRow.invoice_id == invoice_id))  # type: ignore[arg-type]
-    session.execute(InvoiceLineRow.__table__.insert(), _line_rows(invoice_id, invoice))  # type: ignore[attr-defined]
+    session.execute(delete(InvoiceLineRow).where(col(InvoiceLineRow.invoice_id) == invoice_id))
+    session.execute(insert(InvoiceLineRow), _line_rows(invoice_id, invoice))
     return True
 
 
@@ -81,16 +83,16 @@ def send(session: Session, invoice_id: int, entity_id: str, prefix: str,
         insert_ignore(session, InvoiceCounterRow, "entity_id").values(entity_id=entity_id,
                                                                        last_number=0)
     )
-    stmt = select(InvoiceCounterRow).where(InvoiceCounterRow.entity_id == entity_id)  # type: ignore[arg-type]
+    stmt = select(InvoiceCounterRow).where(col(InvoiceCounterRow.entity_id) == entity_id)
     if is_postgres(session):
         stmt = stmt.with_for_update()
     counter = session.scalars(stmt).one()
     number = f"{prefix}-{counter.last_number + 1:06d}"
     result = session.execute(
-        update(I).where(I.id == invoice_id, I.status == "draft")  # type: ignore[arg-type]
+        update(I).where(col(I.id) == invoice_id, col(I.status) == "draft")
         .values(status="sent", number=number, sent_at=now)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not rowcount(result):
         return None
     counter.last_number += 1
     session.flush()
@@ -99,16 +101,16 @@ def send(session: Session, invoice_id: int, entity_id: str, prefix: str,
 
 def find(session: Session, subscription_id: str, boundary: date, *,
          lock: bool = False) -> InvoiceRow | None:
-    stmt = select(I).where(I.subscription_id == subscription_id, I.boundary == boundary)  # type: ignore[arg-type]
+    stmt = select(I).where(col(I.subscription_id) == subscription_id, col(I.boundary) == boundary)
     if lock and is_postgres(session):
         stmt = stmt.with_for_update()
     return session.scalars(stmt).first()
 
 
 def all_with_lines(session: Session) -> list[StoredInvoice]:
-    rows = list(session.scalars(select(I).order_by(I.subscription_id, I.boundary)))  # type: ignore[arg-type]
+    rows = list(session.scalars(select(I).order_by(col(I.subscription_id), col(I.boundary))))
     lines: dict[int, list[Line]] = defaultdict(list)
-    for ln in session.scalars(select(InvoiceLineRow).order_by(InvoiceLineRow.id)):  # type: ignore[arg-type]
+    for ln in session.scalars(select(InvoiceLineRow).order_by(col(InvoiceLineRow.id))):
         lines[ln.invoice_id].append(
             Line(ln.type, ln.charge_id, ln.period_start, ln.period_end, ln.quantity, ln.amount)
         )

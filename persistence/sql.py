@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import CursorResult, Result
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -16,3 +17,9 @@ def insert_ignore(session: Session, model: Any, *conflict_columns: str) -> Any:
     """``INSERT … ON CONFLICT (columns) DO NOTHING`` for the session's dialect."""
     insert = postgresql.insert if is_postgres(session) else sqlite.insert
     return insert(model).on_conflict_do_nothing(index_elements=list(conflict_columns))
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE touched."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)

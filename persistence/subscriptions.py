@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from persistence.sql import insert_ignore
 from persistence.tables import CommandLogRow, InvoiceRow, PlanMeterRow, SubscriptionRow
@@ -17,13 +18,13 @@ def claim_message(session: Session, message_id: str, actor: str, now: datetime) 
     """Record a command message as being processed; False when it was processed before."""
     stmt = insert_ignore(session, CommandLogRow, "message_id").values(
         message_id=message_id, actor=actor, received_at=now
-    ).returning(CommandLogRow.message_id)
+    ).returning(col(CommandLogRow.message_id))
     return session.execute(stmt).first() is not None
 
 
 def record_outcome(session: Session, message_id: str, outcome: str, detail: str) -> None:
     session.execute(
-        update(CommandLogRow).where(CommandLogRow.message_id == message_id)  # type: ignore[arg-type]
+        update(CommandLogRow).where(col(CommandLogRow.message_id) == message_id)
         .values(outcome=outcome, detail=detail)
     )
 
@@ -43,21 +44,21 @@ def sharing_meters(session: Session, customer_id: str, meters: frozenset[str],
     if not meters:
         return []
     stmt = select(S).where(
-        S.customer_id == customer_id,
-        exists().where(PlanMeterRow.plan_id == S.plan_id,
-                       PlanMeterRow.meter_id.in_(sorted(meters))),  # type: ignore[attr-defined]
+        col(S.customer_id) == customer_id,
+        exists().where(col(PlanMeterRow.plan_id) == col(S.plan_id),
+                       col(PlanMeterRow.meter_id).in_(sorted(meters))),
     )
     if exclude is not None:
-        stmt = stmt.where(S.id != exclude)
+        stmt = stmt.where(col(S.id) != exclude)
     return list(session.scalars(stmt))
 
 
 def billable(session: Session, entity_id: str, run_at: datetime) -> list[SubscriptionRow]:
     """The entity's subscriptions that existed at ``run_at`` and have no final invoice yet."""
-    has_final = exists().where(InvoiceRow.subscription_id == S.id, InvoiceRow.final)
+    has_final = exists().where(col(InvoiceRow.subscription_id) == col(S.id), col(InvoiceRow.final))
     stmt = (
         select(S)
-        .where(S.entity_id == entity_id, S.created_at <= run_at, ~has_final)  # type: ignore[operator]
-        .order_by(S.id)
+        .where(col(S.entity_id) == entity_id, col(S.created_at) <= run_at, ~has_final)
+        .order_by(col(S.id))
     )
     return list(session.scalars(stmt))

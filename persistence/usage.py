@@ -15,12 +15,14 @@ from sqlalchemy import (
     distinct,
     exists,
     func,
+    insert,
     literal,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from domain.aggregation import average
 from domain.catalog import Aggregation, Meter
@@ -44,13 +46,13 @@ def claim_batch(session: Session, message_id: str, now: datetime) -> bool:
     """Record a usage message as being processed; False when it was processed before."""
     stmt = insert_ignore(session, IngestBatchRow, "message_id").values(
         message_id=message_id, received_at=now
-    ).returning(IngestBatchRow.message_id)
+    ).returning(col(IngestBatchRow.message_id))
     return session.execute(stmt).first() is not None
 
 
 def finish_batch(session: Session, message_id: str, counts: dict[str, int]) -> None:
     session.execute(
-        update(IngestBatchRow).where(IngestBatchRow.message_id == message_id)  # type: ignore[arg-type]
+        update(IngestBatchRow).where(col(IngestBatchRow.message_id) == message_id)
         .values(**counts)
     )
 
@@ -65,7 +67,7 @@ def insert_events(session: Session, events: Sequence[UsageEvent], now: datetime)
              "properties": dict(e.properties) or None, "ingested_at": now}
             for e in events[start:start + CHUNK]
         ]
-        stmt = insert_ignore(session, UsageEventRow, "key").returning(UsageEventRow.key)
+        stmt = insert_ignore(session, UsageEventRow, "key").returning(col(UsageEventRow.key))
         inserted.update(session.scalars(stmt, rows))
     return inserted
 
@@ -75,7 +77,7 @@ def stored_events(session: Session, keys: Iterable[str]) -> dict[str, UsageEvent
     wanted = sorted(set(keys))
     for start in range(0, len(wanted), CHUNK):
         part = wanted[start:start + CHUNK]
-        for row in session.scalars(select(E).where(E.key.in_(part))):  # type: ignore[attr-defined]
+        for row in session.scalars(select(E).where(col(E.key).in_(part))):
             result[row.key] = UsageEvent(row.key, row.customer_id, row.meter_id, row.quantity,
                                          row.timestamp, row.properties or {})
     return result
@@ -85,7 +87,7 @@ def store_rejections(session: Session, rejections: Sequence[Rejection], now: dat
                      message_id: str | None) -> None:
     if rejections:
         session.execute(
-            RejectedUsageRow.__table__.insert(),  # type: ignore[attr-defined]
+            insert(RejectedUsageRow),
             [{"key": r.key, "reason": r.reason, "payload": r.payload, "received_at": now,
               "message_id": message_id} for r in rejections],
         )
@@ -95,7 +97,7 @@ def store_conflicts(session: Session, conflicts: Sequence[tuple[UsageEvent, Usag
                     now: datetime) -> None:
     if conflicts:
         session.execute(
-            UsageConflictRow.__table__.insert(),  # type: ignore[attr-defined]
+            insert(UsageConflictRow),
             [{"key": new.key, "stored_payload": old.payload(), "received_payload": new.payload(),
               "received_at": now} for old, new in conflicts],
         )
@@ -112,12 +114,12 @@ def _decimal(session: Session, name: str, column: Any) -> Any:
 def _unique_value(session: Session, prop: str) -> Any:
     """``properties[prop]`` as a comparable value; absent or JSON null is SQL NULL."""
     if is_postgres(session):
-        return func.nullif(E.properties[prop], cast(literal("null"), JSONB))  # type: ignore[index]
+        return func.nullif(col(E.properties)[prop], cast(literal("null"), JSONB))
     path = '$."' + prop.replace('"', '\\"') + '"'
-    kind = func.json_type(E.properties, path)
+    kind = func.json_type(col(E.properties), path)
     return case(
         (kind.is_(None) | (kind == "null"), None),
-        else_=kind + literal(":") + cast(func.json_extract(E.properties, path), String),
+        else_=kind + literal(":") + cast(func.json_extract(col(E.properties), path), String),
     )
 
 
@@ -126,17 +128,17 @@ def aggregate(session: Session, customer: str, meter: Meter, start_at: datetime,
     """SPEC §4 over the events of ``customer`` and ``meter`` with a timestamp in
     ``[start_at, end_at)`` that were ingested no later than ``ingested_by``."""
     where = (
-        E.customer_id == customer,
-        E.meter_id == meter.id,
-        E.timestamp >= start_at,  # type: ignore[operator]
-        E.timestamp < end_at,  # type: ignore[operator]
-        E.ingested_at <= ingested_by,  # type: ignore[operator]
+        col(E.customer_id) == customer,
+        col(E.meter_id) == meter.id,
+        col(E.timestamp) >= start_at,
+        col(E.timestamp) < end_at,
+        col(E.ingested_at) <= ingested_by,
     )
     agg = meter.aggregation
     if agg is Aggregation.LAST:
-        key_order = E.key.collate("C") if is_postgres(session) else E.key  # type: ignore[attr-defined]
-        stmt = select(E.quantity).where(*where).order_by(
-            E.timestamp.desc(), key_order.desc()).limit(1)  # type: ignore[attr-defined]
+        key_order = col(E.key).collate("C") if is_postgres(session) else col(E.key)
+        stmt = select(col(E.quantity)).where(*where).order_by(
+            col(E.timestamp).desc(), key_order.desc()).limit(1)
         value = session.scalar(stmt)
         return Decimal(0) if value is None else value
     if agg is Aggregation.COUNT:
@@ -147,22 +149,21 @@ def aggregate(session: Session, customer: str, meter: Meter, start_at: datetime,
         return Decimal(session.scalar(select(expr).where(*where)) or 0)
     if agg is Aggregation.AVERAGE:
         row = session.execute(
-            select(_decimal(session, "sum", E.quantity), func.count()).where(*where)
+            select(_decimal(session, "sum", col(E.quantity)), func.count()).where(*where)
         ).one()
         return average(row[0] or Decimal(0), int(row[1]))
     name = {Aggregation.SUM: "sum", Aggregation.MAX: "max", Aggregation.MIN: "min"}[agg]
-    value = session.scalar(select(_decimal(session, name, E.quantity)).where(*where))
+    value = session.scalar(select(_decimal(session, name, col(E.quantity))).where(*where))
     return Decimal(0) if value is None else value
 
 
 def outcome_counts(session: Session) -> dict[str, int]:
     B = IngestBatchRow
+    names = ("accepted", "duplicate", "conflict", "rejected")
     row = session.execute(
-        select(func.coalesce(func.sum(B.accepted), 0), func.coalesce(func.sum(B.duplicate), 0),
-               func.coalesce(func.sum(B.conflict), 0), func.coalesce(func.sum(B.rejected), 0))
+        select(*[func.coalesce(func.sum(col(getattr(B, n))), 0) for n in names])
     ).one()
-    return {"accepted": int(row[0]), "duplicate": int(row[1]), "conflict": int(row[2]),
-            "rejected": int(row[3])}
+    return {name: int(value) for name, value in zip(names, row, strict=True)}
 
 
 def count_unbilled(session: Session) -> int:
@@ -172,17 +173,17 @@ def count_unbilled(session: Session) -> int:
     billed = (
         select(literal(1))
         .select_from(S)
-        .join(PM, PM.plan_id == S.plan_id)  # type: ignore[arg-type]
+        .join(PM, col(PM.plan_id) == col(S.plan_id))
         .where(
-            S.customer_id == E.customer_id,
-            PM.meter_id == E.meter_id,
-            E.timestamp >= S.start_at,  # type: ignore[operator]
-            (S.end_at.is_(None)) | (E.timestamp < S.end_at),  # type: ignore[union-attr,operator]
+            col(S.customer_id) == col(E.customer_id),
+            col(PM.meter_id) == col(E.meter_id),
+            col(E.timestamp) >= col(S.start_at),
+            (col(S.end_at).is_(None)) | (col(E.timestamp) < col(S.end_at)),
         )
     )
     return int(session.scalar(select(func.count()).select_from(E).where(~exists(billed))) or 0)
 
 
 def rejected(session: Session, limit: int = 100) -> list[RejectedUsageRow]:
-    stmt = select(RejectedUsageRow).order_by(RejectedUsageRow.id.desc()).limit(limit)  # type: ignore[union-attr]
+    stmt = select(RejectedUsageRow).order_by(col(RejectedUsageRow.id).desc()).limit(limit)
     return list(session.scalars(stmt))

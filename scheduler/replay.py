@@ -8,6 +8,7 @@ before the clock moves on, so a replay is deterministic.
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq import Worker
+from dramatiq.brokers.stub import StubBroker
 
 from domain.money import format_money, format_quantity
 from domain.periods import bill_run_instant, zone
@@ -28,7 +30,7 @@ from persistence.db import unit_of_work
 from scheduler.scenario import Action, Scenario
 from scheduler.tick import tick
 from workers import actors, clock
-from workers.broker import QUEUE, stub_broker, use
+from workers.broker import QUEUE, FailureRecorder, stub_broker, use
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,20 @@ def send(action: Action) -> None:
         raise ValueError(action.kind)
 
 
-def drain(broker: dramatiq.Broker, worker: Worker) -> None:
-    """Wait until every message, including the follow-ups they sent, is processed."""
-    broker.join(QUEUE, fail_fast=True)  # type: ignore[attr-defined]
+class ReplayError(RuntimeError):
+    """An actor failed during a replay (a bug or an outage, never a business refusal)."""
+
+
+def drain(broker: dramatiq.Broker, worker: Worker, failures: FailureRecorder) -> None:
+    """Wait until every message, including the follow-ups they sent, is processed and
+    acknowledged."""
+    if isinstance(broker, StubBroker):
+        broker.join(QUEUE, fail_fast=False)
+    else:
+        broker.join(QUEUE, interval=2)  # type: ignore[call-arg]
     worker.join()
+    if failures.failures:
+        raise ReplayError(failures.failures[0])
 
 
 def report() -> dict[str, Any]:
@@ -138,17 +150,28 @@ def report() -> dict[str, Any]:
 
 
 def replay(scenario: Scenario, *, database_url: str | None = None,
+           broker: dramatiq.Broker | None = None,
            on_step: Callable[[int, int, Step], None] | None = None) -> dict[str, Any]:
-    """Run the scenario on a fresh store and return its output."""
+    """Run the scenario on a fresh store and return its output.
+
+    The embedded default is a new SQLite file and an in-process broker. With a PostgreSQL
+    ``database_url`` the replay works in a schema of its own (dropped afterwards), so it
+    never touches other tables; ``broker`` may be a Redis broker (see
+    ``workers.broker.replay_broker``).
+    """
+    run_id = uuid.uuid4().hex[:12]
     with tempfile.TemporaryDirectory(prefix="billing-replay-") as tmp:
-        db.configure(database_url or f"sqlite:///{Path(tmp) / 'replay.db'}")
+        db.configure(database_url or f"sqlite:///{Path(tmp) / 'replay.db'}",
+                     schema=f"replay_{run_id}")
         db.create_schema()
         with unit_of_work() as session:
             catalog_repo.apply_catalog(session, scenario.catalog)
-        broker = use(stub_broker())
+        broker = use(broker or stub_broker())
+        failures = FailureRecorder()
+        broker.add_middleware(failures)
         simulated = clock.SimulatedClock(scenario.start)
         clock.use(simulated)
-        worker = Worker(broker, worker_threads=1, worker_timeout=50)
+        worker = Worker(broker, worker_threads=1, worker_timeout=20)
         worker.start()
         try:
             steps = plan_steps(scenario)
@@ -159,11 +182,12 @@ def replay(scenario: Scenario, *, database_url: str | None = None,
                 else:
                     assert step.entity is not None
                     tick(step.at, [step.entity])
-                drain(broker, worker)
+                drain(broker, worker, failures)
                 if on_step is not None:
                     on_step(number, len(steps), step)
             return report()
         finally:
             worker.stop()
             clock.reset()
+            db.drop_private_schema()
             db.engine().dispose()

@@ -86,7 +86,7 @@ def read_document(path: Path) -> Any:
                 f"{path}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"
             ) from None
     try:
-        return yaml.load(text, Loader=_ExactLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_ExactLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -22,8 +22,8 @@ __all__ = [
     "uncancel",
 ]
 
-from persistence import db as _db  # noqa: E402
-from workers.settings import settings as _settings  # noqa: E402
+from persistence import db as _db
+from workers.settings import settings as _settings
 
 if not _db.is_configured():
     _db.configure(_settings().database_url)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, ParamSpec
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -32,7 +32,7 @@ from dramatiq.middleware import (
 from workers.settings import Settings, settings
 
 QUEUE = "billing"
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
 ACTORS: list[dramatiq.Actor[Any, Any]] = []
 
 
@@ -69,19 +69,29 @@ def middleware(config: Settings, *, max_retries: int | None = None) -> list[Midd
     ]
 
 
-def build_broker(config: Settings, *, max_retries: int | None = None) -> dramatiq.Broker:
-    mw = middleware(config, max_retries=max_retries)
-    if config.redis_url:
-        from dramatiq.brokers.redis import RedisBroker
+def redis_broker(config: Settings, *, url: str | None = None, client: Any = None,
+                 namespace: str | None = None, max_retries: int | None = None) -> dramatiq.Broker:
+    from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=config.redis_url, namespace=config.queue_namespace, middleware=mw)
-    return StubBroker(middleware=mw)
+    return RedisBroker(  # type: ignore[no-untyped-call]
+        url=None if client is not None else (url or config.redis_url),
+        client=client,
+        namespace=namespace or config.queue_namespace,
+        middleware=middleware(config, max_retries=max_retries),
+    )
+
+
+def build_broker(config: Settings) -> dramatiq.Broker:
+    """Redis when ``BILLING_REDIS_URL`` is set, else in-process."""
+    if config.redis_url:
+        return redis_broker(config)
+    return StubBroker(middleware=middleware(config))
 
 
 def stub_broker(*, max_retries: int = 0) -> StubBroker:
-    """A fresh in-process broker (what a replay drives)."""
-    broker = StubBroker(middleware=middleware(settings(), max_retries=max_retries))
-    return broker
+    """A fresh in-process broker. A replay gives it no retries: on the embedded store an
+    actor error is a bug to stop at, not an outage to wait out."""
+    return StubBroker(middleware=middleware(settings(), max_retries=max_retries))
 
 
 def use(broker: dramatiq.Broker) -> dramatiq.Broker:
@@ -93,11 +103,24 @@ def use(broker: dramatiq.Broker) -> dramatiq.Broker:
     return broker
 
 
-def actor(fn: F) -> F:
+class FailureRecorder(Middleware):
+    """Remembers actor exceptions, so that a replay or a test stops at them (on any broker)
+    instead of going on past a dead-lettered message."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
+                              result: Any = None, exception: BaseException | None = None) -> None:
+        if exception is not None:
+            self.failures.append(f"{message}: {type(exception).__name__}: {exception}")
+
+
+def actor(fn: Callable[P, None]) -> dramatiq.Actor[P, None]:
     """Declare a project actor on the billing queue."""
-    declared = dramatiq.actor(fn, queue_name=QUEUE)
+    declared: dramatiq.Actor[P, None] = dramatiq.actor(queue_name=QUEUE)(fn)
     ACTORS.append(declared)
-    return declared  # type: ignore[return-value]
+    return declared
 
 
 dramatiq.set_encoder(ExactJSONEncoder())

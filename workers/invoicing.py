@@ -106,7 +106,7 @@ def do_issue(session: Session, now: datetime, subscription: str, boundary: date,
     composed = compute(session, row, plan, entity, k, now)
     if composed is None:
         return Outcome("unchanged", "no line to invoice")
-    invoice_id = invoices_repo.insert(
+    invoice_id = invoices_repo.add(
         session, subscription_id=row.id, entity_id=entity.id, customer_id=customer.id,
         invoice=composed, status="draft", issued_at=issued_at, computed_at=now,
     )

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Seconds between scheduler ticks.
     tick_seconds: float = 30.0
+    # The Procfile's worker: dramatiq processes × threads.
+    worker_processes: int = 2
+    worker_threads: int = 8
 
 
 @cache

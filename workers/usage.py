@@ -28,8 +28,10 @@ def ingest(session: Session, raw_events: Any, now: datetime,
     if not isinstance(raw_events, list):
         raw_events = [raw_events]
     referenced = [e for e in raw_events if isinstance(e, dict)]
-    customers = catalog_repo.known_ids(session, CustomerRow, (e.get("customer") for e in referenced))
-    meters = catalog_repo.known_ids(session, MeterRow, (e.get("meter") for e in referenced))
+    customers = catalog_repo.known_ids(
+        session, CustomerRow, [e.get("customer") for e in referenced]
+    )
+    meters = catalog_repo.known_ids(session, MeterRow, [e.get("meter") for e in referenced])
 
     rejections: list[Rejection] = []
     first: dict[str, UsageEvent] = {}
