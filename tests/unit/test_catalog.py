@@ -269,11 +269,6 @@ def test_parse_plan_without_a_meter_list_does_not_check_meters() -> None:
     assert err.value.field == "plan.charges[1].meter"
 
 
-@pytest.mark.xfail(
-    reason="BUG: a timezone that names a tzdata directory (e.g. 'America') makes "
-    "parse_catalog raise IsADirectoryError instead of an Invalid naming entities[0].timezone",
-    strict=True,
-)
 def test_directory_timezone_is_refused_with_the_path() -> None:
     err = refused(mutate(["entities", 0, "timezone"], "America"))
     assert err.field == "entities[0].timezone"

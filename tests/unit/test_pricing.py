@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from domain.catalog import Model, Tier, UsageCharge, parse_catalog
 from domain.money import format_money
 from domain.pricing import model_amount, price_usage
+from tests.conftest import SHARED
 
 pytestmark = pytest.mark.unit
 
 D = Decimal
-SCENARIOS = Path("/work/shared/scenarios")
+SCENARIOS = SHARED / "scenarios"
 
 
 def unit(price: str, **kw: object) -> UsageCharge:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from domain.usage import Rejection, UsageEvent, validate_event
+from tests.conftest import SHARED
 
 pytestmark = pytest.mark.unit
 
 D = Decimal
-SCENARIOS = Path("/work/shared/scenarios")
+SCENARIOS = SHARED / "scenarios"
 NOW = datetime(2026, 9, 3, tzinfo=UTC)
 CUSTOMERS = {"app", "no-plan"}
 METERS = {"bytes"}
@@ -308,3 +308,33 @@ def test_scenario_07_outcomes() -> None:
                   if e.customer == "app" and start <= e.timestamp < end), D(0))
     (invoice,) = expected["invoices"]
     assert str(billed) == invoice["lines"][0]["quantity"] == "110"
+
+
+# --- suspected bugs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timestamp", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_out_of_range_instant_is_a_rejection_not_a_crash(timestamp: str) -> None:
+    try:
+        result = check(event(timestamp=timestamp))
+    except OverflowError as exc:
+        raise AssertionError(f"validate_event crashed: {exc!r}") from exc
+    assert isinstance(result, Rejection)
+    assert result.reason.startswith("timestamp:")
+
+
+@pytest.mark.parametrize("quantity", ["0." + "1" * 250, "1E+1000000"])
+def test_an_accepted_quantity_can_always_be_aggregated(quantity: str) -> None:
+    from decimal import Inexact
+
+    from domain.aggregation import aggregate
+    from domain.catalog import Aggregation, Meter
+
+    result = check(event(quantity=quantity))
+    if isinstance(result, Rejection):
+        assert result.reason.startswith("quantity:")
+        return
+    try:
+        aggregate(Meter("bytes", Aggregation.SUM), [result, result])
+    except Inexact as exc:
+        raise AssertionError("an accepted event cannot be summed") from exc

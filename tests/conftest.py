@@ -1,0 +1,176 @@
+"""Shared fixtures: stores (SQLite, PostgreSQL), brokers (in-process, fakeredis, Redis) and
+the PostgreSQL + Redis tier switch.
+
+The PostgreSQL + Redis tier runs when both servers answer at
+``BILLING_TEST_DATABASE_URL`` / ``BILLING_TEST_REDIS_URL`` (defaults: this machine's
+127.0.0.1 servers). When they do not, those tests are skipped and the run says so — unless
+``BILLING_REQUIRE_SERVICES=1`` (set by CI), where a missing server fails the run instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq import Worker
+from dramatiq.brokers.stub import StubBroker
+
+from persistence import db
+from workers import clock
+from workers.broker import QUEUE, FailureRecorder, redis_broker, stub_broker, use
+from workers.settings import settings
+
+PG_URL = os.environ.get("BILLING_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("BILLING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_SERVICES = os.environ.get("BILLING_REQUIRE_SERVICES") == "1"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@cache
+def services_problem() -> str | None:
+    """Why the PostgreSQL + Redis tier cannot run here, or None when it can."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
+            conn.execute("select 1")
+    except Exception as exc:
+        return f"PostgreSQL at {PG_URL} is unreachable ({type(exc).__name__})"
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except Exception as exc:
+        return f"Redis at {REDIS_URL} is unreachable ({type(exc).__name__})"
+    return None
+
+
+def require_services() -> None:
+    problem = services_problem()
+    if problem is None:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"PostgreSQL + Redis tier required (BILLING_REQUIRE_SERVICES=1): {problem}")
+    pytest.skip(f"PostgreSQL + Redis tier skipped: {problem}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    problem = services_problem()
+    if problem is None:
+        return f"PostgreSQL + Redis tier: ON ({PG_URL}, {REDIS_URL})"
+    if REQUIRE_SERVICES:
+        return f"PostgreSQL + Redis tier: REQUIRED but unavailable: {problem}"
+    return f"PostgreSQL + Redis tier: SKIPPED — {problem}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.path)
+        for tier in ("unit", "integration", "e2e"):
+            if f"{os.sep}tests{os.sep}{tier}{os.sep}" in path:
+                item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'billing.db'}"
+    db.configure(url)
+    db.create_schema()
+    yield url
+    db.engine().dispose()
+
+
+@pytest.fixture
+def pg_store() -> Iterator[str]:
+    require_services()
+    db.configure(PG_URL, schema=f"test_{uuid.uuid4().hex[:12]}")
+    db.create_schema()
+    yield PG_URL
+    db.drop_private_schema()
+    db.engine().dispose()
+
+
+def flush_redis_namespace(namespace: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@dataclass
+class Runtime:
+    """A store, a broker and one worker thread, on a simulated clock."""
+
+    name: str
+    broker: dramatiq.Broker
+    worker: Worker
+    clock: clock.SimulatedClock
+    failures: FailureRecorder
+
+    def drain(self) -> None:
+        if isinstance(self.broker, StubBroker):
+            self.broker.join(QUEUE, fail_fast=False)
+        else:
+            self.broker.join(QUEUE, interval=2)  # type: ignore[call-arg]
+        self.worker.join()
+        assert not self.failures.failures, self.failures.failures
+
+    def at(self, when: str) -> None:
+        self.clock.set(datetime.fromisoformat(when.replace("Z", "+00:00")).astimezone(UTC))
+
+    def deliver(self, message: Any) -> None:
+        """Enqueue an exact message (same message id) and process it."""
+        self.broker.enqueue(message)
+        self.drain()
+
+
+RUNTIMES = [
+    "sqlite+stub",
+    "sqlite+fakeredis",
+    pytest.param("postgres+redis", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    name: str = request.param
+    namespace = None
+    if name.startswith("postgres"):
+        request.getfixturevalue("pg_store")
+    else:
+        request.getfixturevalue("sqlite_store")
+    if name.endswith("+stub"):
+        broker: dramatiq.Broker = stub_broker(max_retries=0)
+    elif name.endswith("+fakeredis"):
+        import fakeredis
+
+        broker = redis_broker(settings(), client=fakeredis.FakeRedis(), max_retries=0,
+                              namespace=f"billing-test-{uuid.uuid4().hex[:8]}")
+    else:
+        namespace = f"billing-test-{uuid.uuid4().hex[:8]}"
+        broker = redis_broker(settings(), url=REDIS_URL, namespace=namespace, max_retries=0)
+    use(broker)
+    failures = FailureRecorder()
+    broker.add_middleware(failures)
+    sim = clock.SimulatedClock(datetime(2026, 1, 1, tzinfo=UTC))
+    clock.use(sim)
+    worker = Worker(broker, worker_threads=1, worker_timeout=20)
+    worker.start()
+    try:
+        yield Runtime(name, broker, worker, sim, failures)
+    finally:
+        worker.stop()
+        broker.close()
+        clock.reset()
+        if namespace:
+            flush_redis_namespace(namespace)

@@ -1,0 +1,92 @@
+"""The ``billing`` command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED
+
+BILLING = [sys.executable, "-m", "cli"]
+
+
+def billing(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BILLING, *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd)
+
+
+def test_replay_writes_json_to_stdout_and_logs_to_stderr() -> None:
+    done = billing("replay", str(SHARED / "scenarios" / "02-pricing-models.yaml"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["invoices"][0]["total"] == "242.76"
+
+
+def test_replay_out_file(tmp_path: Path) -> None:
+    out = tmp_path / "invoices.json"
+    done = billing("replay", str(SHARED / "scenarios" / "01-basic-monthly.yaml"), "--out",
+                   str(out))
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(out.read_text())["invoices"]) == 4
+
+
+BROKEN = {
+    "timezone": ("entities:\n  - {id: x, timezone: Mars/Olympus}\n",
+                 "entities[0].timezone"),
+    "meter": ("meters: []\nplans:\n  - {id: p, currency: EUR, interval: month, charges: "
+              "[{id: c, type: usage, meter: nope, model: unit, unit_price: 1}]}\n",
+              "plans[0].charges[0].meter"),
+    "model": ("meters: [{id: m, aggregation: sum}]\nplans:\n  - {id: p, currency: EUR, "
+              "interval: month, charges: [{id: c, type: usage, meter: m, model: magic}]}\n",
+              "plans[0].charges[0].model"),
+    "tiers": ("meters: [{id: m, aggregation: sum}]\nplans:\n  - {id: p, currency: EUR, "
+              "interval: month, charges: [{id: c, type: usage, meter: m, model: graduated, "
+              "tiers: [{up_to: 10, unit_price: 1}, {up_to: 5, unit_price: 1}, "
+              "{up_to: null, unit_price: 1}]}]}\n",
+              "plans[0].charges[0].tiers[1].up_to"),
+    "null-not-last": ("meters: [{id: m, aggregation: sum}]\nplans:\n  - {id: p, currency: EUR, "
+                      "interval: month, charges: [{id: c, type: usage, meter: m, model: bands, "
+                      "bands: [{up_to: null, price: 1}, {up_to: 5, price: 1}]}]}\n",
+                      "plans[0].charges[0].bands[0].up_to"),
+    "missing": ("plans:\n  - {id: p, interval: month, charges: []}\n", "plans[0].currency"),
+    "until": ("timeline: []\n", "until"),
+    "at": ("timeline:\n  - {at: '2026-01-01T00:00:00', cancel: {subscription: s}}\n"
+           "until: '2026-02-01T00:00:00Z'\n", "timeline[0].at"),
+    "yaml": ("entities: [\n", "line"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_malformed_scenario_exits_non_zero_with_one_line(tmp_path: Path, name: str) -> None:
+    text, where = BROKEN[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    done = billing("replay", str(path))
+    assert done.returncode != 0
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, done.stderr
+    assert where in lines[0] and str(path) in lines[0]
+    assert done.stdout == ""
+
+
+def test_refused_action_is_logged_and_the_replay_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "refused.yaml"
+    path.write_text(
+        "entities: [{id: e, timezone: UTC}]\ncustomers: [{id: c, entity: e}]\n"
+        "timeline:\n  - {at: '2026-01-01T00:00:00Z', cancel: {subscription: ghost}}\n"
+        "until: '2026-01-03T00:00:00Z'\n"
+    )
+    done = billing("replay", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "ghost" in done.stderr and "refused" in done.stderr
+    assert json.loads(done.stdout)["invoices"] == []
+
+
+def test_demo_prints_invoices() -> None:
+    done = billing("demo")
+    assert done.returncode == 0, done.stderr
+    assert "EU-000001" in done.stdout and "US-000001" in done.stdout
+    assert "total" in done.stdout
