@@ -85,13 +85,12 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Create the tables that are missing in BILLING_DATABASE_URL."""
-    from persistence import db
+    """Create or migrate the schema of BILLING_DATABASE_URL (Alembic)."""
+    from persistence import db, migrate
     from workers.settings import settings
 
-    url = settings().database_url
-    db.configure(url)
-    db.create_schema()
+    db.configure(settings().database_url)
+    migrate.upgrade()
     err.print(f"[green]✓[/] schema ready at {db.engine().url.render_as_string()}",
               highlight=False)
 

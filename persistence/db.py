@@ -8,6 +8,7 @@ the exact decimals are text, so the engine registers exact aggregates (``dec_sum
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,6 +78,17 @@ def _setup_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor.close()
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _json(value: Any) -> str:
+    """JSON columns keep exact decimals as strings."""
+    return json.dumps(value, default=_json_default)
+
+
 def _begin_immediate(connection: Any) -> None:
     # Take SQLite's write lock up front: two deferred transactions that both read and then
     # write would otherwise fail with "database is locked" instead of waiting.
@@ -89,13 +101,14 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
-        engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
+        engine = create_engine(url, poolclass=NullPool, json_serializer=_json,
+                               connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _setup_sqlite)
         event.listen(engine, "begin", _begin_immediate)
         return engine
     connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
     engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                           connect_args=connect_args)
+                           json_serializer=_json, connect_args=connect_args)
     if schema:
         with engine.begin() as conn:
             conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')

@@ -186,3 +186,15 @@ class InvoiceCounterRow(SQLModel, table=True):
     __tablename__ = "invoice_counters"
     entity_id: str = Field(primary_key=True, sa_type=String(255))
     last_number: int = 0
+
+
+class DeadLetterRow(SQLModel, table=True):
+    """A message that failed for good, kept for an operator to inspect and requeue."""
+
+    __tablename__ = "dead_letters"
+    message_id: str = Field(primary_key=True)
+    queue_name: str
+    actor_name: str
+    message: dict[str, Any] = Field(sa_type=JSONType)
+    error: str = Field(default="", sa_type=Text)
+    failed_at: datetime = Field(sa_type=UTCDateTime)

@@ -7,7 +7,7 @@ import threading
 
 import structlog
 
-from persistence import db
+from persistence import db, migrate
 from scheduler.tick import tick
 from workers import clock, logs
 from workers.settings import settings
@@ -17,7 +17,7 @@ def main() -> None:
     config = settings()
     logs.configure(config.log_format, config.log_level)
     db.configure(config.database_url)
-    db.create_schema()
+    migrate.upgrade()
     log = structlog.get_logger("billing")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

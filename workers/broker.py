@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, ParamSpec
 
 import dramatiq
+import structlog
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.encoder import Encoder
 from dramatiq.middleware import (
@@ -53,8 +54,35 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+class DeadLetters(Middleware):
+    """Keeps every message that failed for good (retries exhausted) in the database, with
+    its error, for ``billing dead-letters`` to list and requeue. The broker's own dead-letter
+    queue expires after a week; these rows do not."""
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        from persistence import db, deadletters
+        from workers import clock
+
+        if not db.is_configured():
+            return
+        exception = getattr(message, "_exception", None)
+        error = "" if exception is None else f"{type(exception).__name__}: {exception}"
+        try:
+            with db.unit_of_work() as session:
+                deadletters.add(session, message.message_id, message.queue_name,
+                                message.actor_name, message.asdict(), error, clock.now())
+        except Exception:  # the store is down: the broker's dead-letter queue still has it
+            structlog.get_logger("billing").exception(
+                "could not store a dead letter", message_id=message.message_id)
+
+
 def middleware(config: Settings, *, max_retries: int | None = None) -> list[Middleware]:
-    return [
+    extra: list[Middleware] = []
+    if config.prometheus:
+        from dramatiq.middleware.prometheus import Prometheus
+
+        extra.append(Prometheus())
+    return [*extra,
         AgeLimit(),
         TimeLimit(time_limit=config.time_limit_ms),
         ShutdownNotifications(),
@@ -66,6 +94,7 @@ def middleware(config: Settings, *, max_retries: int | None = None) -> list[Midd
             max_backoff=config.max_backoff_ms,
         ),
         CurrentMessage(),
+        DeadLetters(),
     ]
 
 
@@ -78,6 +107,8 @@ def redis_broker(config: Settings, *, url: str | None = None, client: Any = None
         client=client,
         namespace=namespace or config.queue_namespace,
         middleware=middleware(config, max_retries=max_retries),
+        heartbeat_timeout=config.redis_heartbeat_timeout_ms,
+        maintenance_chance=config.redis_maintenance_chance,
     )
 
 

@@ -1,0 +1,29 @@
+"""Dead letters: messages that failed after every retry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from persistence.sql import insert_ignore
+from persistence.tables import DeadLetterRow
+
+
+def add(session: Session, message_id: str, queue_name: str, actor_name: str,
+        message: dict[str, Any], error: str, now: datetime) -> None:
+    session.execute(insert_ignore(session, DeadLetterRow, "message_id").values(
+        message_id=message_id, queue_name=queue_name, actor_name=actor_name,
+        message=message, error=error, failed_at=now,
+    ))
+
+
+def all(session: Session) -> list[DeadLetterRow]:
+    return list(session.scalars(select(DeadLetterRow).order_by(col(DeadLetterRow.failed_at))))
+
+
+def remove(session: Session, message_id: str) -> None:
+    session.execute(delete(DeadLetterRow).where(col(DeadLetterRow.message_id) == message_id))

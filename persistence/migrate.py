@@ -1,0 +1,35 @@
+"""Schema migrations (Alembic), run by ``billing db upgrade`` and the scheduler at start."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import inspect
+
+from persistence import db
+
+
+def config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "persistence:migrations")
+    cfg.set_main_option("sqlalchemy.url", db.engine().url.render_as_string(hide_password=False))
+    return cfg
+
+
+def upgrade(revision: str = "head") -> None:
+    """Create or migrate the configured database to ``revision``.
+
+    A database whose tables were made by ``db.create_schema()`` (the models as they are, as
+    replays and tests do) has no Alembic version yet: it is at head, and is stamped so."""
+    with db.engine().begin() as connection:
+        cfg = config()
+        cfg.attributes["connection"] = connection
+        names = set(inspect(connection).get_table_names())
+        if "alembic_version" not in names and "invoices" in names:
+            command.stamp(cfg, "head")
+        command.upgrade(cfg, revision)
+
+
+def revision(message: str) -> None:
+    """Write a new migration from the difference between the models and the database."""
+    command.revision(config(), message=message, autogenerate=True)
