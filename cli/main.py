@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cli import catalog, deadletters, invoices, usage
 from scheduler.replay import Step, replay
 from scheduler.scenario import ScenarioError, load_scenario
 from workers import logs
+from workers.broker import redis_broker
+from workers.settings import settings
 
 app = typer.Typer(
     help="A usage-based billing engine: replay scenarios, run the demo, operate the engine.",
@@ -24,12 +28,13 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
-def run_replay(path: Path, *, quiet: bool = False) -> dict[str, object]:
+def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = None,
+               redis_url: str | None = None) -> dict[str, object]:
     try:
         scenario = load_scenario(path)
     except ScenarioError as exc:
@@ -46,7 +51,21 @@ def run_replay(path: Path, *, quiet: bool = False) -> dict[str, object]:
             progress.update(task, completed=done, total=total,
                             description=f"{path.name} {step.at:%Y-%m-%d}")
 
-        return replay(scenario, on_step=on_step)
+        broker = None
+        namespace = f"billing-replay-{uuid.uuid4().hex[:10]}"
+        if redis_url:
+            broker = redis_broker(settings(), url=redis_url, namespace=namespace,
+                                  max_retries=0)
+        try:
+            return replay(scenario, database_url=database_url, broker=broker, on_step=on_step)
+        finally:
+            if redis_url:
+                import redis
+
+                client = redis.Redis.from_url(redis_url)
+                keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+                if keys:
+                    client.delete(*keys)
 
 
 @app.command("replay")
@@ -55,10 +74,18 @@ def replay_command(
     out: Annotated[Path | None, typer.Option("--out", "-o",
                                              help="Write the invoices JSON here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every message.")] = False,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="Replay on PostgreSQL (in a schema of its own, dropped after)."
+    )] = None,
+    redis_url: Annotated[str | None, typer.Option(
+        "--redis-url", help="Replay through a Redis broker (own key prefix, removed after)."
+    )] = None,
 ) -> None:
-    """Replay a scenario on a fresh embedded store and write every invoice as JSON."""
+    """Replay a scenario on a fresh store and write every invoice as JSON.
+
+    The default store is a new SQLite file with an in-process broker."""
     logs.configure("console", "INFO" if verbose else "WARNING")
-    result = run_replay(scenario)
+    result = run_replay(scenario, database_url=database_url, redis_url=redis_url)
     text = json.dumps(result, indent=2) + "\n"
     if out is None:
         sys.stdout.write(text)
@@ -81,6 +108,36 @@ def demo_command() -> None:
 
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(invoices.app, name="invoices")
+app.add_typer(usage.app, name="usage")
+app.add_typer(deadletters.app, name="dead-letters")
+
+
+@app.command("bill-run")
+def bill_run_command(
+    entity: Annotated[str, typer.Argument(help="The billing entity.")],
+    date: Annotated[str, typer.Option("--date", help="Its local date, YYYY-MM-DD.")],
+) -> None:
+    """Run one entity's bill run of DATE on live data, now (idempotent)."""
+    from cli.common import connect
+    from domain.validation import Invalid, parse_date
+    from workers import clock
+    from workers.invoicing import run_bill_run_now
+
+    try:
+        day = parse_date(date, "--date")
+    except Invalid as exc:
+        _fail(str(exc))
+    connect()
+    outcomes = run_bill_run_now(entity, day, clock.now())
+    refused = [o for o in outcomes if o.status == "refused"]
+    for o in outcomes:
+        err.print(f"  {o.status}: {o.detail}", highlight=False)
+    if refused and len(refused) == len(outcomes):
+        raise typer.Exit(1)
+    issued = sum(o.status == "applied" for o in outcomes)
+    err.print(f"[green]✓[/] {entity} {day}: {issued} invoices issued", highlight=False)
 
 
 @db_app.command("upgrade")

@@ -260,20 +260,21 @@ def _unique(items: list[Any], kind: str, paths: list[str]) -> dict[str, Any]:
     return result
 
 
-def parse_catalog(data: Mapping[str, Any], path: str = "") -> Catalog:
-    """The catalog part of a scenario or catalog file (its other keys are left alone)."""
+def parse_catalog(data: Mapping[str, Any], path: str = "", known: Catalog | None = None) -> Catalog:
+    """The catalog part of a scenario or catalog file (its other keys are left alone).
+    Plans may charge, and customers belong to, items of ``known`` (what is stored) too."""
     f = Fields(data, path, "a mapping with entities, meters, plans and customers")
     parsed: dict[str, dict[str, Any]] = {}
     entity_list = [(p, parse_entity(d, p)) for p, d in f.items("entities", required=False)]
     parsed["entities"] = _unique([e for _, e in entity_list], "entity", [p for p, _ in entity_list])
     meter_list = [(p, parse_meter(d, p)) for p, d in f.items("meters", required=False)]
     parsed["meters"] = _unique([m for _, m in meter_list], "meter", [p for p, _ in meter_list])
-    plan_list = [
-        (p, parse_plan(d, p, parsed["meters"])) for p, d in f.items("plans", required=False)
-    ]
+    meters = {**(known.meters if known else {}), **parsed["meters"]}
+    entities = {**(known.entities if known else {}), **parsed["entities"]}
+    plan_list = [(p, parse_plan(d, p, meters)) for p, d in f.items("plans", required=False)]
     parsed["plans"] = _unique([x for _, x in plan_list], "plan", [p for p, _ in plan_list])
     customer_list = [
-        (p, parse_customer(d, p, parsed["entities"]))
+        (p, parse_customer(d, p, entities))
         for p, d in f.items("customers", required=False)
     ]
     parsed["customers"] = _unique(

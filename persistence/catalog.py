@@ -41,6 +41,11 @@ def apply_catalog(session: Session, catalog: Catalog) -> None:
     session.flush()
 
 
+def stored(session: Session) -> Catalog:
+    """The stored entities and meters (what a catalog file may refer to)."""
+    return Catalog(entities={e.id: e for e in entities(session)}, meters=meters(session))
+
+
 def entity(session: Session, entity_id: str) -> Entity | None:
     row = session.get(EntityRow, entity_id)
     return None if row is None else Entity(row.id, row.timezone, row.invoice_prefix)

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from domain.documents import InvoiceRecord
 from domain.invoices import ComposedInvoice, Line
 from persistence.sql import insert_ignore, is_postgres, rowcount
 from persistence.tables import InvoiceCounterRow, InvoiceLineRow, InvoiceRow
 
 I = InvoiceRow  # noqa: E741
-
-
-@dataclass(frozen=True)
-class StoredInvoice:
-    row: InvoiceRow
-    lines: tuple[Line, ...]
 
 
 def invoiced_boundaries(session: Session, subscription_ids: list[str]) -> dict[str, set[date]]:
@@ -107,14 +101,38 @@ def find(session: Session, subscription_id: str, boundary: date, *,
     return session.scalars(stmt).first()
 
 
-def all_with_lines(session: Session) -> list[StoredInvoice]:
-    rows = list(session.scalars(select(I).order_by(col(I.subscription_id), col(I.boundary))))
+def records(session: Session, *, ids: list[int] | None = None, entity: str | None = None,
+            customer: str | None = None, subscription: str | None = None,
+            status: str | None = None, number: str | None = None,
+            boundary: date | None = None) -> list[InvoiceRecord]:
+    """Invoices with their lines, sorted by (subscription, boundary)."""
+    stmt = select(I).order_by(col(I.subscription_id), col(I.boundary))
+    filters = {"entity_id": entity, "customer_id": customer, "subscription_id": subscription,
+               "status": status, "number": number, "boundary": boundary}
+    for name, value in filters.items():
+        if value is not None:
+            stmt = stmt.where(col(getattr(I, name)) == value)
+    if ids is not None:
+        stmt = stmt.where(col(I.id).in_(ids))
+    rows = list(session.scalars(stmt))
     lines: dict[int, list[Line]] = defaultdict(list)
-    for ln in session.scalars(select(InvoiceLineRow).order_by(col(InvoiceLineRow.id))):
-        lines[ln.invoice_id].append(
-            Line(ln.type, ln.charge_id, ln.period_start, ln.period_end, ln.quantity, ln.amount)
-        )
+    wanted = [r.id for r in rows if r.id is not None]
+    for start in range(0, len(wanted), 500):
+        part = wanted[start:start + 500]
+        line_rows = session.scalars(
+            select(InvoiceLineRow).where(col(InvoiceLineRow.invoice_id).in_(part))
+            .order_by(col(InvoiceLineRow.id)))
+        for ln in line_rows:
+            lines[ln.invoice_id].append(
+                Line(ln.type, ln.charge_id, ln.period_start, ln.period_end, ln.quantity,
+                     ln.amount))
     return [
-        StoredInvoice(r, tuple(sorted(lines[r.id or 0], key=lambda x: (x.type, x.charge))))
+        InvoiceRecord(
+            id=r.id or 0, entity=r.entity_id, customer=r.customer_id,
+            subscription=r.subscription_id, boundary=r.boundary, issued_at=r.issued_at,
+            status=r.status, number=r.number, final=r.final, currency=r.currency,
+            lines=tuple(sorted(lines[r.id or 0], key=lambda x: (x.type, x.charge))),
+            subtotal=r.subtotal, discount=r.discount, total=r.total,
+        )
         for r in rows
     ]

@@ -187,3 +187,8 @@ def count_unbilled(session: Session) -> int:
 def rejected(session: Session, limit: int = 100) -> list[RejectedUsageRow]:
     stmt = select(RejectedUsageRow).order_by(col(RejectedUsageRow.id).desc()).limit(limit)
     return list(session.scalars(stmt))
+
+
+def rejected_payload(session: Session, rejected_id: int) -> Any:
+    row = session.get(RejectedUsageRow, rejected_id)
+    return None if row is None else row.payload

@@ -20,7 +20,7 @@ import dramatiq
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
-from domain.money import format_money, format_quantity
+from domain.documents import invoice_document
 from domain.periods import bill_run_instant, zone
 from persistence import catalog as catalog_repo
 from persistence import db
@@ -122,30 +122,9 @@ def drain(broker: dramatiq.Broker, worker: Worker, failures: FailureRecorder) ->
 def report() -> dict[str, Any]:
     """The replay's output (REPLAY.md)."""
     with unit_of_work() as session:
-        stored = invoices_repo.all_with_lines(session)
+        invoices = [invoice_document(inv) for inv in invoices_repo.records(session)]
         counts = usage_repo.outcome_counts(session)
         counts["unbilled"] = usage_repo.count_unbilled(session)
-        entities = {e.id: e for e in catalog_repo.entities(session)}
-    invoices = []
-    for inv in stored:
-        r, cur = inv.row, inv.row.currency
-        invoices.append({
-            "entity": r.entity_id, "customer": r.customer_id, "subscription": r.subscription_id,
-            "boundary": r.boundary.isoformat(),
-            "issued_at": r.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "status": r.status, "number": r.number, "final": r.final, "currency": cur,
-            "lines": [
-                {"type": ln.type, "charge": ln.charge,
-                 "period_start": ln.period_start.isoformat(),
-                 "period_end": ln.period_end.isoformat(),
-                 "quantity": format_quantity(ln.quantity),
-                 "amount": format_money(ln.amount, cur)}
-                for ln in inv.lines
-            ],
-            "subtotal": format_money(r.subtotal, cur), "discount": format_money(r.discount, cur),
-            "total": format_money(r.total, cur),
-        })
-    assert all(e in entities for e in (i["entity"] for i in invoices))
     return {"invoices": invoices, "usage": counts}
 
 

@@ -76,9 +76,12 @@ class DeadLetters(Middleware):
                 "could not store a dead letter", message_id=message.message_id)
 
 
-def middleware(config: Settings, *, max_retries: int | None = None) -> list[Middleware]:
+def middleware(config: Settings, *, max_retries: int | None = None,
+               prometheus: bool = False) -> list[Middleware]:
+    """The middleware of every broker. Prometheus metrics only work in a ``dramatiq`` worker
+    process (they are set up when it boots), so only the process's own broker has them."""
     extra: list[Middleware] = []
-    if config.prometheus:
+    if prometheus:
         from dramatiq.middleware.prometheus import Prometheus
 
         extra.append(Prometheus())
@@ -99,14 +102,15 @@ def middleware(config: Settings, *, max_retries: int | None = None) -> list[Midd
 
 
 def redis_broker(config: Settings, *, url: str | None = None, client: Any = None,
-                 namespace: str | None = None, max_retries: int | None = None) -> dramatiq.Broker:
+                 namespace: str | None = None, max_retries: int | None = None,
+                 prometheus: bool = False) -> dramatiq.Broker:
     from dramatiq.brokers.redis import RedisBroker
 
     return RedisBroker(  # type: ignore[no-untyped-call]
         url=None if client is not None else (url or config.redis_url),
         client=client,
         namespace=namespace or config.queue_namespace,
-        middleware=middleware(config, max_retries=max_retries),
+        middleware=middleware(config, max_retries=max_retries, prometheus=prometheus),
         heartbeat_timeout=config.redis_heartbeat_timeout_ms,
         maintenance_chance=config.redis_maintenance_chance,
     )
@@ -115,7 +119,7 @@ def redis_broker(config: Settings, *, url: str | None = None, client: Any = None
 def build_broker(config: Settings) -> dramatiq.Broker:
     """Redis when ``BILLING_REDIS_URL`` is set, else in-process."""
     if config.redis_url:
-        return redis_broker(config)
+        return redis_broker(config, prometheus=config.prometheus)
     return StubBroker(middleware=middleware(config))
 
 

@@ -10,7 +10,13 @@ import structlog
 from sqlalchemy.orm import Session
 
 from domain.catalog import Entity, Plan
-from domain.invoices import ComposedInvoice, Terms, compose_invoice, due_boundaries
+from domain.invoices import (
+    ComposedInvoice,
+    Terms,
+    compose_invoice,
+    due_boundaries,
+    next_boundary_after,
+)
 from domain.periods import bill_run_instant, boundary_index, midnight
 from domain.subscriptions import parse_discount
 from domain.validation import Invalid, parse_date, parse_instant
@@ -186,3 +192,41 @@ def regenerate_invoice(subscription: str, boundary: str) -> None:
     run_command("regenerate_invoice",
                 lambda s, now: do_regenerate(s, now, subscription, boundary),
                 subscription=subscription, boundary=boundary)
+
+
+def run_bill_run_now(entity: str, local_date: date, now: datetime) -> list[Outcome]:
+    """An entity's bill run of ``local_date`` done here and now, invoice by invoice (what
+    ``billing bill-run`` does). Idempotent: what exists is not issued again."""
+    with unit_of_work() as session:
+        found = catalog_repo.entity(session, entity)
+        if found is None:
+            return [refused(f"bill-run: {entity!r} is not a known entity")]
+        run_at = bill_run_instant(local_date, found.timezone)
+        if run_at > now:
+            return [refused(f"bill-run: the {local_date} run is at {run_at.isoformat()}, "
+                            "which has not come yet")]
+        due = due_invoices(session, found, run_at)
+    outcomes: list[Outcome] = []
+    for subscription, boundary in due:
+        with unit_of_work() as session:
+            outcomes.append(do_issue(session, now, subscription, boundary, run_at))
+    return outcomes
+
+
+def preview(subscription: str, at: datetime) -> ComposedInvoice:
+    """SPEC §10: the invoice the next boundary after ``at`` would get if usage stopped now,
+    from the events ingested up to ``at``. Nothing is stored."""
+    with unit_of_work() as session:
+        row = subs_repo.get(session, subscription)
+        if row is None:
+            raise Invalid("subscription", f"{subscription!r} is not a known subscription")
+        plan = catalog_repo.plan(session, row.plan_id)
+        entity = catalog_repo.entity(session, row.entity_id)
+        assert plan is not None and entity is not None
+        k, boundary = next_boundary_after(terms_of(row, plan), entity.timezone, at)
+        if row.end is not None and boundary > row.end:
+            raise Invalid("subscription", f"{subscription!r} ended on {row.end}")
+        composed = compute(session, row, plan, entity, k, at)
+    if composed is None:
+        raise Invalid("subscription", f"the invoice at {boundary} would have no line")
+    return composed

@@ -74,3 +74,18 @@ def record_usage(events: list[dict[str, Any]]) -> None:
         counts = ingest(session, events, now, message_id)
         usage_repo.finish_batch(session, message_id, counts)
     log.info("usage recorded", actor="record_usage", message_id=message_id, **counts)
+
+
+def resubmit(rejected_id: int, fixes: dict[str, Any], now: datetime) -> dict[str, int]:
+    """Ingest a stored rejected event again, with ``fixes`` applied to its payload (what
+    ``billing usage resubmit`` does). The rejection stays on record."""
+    with unit_of_work() as session:
+        payload = usage_repo.rejected_payload(session, rejected_id)
+        if payload is None:
+            raise LookupError(f"no rejected event #{rejected_id}")
+        event = {**payload, **fixes} if isinstance(payload, dict) else fixes
+        message_id = f"resubmit-{rejected_id}-{uuid.uuid4()}"
+        usage_repo.claim_batch(session, message_id, now)
+        counts = ingest(session, [event], now, message_id)
+        usage_repo.finish_batch(session, message_id, counts)
+    return counts

@@ -1,0 +1,39 @@
+"""What every ``billing`` command shares: the consoles, errors, the database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+from domain.validation import Invalid, parse_instant
+from persistence import db
+from workers import logs
+from workers.settings import settings
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One line on standard error, and a non-zero exit."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def connect() -> None:
+    """Use the configured database (BILLING_DATABASE_URL)."""
+    config = settings()
+    logs.configure("console", "WARNING")
+    db.configure(config.database_url)
+
+
+def instant(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_instant(text, name)
+    except Invalid as exc:
+        fail(str(exc))

@@ -1,0 +1,55 @@
+"""``billing dead-letters``: messages that failed after every retry."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import dramatiq
+import typer
+from rich.table import Table
+
+from cli.common import connect, err, fail, out
+from persistence import deadletters
+from persistence.db import unit_of_work
+from workers.broker import build_broker
+from workers.settings import settings
+
+app = typer.Typer(help="Messages that failed after every retry.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_() -> None:
+    """List dead letters with their error."""
+    connect()
+    with unit_of_work() as session:
+        rows = deadletters.all(session)
+    table = Table(title=f"{len(rows)} dead letters", title_justify="left")
+    for name in ("message id", "actor", "failed (UTC)", "error", "arguments"):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        table.add_row(r.message_id, r.actor_name, f"{r.failed_at:%Y-%m-%d %H:%M:%S}", r.error,
+                      json.dumps(r.message.get("args", []))[:200])
+    out.print(table)
+
+
+@app.command("requeue")
+def requeue(
+    message_ids: Annotated[list[str] | None, typer.Argument(help="Which (default: all).")] = None,
+) -> None:
+    """Send dead letters again (same message id, retries reset) and forget them."""
+    connect()
+    if not settings().redis_url:
+        fail("BILLING_REDIS_URL is not set: there is no broker to requeue to")
+    broker = build_broker(settings())
+    with unit_of_work() as session:
+        rows = [r for r in deadletters.all(session)
+                if not message_ids or r.message_id in message_ids]
+        for r in rows:
+            options = {k: v for k, v in r.message.get("options", {}).items()
+                       if k not in ("retries", "traceback", "eta")}
+            message: dramatiq.Message[object] = dramatiq.Message(
+                **{**r.message, "options": options})
+            broker.enqueue(message)
+            deadletters.remove(session, r.message_id)
+    err.print(f"[green]✓[/] requeued {len(rows)} messages", highlight=False)

@@ -1,0 +1,138 @@
+"""``billing invoices``: list, show, release, regenerate, preview."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import connect, err, fail, instant, out
+from cli.demo import invoice_table
+from domain.documents import InvoiceRecord, invoice_document
+from domain.money import format_money, format_quantity
+from domain.validation import Invalid, parse_date
+from persistence import invoices as invoices_repo
+from persistence.db import unit_of_work
+from workers import clock
+from workers.commands import Outcome, run_command
+from workers.invoicing import do_regenerate, do_release, preview
+
+app = typer.Typer(help="Invoices: list, show, release, regenerate, preview.",
+                  no_args_is_help=True)
+
+
+def find(reference: str) -> InvoiceRecord:
+    """An invoice by number (EU-000001), database id, or SUBSCRIPTION@BOUNDARY."""
+    with unit_of_work() as session:
+        if "@" in reference:
+            subscription, _, boundary = reference.rpartition("@")
+            try:
+                day = parse_date(boundary, "boundary")
+            except Invalid as exc:
+                fail(str(exc))
+            found = invoices_repo.records(session, subscription=subscription, boundary=day)
+        elif reference.isdigit():
+            found = invoices_repo.records(session, ids=[int(reference)])
+        else:
+            found = invoices_repo.records(session, number=reference)
+    if not found:
+        fail(f"no invoice {reference!r} (give a number, an id or SUBSCRIPTION@YYYY-MM-DD)")
+    return found[0]
+
+
+@app.command("list")
+def list_(
+    entity: Annotated[str | None, typer.Option(help="Only this entity's.")] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer's.")] = None,
+    subscription: Annotated[str | None, typer.Option(help="Only this subscription's.")] = None,
+    status: Annotated[str | None, typer.Option(help="draft or sent.")] = None,
+) -> None:
+    """List invoices, oldest boundary first per subscription."""
+    connect()
+    with unit_of_work() as session:
+        records = invoices_repo.records(session, entity=entity, customer=customer,
+                                        subscription=subscription, status=status)
+    table = Table(title=f"{len(records)} invoices", title_justify="left")
+    for name in ("reference", "customer", "subscription", "boundary", "issued (UTC)", "status"):
+        table.add_column(name)
+    table.add_column("total", justify="right")
+    for r in records:
+        table.add_row(r.reference, r.customer, r.subscription, r.boundary.isoformat(),
+                      f"{r.issued_at:%Y-%m-%d %H:%M}", r.status + (", final" if r.final else ""),
+                      f"{format_money(r.total, r.currency)} {r.currency}")
+    out.print(table)
+
+
+@app.command("show")
+def show(
+    reference: Annotated[str, typer.Argument(help="Number, id, or SUBSCRIPTION@BOUNDARY.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
+) -> None:
+    """Show one invoice with its lines."""
+    connect()
+    record = find(reference)
+    document = invoice_document(record)
+    if as_json:
+        out.print_json(json.dumps(document))
+    else:
+        out.print(invoice_table(document))
+
+
+def _command(actor: str, outcome_of: Outcome) -> None:
+    if outcome_of.status == "refused":
+        fail(outcome_of.detail, code=1)
+    err.print(f"[green]✓[/] {actor}: {outcome_of.status} — {outcome_of.detail}", highlight=False)
+
+
+@app.command("release")
+def release(subscription: str, boundary: str) -> None:
+    """Send a draft invoice (it gets the entity's next number)."""
+    connect()
+    _command("release", run_command(
+        "release_invoice", lambda s, now: do_release(s, now, subscription, boundary),
+        subscription=subscription, boundary=boundary))
+
+
+@app.command("regenerate")
+def regenerate(subscription: str, boundary: str) -> None:
+    """Recompute a draft invoice from the data as it is now (late usage included)."""
+    connect()
+    _command("regenerate", run_command(
+        "regenerate_invoice", lambda s, now: do_regenerate(s, now, subscription, boundary),
+        subscription=subscription, boundary=boundary))
+
+
+@app.command("preview")
+def preview_command(
+    subscription: str,
+    at: Annotated[str | None, typer.Option("--at", help="An instant (default: now).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Estimated charges: the next invoice if usage stopped now (SPEC §10)."""
+    connect()
+    when = instant(at, "--at") or clock.now()
+    try:
+        invoice = preview(subscription, when)
+    except Invalid as exc:
+        fail(str(exc), code=1)
+    cur = invoice.currency
+    document = {
+        "subscription": subscription, "at": when.isoformat(),
+        "boundary": invoice.boundary.isoformat(), "final": invoice.final, "currency": cur,
+        "lines": [{"type": ln.type, "charge": ln.charge,
+                   "period_start": ln.period_start.isoformat(),
+                   "period_end": ln.period_end.isoformat(),
+                   "quantity": format_quantity(ln.quantity),
+                   "amount": format_money(ln.amount, cur)} for ln in invoice.lines],
+        "subtotal": format_money(invoice.subtotal, cur),
+        "discount": format_money(invoice.discount, cur),
+        "total": format_money(invoice.total, cur),
+    }
+    if as_json:
+        out.print_json(json.dumps(document))
+        return
+    table = invoice_table({**document, "number": None, "customer": "", "status": "estimate",
+                           "issued_at": when.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    out.print(table)
