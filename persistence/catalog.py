@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -66,6 +66,21 @@ def meters(session: Session) -> dict[str, Meter]:
 def plan(session: Session, plan_id: str) -> Plan | None:
     row = session.get(PlanRow, plan_id)
     return None if row is None else parse_plan(row.definition, f"plans[{plan_id}]")
+
+
+def plans(session: Session, ids: Collection[str]) -> dict[str, Plan]:
+    rows = session.scalars(select(PlanRow).where(col(PlanRow.id).in_(sorted(ids))))
+    return {r.id: parse_plan(r.definition, f"plans[{r.id}]") for r in rows}
+
+
+def customers(session: Session, ids: Collection[str]) -> dict[str, Customer]:
+    result: dict[str, Customer] = {}
+    wanted = sorted(ids)
+    for start in range(0, len(wanted), 500):
+        stmt = select(CustomerRow).where(col(CustomerRow.id).in_(wanted[start:start + 500]))
+        result.update((r.id, Customer(r.id, r.entity_id, r.draft_invoices))
+                      for r in session.scalars(stmt))
+    return result
 
 
 def customer(session: Session, customer_id: str, *, lock: bool = False) -> Customer | None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -37,20 +39,37 @@ def _line_rows(invoice_id: int, invoice: ComposedInvoice) -> list[dict[str, obje
     ]
 
 
-def add(session: Session, *, subscription_id: str, entity_id: str, customer_id: str,
-           invoice: ComposedInvoice, status: str, issued_at: datetime,
-           computed_at: datetime) -> int | None:
-    """Store the invoice unless one exists for (subscription, boundary); its id or None."""
-    stmt = insert_ignore(session, InvoiceRow, "subscription_id", "boundary").values(
-        subscription_id=subscription_id, boundary=invoice.boundary, entity_id=entity_id,
-        customer_id=customer_id, currency=invoice.currency, status=status, final=invoice.final,
-        issued_at=issued_at, computed_at=computed_at, subtotal=invoice.subtotal,
-        discount=invoice.discount, total=invoice.total,
-    ).returning(col(InvoiceRow.id))
-    invoice_id: int | None = session.scalar(stmt)
-    if invoice_id is not None:
-        session.execute(insert(InvoiceLineRow), _line_rows(invoice_id, invoice))
-    return invoice_id
+@dataclass(frozen=True)
+class NewInvoice:
+    subscription: str
+    entity: str
+    customer: str
+    invoice: ComposedInvoice
+
+
+def add_many(session: Session, new: Sequence[NewInvoice], *, issued_at: datetime,
+             computed_at: datetime) -> dict[tuple[str, date], int]:
+    """Store the invoices as drafts, skipping any (subscription, boundary) that exists;
+    the ids of those inserted, by (subscription, boundary). Lines go in one bulk insert."""
+    if not new:
+        return {}
+    stmt = insert_ignore(session, InvoiceRow, "subscription_id", "boundary").returning(
+        col(I.id), col(I.subscription_id), col(I.boundary))
+    rows = [
+        {"subscription_id": n.subscription, "boundary": n.invoice.boundary,
+         "entity_id": n.entity, "customer_id": n.customer, "currency": n.invoice.currency,
+         "status": "draft", "final": n.invoice.final, "issued_at": issued_at,
+         "computed_at": computed_at, "subtotal": n.invoice.subtotal,
+         "discount": n.invoice.discount, "total": n.invoice.total}
+        for n in new
+    ]
+    ids = {(sub, day): invoice_id
+           for invoice_id, sub, day in session.execute(stmt, rows)}
+    lines = [line for n in new if (n.subscription, n.invoice.boundary) in ids
+             for line in _line_rows(ids[(n.subscription, n.invoice.boundary)], n.invoice)]
+    if lines:
+        session.execute(insert(InvoiceLineRow), lines)
+    return ids
 
 
 def replace_draft(session: Session, invoice_id: int, invoice: ComposedInvoice,
@@ -68,11 +87,13 @@ def replace_draft(session: Session, invoice_id: int, invoice: ComposedInvoice,
     return True
 
 
-def send(session: Session, invoice_id: int, entity_id: str, prefix: str,
-         now: datetime) -> str | None:
-    """Mark a draft (or a just-inserted invoice) sent with the entity's next number, in this
+def send_many(session: Session, entity_id: str, prefix: str, invoice_ids: Sequence[int],
+              now: datetime) -> list[str]:
+    """Mark drafts sent with the entity's next numbers, in the order given, in this
     transaction: the counter row stays locked until commit, so numbers are gapless and in
-    the order of sending. None if the invoice was already sent."""
+    the order of sending. Every id must be a draft (else nothing is numbered)."""
+    if not invoice_ids:
+        return []
     session.execute(
         insert_ignore(session, InvoiceCounterRow, "entity_id").values(entity_id=entity_id,
                                                                        last_number=0)
@@ -81,16 +102,29 @@ def send(session: Session, invoice_id: int, entity_id: str, prefix: str,
     if is_postgres(session):
         stmt = stmt.with_for_update()
     counter = session.scalars(stmt).one()
-    number = f"{prefix}-{counter.last_number + 1:06d}"
-    result = session.execute(
-        update(I).where(col(I.id) == invoice_id, col(I.status) == "draft")
-        .values(status="sent", number=number, sent_at=now)
+    first = counter.last_number + 1
+    numbers = [f"{prefix}-{first + i:06d}" for i in range(len(invoice_ids))]
+    # a Core executemany on the connection (the ORM would want to match primary keys)
+    result = session.connection().execute(
+        update(I).where(col(I.id) == bindparam("invoice_id"), col(I.status) == "draft")
+        .values(status="sent", number=bindparam("invoice_number"), sent_at=now),
+        [{"invoice_id": i, "invoice_number": n} for i, n in zip(invoice_ids, numbers,
+                                                                 strict=True)],
     )
-    if not rowcount(result):
-        return None
-    counter.last_number += 1
+    if rowcount(result) != len(invoice_ids):
+        raise RuntimeError("send_many: an invoice was not a draft")  # the transaction rolls back
+    counter.last_number += len(invoice_ids)
     session.flush()
-    return number
+    return numbers
+
+
+def send(session: Session, invoice_id: int, entity_id: str, prefix: str,
+         now: datetime) -> str | None:
+    """Send one invoice if it is a draft (its number), else None."""
+    invoice = session.get(I, invoice_id)
+    if invoice is None or invoice.status != "draft":
+        return None
+    return send_many(session, entity_id, prefix, [invoice_id], now)[0]
 
 
 def find(session: Session, subscription_id: str, boundary: date, *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import exists, select, update
@@ -31,6 +32,15 @@ def record_outcome(session: Session, message_id: str, outcome: str, detail: str)
 
 def get(session: Session, subscription_id: str, *, lock: bool = False) -> SubscriptionRow | None:
     return session.get(S, subscription_id, with_for_update=lock)
+
+
+def get_many(session: Session, ids: Sequence[str]) -> dict[str, SubscriptionRow]:
+    result: dict[str, SubscriptionRow] = {}
+    wanted = sorted(set(ids))
+    for start in range(0, len(wanted), 500):
+        stmt = select(S).where(col(S.id).in_(wanted[start:start + 500]))
+        result.update((row.id, row) for row in session.scalars(stmt))
+    return result
 
 
 def add(session: Session, row: SubscriptionRow) -> None:

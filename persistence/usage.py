@@ -3,7 +3,10 @@ and aggregation in SQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -40,6 +43,8 @@ from persistence.types import ExactDecimal
 
 E = UsageEventRow
 CHUNK = 1000
+SIMPLE = {Aggregation.SUM, Aggregation.COUNT, Aggregation.MAX, Aggregation.MIN,
+          Aggregation.AVERAGE}
 
 
 def claim_batch(session: Session, message_id: str, now: datetime) -> bool:
@@ -57,8 +62,39 @@ def finish_batch(session: Session, message_id: str, counts: dict[str, int]) -> N
     )
 
 
+STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS usage_stage (
+    key text, customer_id text, meter_id text, quantity numeric, "timestamp" timestamptz,
+    properties jsonb, ingested_at timestamptz
+) ON COMMIT DELETE ROWS
+"""
+COLUMNS = 'key, customer_id, meter_id, quantity, "timestamp", properties, ingested_at'
+
+
+def _insert_events_postgres(session: Session, events: Sequence[UsageEvent],
+                            now: datetime) -> set[str]:
+    """COPY the batch into a session-local staging table, then one set-wise
+    ``INSERT … SELECT … ON CONFLICT (key) DO NOTHING RETURNING key``."""
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(STAGE)
+        cursor.execute("TRUNCATE usage_stage")
+        with cursor.copy(f"COPY usage_stage ({COLUMNS}) FROM STDIN") as copy:
+            for e in events:
+                copy.write_row((e.key, e.customer, e.meter, e.quantity, e.timestamp,
+                                json.dumps(dict(e.properties)) if e.properties else None, now))
+        cursor.execute(f"INSERT INTO usage_events ({COLUMNS}) SELECT {COLUMNS} FROM usage_stage "
+                       "ON CONFLICT (key) DO NOTHING RETURNING key")
+        return {row[0] for row in cursor.fetchall()}
+
+
 def insert_events(session: Session, events: Sequence[UsageEvent], now: datetime) -> set[str]:
     """Insert the events whose key is new; return the keys that were inserted."""
+    if not events:
+        return set()
+    if is_postgres(session):
+        return _insert_events_postgres(session, events, now)
     inserted: set[str] = set()
     for start in range(0, len(events), CHUNK):
         rows = [
@@ -123,38 +159,69 @@ def _unique_value(session: Session, prop: str) -> Any:
     )
 
 
-def aggregate(session: Session, customer: str, meter: Meter, start_at: datetime,
-              end_at: datetime, ingested_by: datetime) -> Decimal:
-    """SPEC §4 over the events of ``customer`` and ``meter`` with a timestamp in
-    ``[start_at, end_at)`` that were ingested no later than ``ingested_by``."""
-    where = (
-        col(E.customer_id) == customer,
-        col(E.meter_id) == meter.id,
-        col(E.timestamp) >= start_at,
-        col(E.timestamp) < end_at,
-        col(E.ingested_at) <= ingested_by,
+@dataclass(frozen=True)
+class Period:
+    """What to aggregate: events with a timestamp in ``[start_at, end_at)`` that were
+    ingested no later than ``ingested_by``."""
+
+    start_at: datetime
+    end_at: datetime
+    ingested_by: datetime
+
+
+def aggregate_many(
+    session: Session, period: Period, customers: Collection[str], meters: Collection[Meter]
+) -> dict[tuple[str, str], Decimal]:
+    """SPEC §4 for every (customer, meter) of the period, set-wise: one ``GROUP BY`` per
+    kind of aggregation over the index on (customer, meter, timestamp). A pair without
+    events gives 0."""
+    result = {(c, m.id): Decimal(0) for c in customers for m in meters}
+    if not result:
+        return result
+    base = (
+        col(E.customer_id).in_(sorted(set(customers))),
+        col(E.timestamp) >= period.start_at,
+        col(E.timestamp) < period.end_at,
+        col(E.ingested_at) <= period.ingested_by,
     )
-    agg = meter.aggregation
-    if agg is Aggregation.LAST:
-        key_order = col(E.key).collate("C") if is_postgres(session) else col(E.key)
-        stmt = select(col(E.quantity)).where(*where).order_by(
-            col(E.timestamp).desc(), key_order.desc()).limit(1)
-        value = session.scalar(stmt)
-        return Decimal(0) if value is None else value
-    if agg is Aggregation.COUNT:
-        return Decimal(session.scalar(select(func.count()).where(*where)) or 0)
-    if agg is Aggregation.UNIQUE_COUNT:
+    group = (col(E.customer_id), col(E.meter_id))
+    by_kind: dict[Aggregation, list[Meter]] = defaultdict(list)
+    for meter in meters:
+        by_kind[meter.aggregation].append(meter)
+    simple = [m for m in meters if m.aggregation in SIMPLE]
+    if simple:
+        where = (*base, col(E.meter_id).in_(sorted({m.id for m in simple})))
+        stmt = select(*group, _decimal(session, "sum", col(E.quantity)), func.count(),
+                      _decimal(session, "max", col(E.quantity)),
+                      _decimal(session, "min", col(E.quantity))).where(*where).group_by(*group)
+        kinds = {m.id: m.aggregation for m in simple}
+        for customer, meter_id, total, count, largest, smallest in session.execute(stmt):
+            result[(customer, meter_id)] = {
+                Aggregation.SUM: total, Aggregation.COUNT: Decimal(count),
+                Aggregation.MAX: largest, Aggregation.MIN: smallest,
+                Aggregation.AVERAGE: average(total, count),
+            }[kinds[meter_id]]
+    if by_kind[Aggregation.LAST]:
+        ids = sorted({m.id for m in by_kind[Aggregation.LAST]})
+        key = col(E.key).collate("C") if is_postgres(session) else col(E.key)
+        rank = func.row_number().over(partition_by=group,
+                                      order_by=(col(E.timestamp).desc(), key.desc()))
+        ranked = select(*group, col(E.quantity), rank.label("rank")).where(
+            *base, col(E.meter_id).in_(ids)).subquery()
+        stmt = select(ranked.c.customer_id, ranked.c.meter_id, ranked.c.quantity).where(
+            ranked.c.rank == 1)
+        for customer, meter_id, quantity in session.execute(stmt):
+            result[(customer, meter_id)] = quantity
+    by_property: dict[str, list[str]] = defaultdict(list)
+    for meter in by_kind[Aggregation.UNIQUE_COUNT]:
         assert meter.property is not None
-        expr = func.count(distinct(_unique_value(session, meter.property)))
-        return Decimal(session.scalar(select(expr).where(*where)) or 0)
-    if agg is Aggregation.AVERAGE:
-        row = session.execute(
-            select(_decimal(session, "sum", col(E.quantity)), func.count()).where(*where)
-        ).one()
-        return average(row[0] or Decimal(0), int(row[1]))
-    name = {Aggregation.SUM: "sum", Aggregation.MAX: "max", Aggregation.MIN: "min"}[agg]
-    value = session.scalar(select(_decimal(session, name, col(E.quantity))).where(*where))
-    return Decimal(0) if value is None else value
+        by_property[meter.property].append(meter.id)
+    for prop, ids in by_property.items():
+        stmt = select(*group, func.count(distinct(_unique_value(session, prop)))).where(
+            *base, col(E.meter_id).in_(sorted(ids))).group_by(*group)
+        for customer, meter_id, count in session.execute(stmt):
+            result[(customer, meter_id)] = Decimal(count)
+    return result
 
 
 def outcome_counts(session: Session) -> dict[str, int]:

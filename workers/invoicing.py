@@ -1,8 +1,11 @@
-"""Bill runs and invoices: ``bill_run`` fans out ``issue_invoice`` for every due
+"""Bill runs and invoices: ``bill_run`` fans out ``issue_invoices`` messages for every due
 (subscription, boundary); ``release_invoice`` and ``regenerate_invoice`` act on drafts."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -26,6 +29,7 @@ from persistence import subscriptions as subs_repo
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import SubscriptionRow
+from persistence.usage import Period
 from workers import clock
 from workers.broker import actor
 from workers.commands import Outcome, applied, refused, run_command
@@ -33,40 +37,69 @@ from workers.commands import Outcome, applied, refused, run_command
 log = structlog.get_logger("billing")
 
 
+CHUNK = 250  # (subscription, boundary) pairs per issue_invoices message
+
+
 def terms_of(row: SubscriptionRow, plan: Plan) -> Terms:
     discount = parse_discount(row.discount, "discount") if row.discount else None
     return Terms(start=row.start, end=row.end, plan=plan, discount=discount)
 
 
+@dataclass(frozen=True)
+class ToCompose:
+    row: SubscriptionRow
+    plan: Plan
+    k: int
+
+
+def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
+                 ingested_by: datetime) -> list[ComposedInvoice | None]:
+    """Compose the invoices at ``b_k`` of many subscriptions of one entity, aggregating
+    their closing periods set-wise (one round of ``GROUP BY`` per distinct period)."""
+    meters = catalog_repo.meters(session)
+    periods: dict[Period, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+    item_period: list[Period | None] = []
+    for item in items:
+        if item.k == 0:
+            item_period.append(None)
+            continue
+        terms = terms_of(item.row, item.plan)
+        period = Period(midnight(terms.boundary(item.k - 1), entity.timezone),
+                        midnight(terms.boundary(item.k), entity.timezone), ingested_by)
+        customers, meter_ids = periods[period]
+        customers.add(item.row.customer_id)
+        meter_ids.update(item.plan.meters)
+        item_period.append(period)
+    aggregated = {
+        period: usage_repo.aggregate_many(session, period, customers,
+                                          [meters[m] for m in sorted(meter_ids)])
+        for period, (customers, meter_ids) in periods.items()
+    }
+    composed: list[ComposedInvoice | None] = []
+    for item, closing in zip(items, item_period, strict=True):
+        usage: dict[str, Decimal] = {}
+        if closing is not None:
+            totals = aggregated[closing]
+            usage = {c.id: totals[(item.row.customer_id, c.meter)]
+                     for c in item.plan.usage_charges}
+        composed.append(compose_invoice(terms_of(item.row, item.plan), item.k, usage))
+    return composed
+
+
 def compute(session: Session, row: SubscriptionRow, plan: Plan, entity: Entity, k: int,
             ingested_by: datetime) -> ComposedInvoice | None:
     """Aggregate period k−1 in SQL and compose the invoice at ``b_k``."""
-    terms = terms_of(row, plan)
-    usage: dict[str, Decimal] = {}
-    if k >= 1:
-        meters = catalog_repo.meters(session)
-        start_at = midnight(terms.boundary(k - 1), entity.timezone)
-        end_at = midnight(terms.boundary(k), entity.timezone)
-        by_meter: dict[str, Decimal] = {}
-        for charge in plan.usage_charges:
-            if charge.meter not in by_meter:
-                by_meter[charge.meter] = usage_repo.aggregate(
-                    session, row.customer_id, meters[charge.meter], start_at, end_at, ingested_by)
-            usage[charge.id] = by_meter[charge.meter]
-    return compose_invoice(terms, k, usage)
+    return compute_many(session, entity, [ToCompose(row, plan, k)], ingested_by)[0]
 
 
 def due_invoices(session: Session, entity: Entity, run_at: datetime) -> list[tuple[str, date]]:
-    """(subscription, boundary) pairs the run at ``run_at`` must issue and that do not exist."""
+    """(subscription, boundary) pairs the run at ``run_at`` must issue and that do not exist,
+    in (subscription, boundary) order."""
     subs = subs_repo.billable(session, entity.id, run_at)
     invoiced = invoices_repo.invoiced_boundaries(session, [s.id for s in subs])
-    plans: dict[str, Plan] = {}
+    plans = catalog_repo.plans(session, {s.plan_id for s in subs})
     due: list[tuple[str, date]] = []
     for sub in subs:
-        if sub.plan_id not in plans:
-            found = catalog_repo.plan(session, sub.plan_id)
-            assert found is not None
-            plans[sub.plan_id] = found
         for _, b in due_boundaries(terms_of(sub, plans[sub.plan_id]), entity.timezone, run_at):
             if b not in invoiced.get(sub.id, set()):
                 due.append((sub.id, b))
@@ -75,7 +108,8 @@ def due_invoices(session: Session, entity: Entity, run_at: datetime) -> list[tup
 
 @actor
 def bill_run(entity: str, local_date: str) -> None:
-    """The entity's bill run of ``local_date`` (at 08:15 local): issue what is due."""
+    """The entity's bill run of ``local_date`` (at 08:15 local): issue what is due, fanned
+    out in chunks of ``CHUNK`` invoices per ``issue_invoices`` message."""
     now = clock.now()
     with unit_of_work() as session:
         found = catalog_repo.entity(session, entity)
@@ -89,52 +123,86 @@ def bill_run(entity: str, local_date: str) -> None:
         due = due_invoices(session, found, run_at)
     log.info("bill run", actor="bill_run", entity=entity, local_date=local_date,
              run_at=run_at.isoformat(), due=len(due))
-    for subscription, boundary in due:
-        issue_invoice.send(subscription, boundary.isoformat(), run_at.isoformat())
+    for start in range(0, len(due), CHUNK):
+        chunk = [[sub, b.isoformat()] for sub, b in due[start:start + CHUNK]]
+        issue_invoices.send(chunk, run_at.isoformat())
 
 
-def do_issue(session: Session, now: datetime, subscription: str, boundary: date,
-             issued_at: datetime) -> Outcome:
-    row = subs_repo.get(session, subscription)
-    if row is None:
-        return refused(f"subscription {subscription!r} is not known")
-    if row.created_at > issued_at:
-        return refused(f"subscription {subscription!r} did not exist at {issued_at.isoformat()}")
-    if invoices_repo.find(session, subscription, boundary) is not None:
-        return Outcome("unchanged", "invoice exists")
-    plan = catalog_repo.plan(session, row.plan_id)
-    entity = catalog_repo.entity(session, row.entity_id)
-    customer = catalog_repo.customer(session, row.customer_id)
-    assert plan is not None and entity is not None and customer is not None
-    k = boundary_index(row.start, plan.interval, boundary)
-    if k is None or (row.end is not None and boundary > row.end):
-        return refused(f"{boundary} is not a boundary that subscription {subscription!r} reaches")
-    composed = compute(session, row, plan, entity, k, now)
-    if composed is None:
-        return Outcome("unchanged", "no line to invoice")
-    invoice_id = invoices_repo.add(
-        session, subscription_id=row.id, entity_id=entity.id, customer_id=customer.id,
-        invoice=composed, status="draft", issued_at=issued_at, computed_at=now,
-    )
-    if invoice_id is None:
-        return Outcome("unchanged", "invoice exists")
-    if customer.draft_invoices:
-        return applied(f"draft at {boundary}, total {composed.total}")
-    number = invoices_repo.send(session, invoice_id, entity.id, entity.invoice_prefix, now)
-    return applied(f"sent {number} at {boundary}, total {composed.total}")
+def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
+          issued_at: datetime) -> list[Outcome]:
+    """Issue the invoices of ``pairs`` (in their order) that do not exist yet, in one
+    transaction: bulk insert, then the sent ones numbered under one counter lock."""
+    subs = subs_repo.get_many(session, [s for s, _ in pairs])
+    invoiced = invoices_repo.invoiced_boundaries(session, list(subs))
+    plans = catalog_repo.plans(session, {r.plan_id for r in subs.values()})
+    customers = catalog_repo.customers(session, {r.customer_id for r in subs.values()})
+    outcomes: list[Outcome] = []
+    todo: dict[str, list[tuple[int, ToCompose]]] = defaultdict(list)  # by entity
+    for index, (subscription, boundary) in enumerate(pairs):
+        row = subs.get(subscription)
+        outcomes.append(refused(f"{subscription}@{boundary}: unknown subscription"))
+        if row is None:
+            continue
+        if row.created_at > issued_at:
+            outcomes[index] = refused(
+                f"{subscription}@{boundary}: did not exist at {issued_at.isoformat()}")
+            continue
+        if boundary in invoiced.get(subscription, set()):
+            outcomes[index] = Outcome("unchanged", f"{subscription}@{boundary}: exists")
+            continue
+        plan = plans[row.plan_id]
+        k = boundary_index(row.start, plan.interval, boundary)
+        if k is None or not terms_of(row, plan).reaches(boundary):
+            outcomes[index] = refused(
+                f"{subscription}@{boundary}: not a boundary the subscription reaches")
+            continue
+        todo[row.entity_id].append((index, ToCompose(row, plan, k)))
+    for entity_id, items in todo.items():
+        entity = catalog_repo.entity(session, entity_id)
+        assert entity is not None
+        composed = compute_many(session, entity, [item for _, item in items], now)
+        new = [
+            invoices_repo.NewInvoice(item.row.id, entity_id, item.row.customer_id, invoice)
+            for (_, item), invoice in zip(items, composed, strict=True) if invoice is not None
+        ]
+        ids = invoices_repo.add_many(session, new, issued_at=issued_at, computed_at=now)
+        to_send = [ids[(n.subscription, n.invoice.boundary)] for n in new
+                   if (n.subscription, n.invoice.boundary) in ids
+                   and not customers[n.customer].draft_invoices]
+        numbers = dict(zip(to_send, invoices_repo.send_many(
+            session, entity_id, entity.invoice_prefix, to_send, now), strict=True))
+        for (index, item), invoice in zip(items, composed, strict=True):
+            label = f"{item.row.id}@{pairs[index][1]}"
+            if invoice is None:
+                outcomes[index] = Outcome("unchanged", f"{label}: no line to invoice")
+            elif (item.row.id, invoice.boundary) not in ids:
+                outcomes[index] = Outcome("unchanged", f"{label}: exists")
+            else:
+                number = numbers.get(ids[(item.row.id, invoice.boundary)])
+                state = f"sent {number}" if number else "draft"
+                outcomes[index] = applied(f"{label}: {state}, total {invoice.total}")
+    return outcomes
+
+
+@actor
+def issue_invoices(pairs: list[list[str]], issued_at: str) -> None:
+    """Issue the invoices of these (subscription, boundary) pairs, once however often sent."""
+    run_at = parse_instant(issued_at, "issued_at")
+    wanted = [(sub, parse_date(b, "boundary")) for sub, b in pairs]
+    now = clock.now()
+    with unit_of_work() as session:
+        outcomes = issue(session, now, wanted, run_at)
+    for outcome in outcomes:
+        if outcome.status == "refused":
+            log.warning("issue_invoices refused", actor="issue_invoices", reason=outcome.detail)
+    log.info("issue_invoices", actor="issue_invoices", issued=sum(
+        o.status == "applied" for o in outcomes), of=len(outcomes))
 
 
 @actor
 def issue_invoice(subscription: str, boundary: str, issued_at: str) -> None:
     """Issue the invoice of ``subscription`` at ``boundary`` (once, however often sent)."""
-    day = parse_date(boundary, "boundary")
-    run_at = parse_instant(issued_at, "issued_at")
-    now = clock.now()
-    with unit_of_work() as session:
-        outcome = do_issue(session, now, subscription, day, run_at)
-    level = log.warning if outcome.status == "refused" else log.info
-    level("issue_invoice " + outcome.status, actor="issue_invoice", subscription=subscription,
-          boundary=boundary, detail=outcome.detail)
+    issue_invoices.fn([[subscription, boundary]], issued_at)
 
 
 def _draft(session: Session, subscription: str, boundary: str,
@@ -207,9 +275,9 @@ def run_bill_run_now(entity: str, local_date: date, now: datetime) -> list[Outco
                             "which has not come yet")]
         due = due_invoices(session, found, run_at)
     outcomes: list[Outcome] = []
-    for subscription, boundary in due:
+    for start in range(0, len(due), CHUNK):
         with unit_of_work() as session:
-            outcomes.append(do_issue(session, now, subscription, boundary, run_at))
+            outcomes.extend(issue(session, now, due[start:start + CHUNK], run_at))
     return outcomes
 
 

@@ -55,6 +55,7 @@ def test_sql_matches_reference(store: None, aggregation: Aggregation, data: list
         session.execute(delete(UsageEventRow))
         usage_repo.insert_events(session, evs, START)
     with unit_of_work() as session:
-        got = usage_repo.aggregate(session, "c-1", meter, START, END, END)
+        got = usage_repo.aggregate_many(
+            session, usage_repo.Period(START, END, END), ["c-1"], [meter])[("c-1", "tokens")]
     in_period = [e for e in evs if START <= e.timestamp < END]
     assert got == reference(meter, in_period)

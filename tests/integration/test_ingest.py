@@ -80,7 +80,8 @@ def test_quantities_are_exact_in_storage(store: None) -> None:
             "12345678901234567890.123456789")
         from domain.catalog import Aggregation, Meter
 
-        total = usage_repo.aggregate(
-            session, "c-1", Meter("tokens", Aggregation.SUM),
-            datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 1, tzinfo=UTC), NOW)
+        period = usage_repo.Period(datetime(2026, 9, 1, tzinfo=UTC),
+                                   datetime(2026, 10, 1, tzinfo=UTC), NOW)
+        total = usage_repo.aggregate_many(
+            session, period, ["c-1"], [Meter("tokens", Aggregation.SUM)])[("c-1", "tokens")]
     assert total == Decimal("12345678901234567890.423456789")

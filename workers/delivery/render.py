@@ -1,0 +1,336 @@
+"""A readable invoice: HTML and plain text rendered from Jinja2 templates.
+
+The input is the invoice JSON document (``domain.documents.invoice_document``, optionally with
+``id``). Amounts arrive as exact decimal strings and are formatted with Babel at exactly the
+currency's ISO 4217 minor digits (never through a float, never rounded further: a unit price
+with more digits than the currency keeps them all). Periods are stored with an exclusive end;
+they are shown as the first and the last *included* day, and the column says so.
+
+Labels are English; ``locale`` decides how numbers, amounts and dates are written.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel import Locale
+from babel.dates import format_date, format_time
+from babel.numbers import NumberPattern, format_currency, format_decimal, parse_pattern
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from domain.money import minor_units
+
+__all__ = [
+    "email_subject",
+    "format_amount",
+    "render_html",
+    "render_text",
+]
+
+HTML_TEMPLATE = "invoice.html.j2"
+TEXT_TEMPLATE = "invoice.txt.j2"
+
+
+def _environment(*, autoescape: bool) -> Environment:
+    return Environment(
+        loader=PackageLoader("workers.delivery", "templates"),
+        autoescape=autoescape,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+@cache
+def _html_env() -> Environment:
+    return _environment(autoescape=True)
+
+
+@cache
+def _text_env() -> Environment:
+    return _environment(autoescape=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers, amounts, dates
+
+
+def to_decimal(value: object, field: str) -> Decimal:
+    """An exact decimal from the document's string (or an int/Decimal); floats are refused."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise TypeError(f"{field}: must be a decimal string, got {type(value).__name__}")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int | str):
+        try:
+            result = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"{field}: {value!r} is not a decimal number") from None
+    else:
+        raise TypeError(f"{field}: must be a decimal string, got {type(value).__name__}")
+    if not result.is_finite():
+        raise ValueError(f"{field}: {value!r} is not a finite number")
+    return result
+
+
+@cache
+def _currency_pattern(locale: str) -> NumberPattern:
+    return parse_pattern(Locale.parse(locale).currency_formats["standard"])
+
+
+def _fraction_digits(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def format_amount(value: object, currency: str, locale: str = "en_US") -> str:
+    """``value`` written in ``currency`` for ``locale`` with Babel, exactly: at least the
+    currency's ISO 4217 minor digits ("€49.00", "¥1,500", "49,00 €"), and every further
+    digit the value has (a unit price of 0.000002 stays 0.000002)."""
+    amount = to_decimal(value, "amount")
+    if amount.is_zero():
+        amount = abs(amount)  # never "-€0.00"
+    digits = minor_units(currency)
+    pattern = copy.copy(_currency_pattern(locale))
+    pattern.frac_prec = (digits, max(digits, _fraction_digits(amount)))
+    return format_currency(amount, currency.upper(), format=pattern, locale=locale,
+                           currency_digits=False)
+
+
+def format_quantity(value: object, locale: str = "en_US") -> str:
+    """A quantity with the locale's separators, every digit kept ("1,532", "0.0001")."""
+    return format_decimal(to_decimal(value, "quantity"), locale=locale,
+                          decimal_quantization=False)
+
+
+def _parse_date(value: object, field: str) -> date:
+    if not isinstance(value, str):
+        raise TypeError(f"{field}: must be an ISO date string, got {type(value).__name__}")
+    return date.fromisoformat(value)
+
+
+def _parse_instant(value: object, field: str) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"{field}: must be an ISO 8601 instant, got {type(value).__name__}")
+    instant = datetime.fromisoformat(value)
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+
+
+def format_period(start: date, end_exclusive: date, locale: str = "en_US") -> str:
+    """The first and the last included day: [2026-03-01, 2026-04-01) → "Mar 1, 2026 – Mar 31,
+    2026"; a one-day period shows one date."""
+    last = end_exclusive - timedelta(days=1)
+    first = format_date(start, format="medium", locale=locale)
+    if last <= start:
+        return first
+    return f"{first} – {format_date(last, format='medium', locale=locale)}"
+
+
+def _format_issued(instant: datetime, timezone: str | None, locale: str) -> str:
+    zone = ZoneInfo(timezone) if timezone else UTC
+    local = instant.astimezone(zone)
+    label = timezone or "UTC"
+    return (f"{format_date(local.date(), format='medium', locale=locale)}, "
+            f"{format_time(local, format='short', locale=locale)} ({label})")
+
+
+# ---------------------------------------------------------------------------------------------
+# The view the templates lay out
+
+
+@dataclass(frozen=True)
+class LineView:
+    type: str
+    charge: str
+    period: str
+    quantity: str
+    unit_price: str  # "" when the document has no unit price for the line
+    amount: str
+
+
+@dataclass(frozen=True)
+class Party:
+    name: str | None
+    id: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.id})" if self.name and self.name != self.id else self.id
+
+
+@dataclass(frozen=True)
+class InvoiceView:
+    lang: str
+    title: str
+    draft: bool
+    number: str | None
+    reference: str
+    invoice_id: int | None
+    entity: Party
+    customer: Party
+    subscription: str
+    boundary: str
+    issued: str
+    status: str
+    final: bool
+    currency: str
+    lines: tuple[LineView, ...]
+    show_unit_price: bool
+    subtotal: str
+    discount: str
+    total: str
+
+
+def _text(document: Mapping[str, Any], key: str) -> str:
+    value = document.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"invoice document: {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def invoice_view(
+    document: Mapping[str, Any],
+    *,
+    entity_name: str | None = None,
+    customer_name: str | None = None,
+    locale: str = "en_US",
+    timezone: str | None = None,
+) -> InvoiceView:
+    """Everything the templates show, formatted; raises ValueError/TypeError on a malformed
+    document (a float amount, a missing field, an unknown currency)."""
+    Locale.parse(locale)  # fail early on an unknown locale
+    currency = _text(document, "currency").upper()
+    number = document.get("number")
+    if number is not None and (not isinstance(number, str) or not number):
+        raise ValueError(f"invoice document: 'number' must be a string or null, got {number!r}")
+    subscription = _text(document, "subscription")
+    boundary = _parse_date(document.get("boundary"), "boundary")
+    reference = number or f"{subscription}@{boundary.isoformat()}"
+    lines: list[LineView] = []
+    raw_lines = document.get("lines")
+    if not isinstance(raw_lines, list):
+        raise ValueError("invoice document: 'lines' must be a list")
+    for i, ln in enumerate(raw_lines):
+        if not isinstance(ln, Mapping):
+            raise ValueError(f"invoice document: lines[{i}] must be an object")
+        unit_price = ln.get("unit_price")
+        lines.append(LineView(
+            type=_text(ln, "type"),
+            charge=_text(ln, "charge"),
+            period=format_period(_parse_date(ln.get("period_start"), f"lines[{i}].period_start"),
+                                 _parse_date(ln.get("period_end"), f"lines[{i}].period_end"),
+                                 locale),
+            quantity=format_quantity(ln.get("quantity"), locale),
+            unit_price="" if unit_price is None else format_amount(unit_price, currency, locale),
+            amount=format_amount(ln.get("amount"), currency, locale),
+        ))
+    discount = to_decimal(document.get("discount", "0"), "discount")
+    status = _text(document, "status")
+    final = bool(document.get("final", False))
+    invoice_id = document.get("id")
+    draft = number is None
+    return InvoiceView(
+        lang=locale.replace("_", "-"),
+        title=f"Invoice {number}" if number else "DRAFT invoice",
+        draft=draft,
+        number=number,
+        reference=reference,
+        invoice_id=invoice_id if isinstance(invoice_id, int) else None,
+        entity=Party(entity_name, _text(document, "entity")),
+        customer=Party(customer_name, _text(document, "customer")),
+        subscription=subscription,
+        boundary=format_date(boundary, format="medium", locale=locale),
+        issued=_format_issued(_parse_instant(document.get("issued_at"), "issued_at"), timezone,
+                              locale),
+        status=status + (", final invoice" if final else ""),
+        final=final,
+        currency=currency,
+        lines=tuple(lines),
+        show_unit_price=any(line.unit_price for line in lines),
+        subtotal=format_amount(document.get("subtotal"), currency, locale),
+        discount=format_amount(-discount, currency, locale),
+        total=format_amount(document.get("total"), currency, locale),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def render_html(
+    document: Mapping[str, Any],
+    *,
+    entity_name: str | None = None,
+    customer_name: str | None = None,
+    locale: str = "en_US",
+    timezone: str | None = None,
+) -> str:
+    """The invoice as a self-contained HTML page (inline CSS, every value escaped).
+
+    ``timezone`` (an IANA name, e.g. the entity's) is where the issue time is shown; UTC
+    when not given."""
+    view = invoice_view(document, entity_name=entity_name, customer_name=customer_name,
+                        locale=locale, timezone=timezone)
+    return _html_env().get_template(HTML_TEMPLATE).render(inv=view)
+
+
+@dataclass(frozen=True)
+class _Column:
+    title: str
+    width: int
+    right: bool
+
+
+def render_text(
+    document: Mapping[str, Any],
+    *,
+    entity_name: str | None = None,
+    customer_name: str | None = None,
+    locale: str = "en_US",
+    timezone: str | None = None,
+) -> str:
+    """The invoice as plain text with aligned columns (the text part of an email)."""
+    view = invoice_view(document, entity_name=entity_name, customer_name=customer_name,
+                        locale=locale, timezone=timezone)
+    titles = ["Type", "Charge", "Period (both days included)", "Quantity"]
+    right = [False, False, False, True]
+    if view.show_unit_price:
+        titles.append("Unit price")
+        right.append(True)
+    titles.append(f"Amount ({view.currency})")
+    right.append(True)
+    rows: list[list[str]] = []
+    for ln in view.lines:
+        row = [ln.type, ln.charge, ln.period, ln.quantity]
+        if view.show_unit_price:
+            row.append(ln.unit_price)
+        row.append(ln.amount)
+        rows.append(row)
+    widths = [max([len(t), *(len(r[i]) for r in rows)]) for i, t in enumerate(titles)]
+    columns = [_Column(t, w, r) for t, w, r in zip(titles, widths, right, strict=True)]
+    table_width = sum(widths) + 2 * (len(widths) - 1)
+    pairs = [("Subtotal", view.subtotal), ("Discount", view.discount), ("Total", view.total)]
+    value_width = max(len(v) for _, v in pairs)
+    totals = [f"{label:>8}  {value:>{value_width}}" for label, value in pairs]
+    table_width = max(table_width, *(len(t) for t in totals))
+    return _text_env().get_template(TEXT_TEMPLATE).render(
+        inv=view, columns=columns, rows=rows, totals=totals, table_width=table_width,
+    )
+
+
+def email_subject(
+    document: Mapping[str, Any], *, entity_name: str | None = None, locale: str = "en_US"
+) -> str:
+    """A one-line subject: "Invoice AC-0001 from Acme: €49.00" ("Draft invoice
+    sub-1@2026-03-01 …" for a draft)."""
+    view = invoice_view(document, entity_name=entity_name, locale=locale)
+    what = f"Invoice {view.number}" if view.number else f"Draft invoice {view.reference}"
+    return f"{what} from {view.entity.name or view.entity.id}: {view.total}"
