@@ -163,18 +163,25 @@ def _response_snippet(fp: IO[bytes] | None) -> str:
         return ""
 
 
-def _http_result(status: int, where: str, snippet: str, headers: Mapping[str, str]) -> Result:
+class _Headers:
+    """What is read of an answer's headers (``http.client.HTTPMessage`` has it)."""
+
+    def __init__(self, message: Any) -> None:
+        self.retry_after: str | None = message.get("Retry-After") if message else None
+        self.location: str | None = message.get("Location") if message else None
+
+
+def _http_result(status: int, where: str, snippet: str, headers: _Headers) -> Result:
     said = f": {snippet}" if snippet else ""
     if 200 <= status < 300:
         return Result.success(f"HTTP {status} from {where}")
     if status in (408, 429) or 500 <= status < 600:
-        retry_after = headers.get("Retry-After")
-        hint = f" (Retry-After {retry_after})" if retry_after else ""
+        hint = f" (Retry-After {headers.retry_after})" if headers.retry_after else ""
         return Result.transient(f"HTTP {status} from {where}{hint}{said}")
     if 300 <= status < 400:
-        location = headers.get("Location") or "?"
+        location = _where(headers.location) if headers.location else "?"
         return Result.permanent(
-            f"HTTP {status} from {where}: redirect to {_where(location)} not followed{said}")
+            f"HTTP {status} from {where}: redirect to {location} not followed{said}")
     return Result.permanent(f"HTTP {status} from {where}{said}")
 
 
@@ -197,6 +204,10 @@ def send_webhook(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return Result.permanent(f"bad webhook URL {where!r}: must be http:// or https://")
+    try:
+        _ = parts.port  # raises on a port out of range
+    except ValueError as exc:
+        return Result.permanent(f"bad webhook URL {where!r}: {exc}")
     if not _HEADER_VALUE.fullmatch(webhook_id):
         return Result.permanent(f"bad webhook id {webhook_id!r}: printable ASCII, no spaces")
     timestamp = int(time.time()) if now is None else int(now)
@@ -214,10 +225,10 @@ def send_webhook(
     opener = urllib.request.build_opener(_NoRedirect())
     try:
         with opener.open(request, timeout=timeout) as response:
-            return _http_result(response.status, where, "", response.headers)
+            return _http_result(response.status, where, "", _Headers(response.headers))
     except urllib.error.HTTPError as exc:  # a non-2xx answer
         with exc:
-            return _http_result(exc.code, where, _response_snippet(exc.fp), exc.headers)
+            return _http_result(exc.code, where, _response_snippet(exc.fp), _Headers(exc.headers))
     except urllib.error.URLError as exc:  # no answer: DNS, refused, TLS, connect timeout
         reason = exc.reason
         if isinstance(reason, TimeoutError):

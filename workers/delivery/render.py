@@ -65,7 +65,7 @@ def _text_env() -> Environment:
 
 def to_decimal(value: object, field: str) -> Decimal:
     """An exact decimal from the document's string (or an int/Decimal); floats are refused."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise TypeError(f"{field}: must be a decimal string, got {type(value).__name__}")
     if isinstance(value, Decimal):
         result = value
