@@ -18,6 +18,7 @@ from domain.catalog import (
     parse_plan,
     plan_to_dict,
 )
+from persistence import db
 from persistence.sql import rowcount
 from persistence.tables import CustomerRow, EntityRow, MeterRow, PlanMeterRow, PlanRow
 
@@ -90,16 +91,18 @@ def customer(session: Session, customer_id: str, *, lock: bool = False) -> Custo
 
 def known_ids(session: Session, model: type[CustomerRow] | type[MeterRow],
               ids: Iterable[object]) -> set[str]:
-    """Which of ``ids`` exist (anything not a string does not)."""
+    """Which of ``ids`` exist (anything not a string does not). Ids found once are
+    remembered for the process (catalog items are never deleted)."""
     wanted = {i for i in ids if isinstance(i, str)}
-    if not wanted:
-        return set()
-    found: set[str] = set()
-    chunk = sorted(wanted)
+    remembered = db.known().setdefault(model.__name__, set())
+    found = wanted & remembered
+    chunk = sorted(wanted - remembered)
     for start in range(0, len(chunk), 500):
         part = chunk[start:start + 500]
         column = col(model.id)
-        found.update(session.scalars(select(column).where(column.in_(part))))
+        new = set(session.scalars(select(column).where(column.in_(part))))
+        remembered.update(new)
+        found.update(new)
     return found
 
 

