@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,10 +15,13 @@ from cli.demo import invoice_table
 from domain.documents import InvoiceRecord, invoice_document
 from domain.money import format_money, format_quantity
 from domain.validation import Invalid, parse_date
+from persistence import catalog as catalog_repo
 from persistence import invoices as invoices_repo
 from persistence.db import unit_of_work
 from workers import clock
 from workers.commands import Outcome, run_command
+from workers.deliveries import deliver_now
+from workers.delivery import render_html
 from workers.invoicing import do_regenerate, do_release, preview
 
 app = typer.Typer(help="Invoices: list, show, release, regenerate, preview.",
@@ -69,11 +74,24 @@ def list_(
 def show(
     reference: Annotated[str, typer.Argument(help="Number, id, or SUBSCRIPTION@BOUNDARY.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Write the readable invoice (HTML) to this file ('-': stdout).")] = None,
 ) -> None:
     """Show one invoice with its lines."""
     connect()
     record = find(reference)
     document = invoice_document(record)
+    if html is not None:
+        with unit_of_work() as session:
+            entity = catalog_repo.entity(session, record.entity)
+        page = render_html({**document, "id": record.id},
+                           timezone=entity.timezone if entity else None)
+        if str(html) == "-":
+            sys.stdout.write(page)
+        else:
+            html.write_text(page, encoding="utf-8")
+            err.print(f"[green]✓[/] {record.reference} written to {html}", highlight=False)
+        return
     if as_json:
         out.print_json(json.dumps(document))
     else:
@@ -90,9 +108,12 @@ def _command(actor: str, outcome_of: Outcome) -> None:
 def release(subscription: str, boundary: str) -> None:
     """Send a draft invoice (it gets the entity's next number)."""
     connect()
-    _command("release", run_command(
+    outcome = run_command(
         "release_invoice", lambda s, now: do_release(s, now, subscription, boundary),
-        subscription=subscription, boundary=boundary))
+        subscription=subscription, boundary=boundary)
+    _command("release", outcome)
+    for invoice_id in outcome.deliver:
+        _command("deliver", deliver_now(invoice_id))
 
 
 @app.command("regenerate")

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli import catalog, deadletters, invoices, usage
+from cli import catalog, deadletters, deliveries, invoices, usage
 from scheduler.replay import Step, replay
 from scheduler.scenario import ScenarioError, load_scenario
 from workers import logs
@@ -34,7 +34,7 @@ def _fail(message: str) -> NoReturn:
 
 
 def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = None,
-               redis_url: str | None = None) -> dict[str, object]:
+               redis_url: str | None = None, outbox: Path | None = None) -> dict[str, object]:
     try:
         scenario = load_scenario(path)
     except ScenarioError as exc:
@@ -57,7 +57,8 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
             broker = redis_broker(settings(), url=redis_url, namespace=namespace,
                                   max_retries=0)
         try:
-            return replay(scenario, database_url=database_url, broker=broker, on_step=on_step)
+            return replay(scenario, database_url=database_url, broker=broker, outbox=outbox,
+                          on_step=on_step)
         finally:
             if redis_url:
                 import redis
@@ -80,12 +81,15 @@ def replay_command(
     redis_url: Annotated[str | None, typer.Option(
         "--redis-url", help="Replay through a Redis broker (own key prefix, removed after)."
     )] = None,
+    outbox: Annotated[Path | None, typer.Option(
+        "--outbox", help="Keep the delivered invoices (JSON + HTML) in this folder.")] = None,
 ) -> None:
     """Replay a scenario on a fresh store and write every invoice as JSON.
 
     The default store is a new SQLite file with an in-process broker."""
     logs.configure("console", "INFO" if verbose else "WARNING")
-    result = run_replay(scenario, database_url=database_url, redis_url=redis_url)
+    result = run_replay(scenario, database_url=database_url, redis_url=redis_url,
+                        outbox=outbox)
     text = json.dumps(result, indent=2) + "\n"
     if out is None:
         sys.stdout.write(text)
@@ -96,14 +100,21 @@ def replay_command(
 
 
 @app.command("demo")
-def demo_command() -> None:
+def demo_command(
+    outbox: Annotated[Path, typer.Option(
+        "--outbox", help="Where the sent invoices are delivered (JSON + HTML).")] = Path("outbox"),
+) -> None:
     """Replay the built-in demo (two entities, a few months) and print its invoices."""
     from cli.demo import DEMO_SCENARIO, print_invoices
 
     logs.configure("console", "WARNING")
     err.print(f"Replaying the demo scenario [bold]{DEMO_SCENARIO.name}[/] …", highlight=False)
-    result = run_replay(DEMO_SCENARIO)
+    result = run_replay(DEMO_SCENARIO, outbox=outbox)
     print_invoices(result)
+    invoices: list[dict[str, object]] = result["invoices"]  # type: ignore[assignment]
+    sent = len([inv for inv in invoices if inv["status"] == "sent"])
+    err.print(f"[green]✓[/] {sent} sent invoices delivered to {outbox}/ (JSON + HTML)",
+              highlight=False)
 
 
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
@@ -112,6 +123,7 @@ app.add_typer(catalog.app, name="catalog")
 app.add_typer(invoices.app, name="invoices")
 app.add_typer(usage.app, name="usage")
 app.add_typer(deadletters.app, name="dead-letters")
+app.add_typer(deliveries.app, name="deliveries")
 
 
 @app.command("bill-run")
@@ -130,14 +142,16 @@ def bill_run_command(
     except Invalid as exc:
         _fail(str(exc))
     connect()
-    outcomes = run_bill_run_now(entity, day, clock.now())
+    outcomes, delivered = run_bill_run_now(entity, day, clock.now())
     refused = [o for o in outcomes if o.status == "refused"]
-    for o in outcomes:
+    for o in [*outcomes, *delivered]:
         err.print(f"  {o.status}: {o.detail}", highlight=False)
     if refused and len(refused) == len(outcomes):
         raise typer.Exit(1)
     issued = sum(o.status == "applied" for o in outcomes)
-    err.print(f"[green]✓[/] {entity} {day}: {issued} invoices issued", highlight=False)
+    sent = sum(o.status == "applied" for o in delivered)
+    err.print(f"[green]✓[/] {entity} {day}: {issued} invoices issued, {sent} delivered",
+              highlight=False)
 
 
 @db_app.command("upgrade")

@@ -35,11 +35,33 @@ class Model(StrEnum):
     BANDS = "bands"
 
 
+CHANNELS = ("webhook", "email", "outbox", "none")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How an entity's sent invoices are delivered (None on the entity: the deployment's
+    default). ``webhook``: POST to ``url`` signed with ``secret``; ``email``: to the
+    customer's address, from ``sender``; ``outbox``: files in ``directory``; ``none``."""
+
+    channel: str
+    url: str | None = None
+    secret: str | None = None
+    sender: str | None = None
+    directory: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        d = {"channel": self.channel, "url": self.url, "secret": self.secret,
+             "from": self.sender, "directory": self.directory}
+        return {k: v for k, v in d.items() if v is not None}
+
+
 @dataclass(frozen=True)
 class Entity:
     id: str
     timezone: str
     invoice_prefix: str
+    delivery: Delivery | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +129,7 @@ class Customer:
     id: str
     entity: str
     draft_invoices: bool = False
+    email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,8 +155,28 @@ def parse_entity(data: Any, path: str) -> Entity:
         f.raw("invoice_prefix")
     elif f.has("invoice_prefix"):
         prefix = f.text("invoice_prefix")
+    delivery = parse_delivery(f.raw("delivery"), f.at("delivery")) if f.has("delivery") else None
     f.check_unknown()
-    return Entity(entity_id, tz, prefix)
+    return Entity(entity_id, tz, prefix, delivery)
+
+
+def parse_delivery(data: Any, path: str) -> Delivery:
+    f = Fields(data, path)
+    channel = f.choice("channel", CHANNELS)
+    url = secret = sender = directory = None
+    if channel == "webhook":
+        url = f.text("url", max_length=2000)
+        if not url.startswith(("https://", "http://")):
+            f.fail("url", f"must be an http(s) URL, got {describe(url)}")
+        secret = f.text("secret", max_length=500)
+    elif channel == "email":
+        sender = f.optional_text("from")
+        if sender is not None and "@" not in sender:
+            f.fail("from", f"must be an email address, got {describe(sender)}")
+    elif channel == "outbox":
+        directory = f.optional_text("directory")
+    f.check_unknown()
+    return Delivery(channel, url, secret, sender, directory)
 
 
 def parse_meter(data: Any, path: str) -> Meter:
@@ -247,8 +290,11 @@ def parse_customer(data: Any, path: str, entities: Mapping[str, Entity] | None) 
     if entities is not None and entity not in entities:
         f.fail("entity", f"{describe(entity)} is not a known entity")
     draft = f.boolean("draft_invoices", default=False)
+    email = f.optional_text("email")
+    if email is not None and ("@" not in email or any(c in email for c in " \r\n,;<>")):
+        f.fail("email", f"must be one email address, got {describe(email)}")
     f.check_unknown()
-    return Customer(customer_id, entity, draft)
+    return Customer(customer_id, entity, draft, email)
 
 
 def _unique(items: list[Any], kind: str, paths: list[str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from domain.catalog import (
     Entity,
     Meter,
     Plan,
+    parse_delivery,
     parse_plan,
     plan_to_dict,
 )
@@ -26,7 +27,8 @@ from persistence.tables import CustomerRow, EntityRow, MeterRow, PlanMeterRow, P
 def apply_catalog(session: Session, catalog: Catalog) -> None:
     """Create or update every item of the catalog (an item not named is left alone)."""
     for e in catalog.entities.values():
-        session.merge(EntityRow(id=e.id, timezone=e.timezone, invoice_prefix=e.invoice_prefix))
+        session.merge(EntityRow(id=e.id, timezone=e.timezone, invoice_prefix=e.invoice_prefix,
+                                delivery=e.delivery.to_dict() if e.delivery else None))
     for m in catalog.meters.values():
         session.merge(MeterRow(id=m.id, aggregation=m.aggregation.value, property=m.property))
     session.flush()
@@ -38,7 +40,8 @@ def apply_catalog(session: Session, catalog: Catalog) -> None:
         for meter_id in sorted(p.meters):
             session.add(PlanMeterRow(plan_id=p.id, meter_id=meter_id))
     for c in catalog.customers.values():
-        session.merge(CustomerRow(id=c.id, entity_id=c.entity, draft_invoices=c.draft_invoices))
+        session.merge(CustomerRow(id=c.id, entity_id=c.entity, draft_invoices=c.draft_invoices,
+                                  email=c.email))
     session.flush()
 
 
@@ -47,14 +50,19 @@ def stored(session: Session) -> Catalog:
     return Catalog(entities={e.id: e for e in entities(session)}, meters=meters(session))
 
 
+def _entity(row: EntityRow) -> Entity:
+    delivery = parse_delivery(row.delivery, "delivery") if row.delivery else None
+    return Entity(row.id, row.timezone, row.invoice_prefix, delivery)
+
+
 def entity(session: Session, entity_id: str) -> Entity | None:
     row = session.get(EntityRow, entity_id)
-    return None if row is None else Entity(row.id, row.timezone, row.invoice_prefix)
+    return None if row is None else _entity(row)
 
 
 def entities(session: Session) -> list[Entity]:
     rows = session.scalars(select(EntityRow).order_by(col(EntityRow.id)))
-    return [Entity(r.id, r.timezone, r.invoice_prefix) for r in rows]
+    return [_entity(r) for r in rows]
 
 
 def meters(session: Session) -> dict[str, Meter]:
@@ -79,14 +87,15 @@ def customers(session: Session, ids: Collection[str]) -> dict[str, Customer]:
     wanted = sorted(ids)
     for start in range(0, len(wanted), 500):
         stmt = select(CustomerRow).where(col(CustomerRow.id).in_(wanted[start:start + 500]))
-        result.update((r.id, Customer(r.id, r.entity_id, r.draft_invoices))
+        result.update((r.id, Customer(r.id, r.entity_id, r.draft_invoices, r.email))
                       for r in session.scalars(stmt))
     return result
 
 
 def customer(session: Session, customer_id: str, *, lock: bool = False) -> Customer | None:
     row = session.get(CustomerRow, customer_id, with_for_update=lock)
-    return None if row is None else Customer(row.id, row.entity_id, row.draft_invoices)
+    return None if row is None else Customer(row.id, row.entity_id, row.draft_invoices,
+                                             row.email)
 
 
 def known_ids(session: Session, model: type[CustomerRow] | type[MeterRow],

@@ -13,6 +13,7 @@ from sqlmodel import col
 
 from domain.documents import InvoiceRecord
 from domain.invoices import ComposedInvoice, Line
+from persistence import deliveries
 from persistence.sql import insert_ignore, is_postgres, rowcount
 from persistence.tables import InvoiceCounterRow, InvoiceLineRow, InvoiceRow
 
@@ -91,7 +92,8 @@ def send_many(session: Session, entity_id: str, prefix: str, invoice_ids: Sequen
               now: datetime) -> list[str]:
     """Mark drafts sent with the entity's next numbers, in the order given, in this
     transaction: the counter row stays locked until commit, so numbers are gapless and in
-    the order of sending. Every id must be a draft (else nothing is numbered)."""
+    the order of sending. Every id must be a draft (else nothing is numbered). The same
+    transaction records each invoice's delivery as pending."""
     if not invoice_ids:
         return []
     session.execute(
@@ -115,6 +117,7 @@ def send_many(session: Session, entity_id: str, prefix: str, invoice_ids: Sequen
         raise RuntimeError("send_many: an invoice was not a draft")  # the transaction rolls back
     counter.last_number += len(invoice_ids)
     session.flush()
+    deliveries.add_pending(session, invoice_ids, now)  # to deliver after this commits
     return numbers
 
 

@@ -22,6 +22,7 @@ class EntityRow(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=255)
     timezone: str
     invoice_prefix: str
+    delivery: dict[str, Any] | None = Field(default=None, sa_type=JSONType)  # Delivery
 
 
 class MeterRow(SQLModel, table=True):
@@ -52,6 +53,7 @@ class CustomerRow(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=255)
     entity_id: str = Field(foreign_key="entities.id", index=True)
     draft_invoices: bool = False
+    email: str | None = None
 
 
 class SubscriptionRow(SQLModel, table=True):
@@ -198,3 +200,21 @@ class DeadLetterRow(SQLModel, table=True):
     message: dict[str, Any] = Field(sa_type=JSONType)
     error: str = Field(default="", sa_type=Text)
     failed_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class DeliveryRow(SQLModel, table=True):
+    """A sent invoice to deliver, recorded in the transaction that sends it: pending until
+    a channel accepts it (done) or refuses it for good (failed)."""
+
+    __tablename__ = "deliveries"
+    invoice_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("invoices.id", ondelete="CASCADE"),
+                         primary_key=True)
+    )
+    status: str = Field(default="pending", index=True)  # pending | done | failed
+    channel: str | None = None
+    target: str | None = None
+    attempts: int = 0
+    last_error: str = Field(default="", sa_type=Text)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)

@@ -8,7 +8,7 @@ import threading
 import structlog
 
 from persistence import db, migrate
-from scheduler.tick import tick
+from scheduler.tick import requeue_lost_deliveries, tick
 from workers import clock, logs
 from workers.settings import settings
 
@@ -25,7 +25,9 @@ def main() -> None:
     log.info("scheduler started", tick_seconds=config.tick_seconds)
     while not stop.is_set():
         try:
-            tick(clock.now())
+            now = clock.now()
+            tick(now)
+            requeue_lost_deliveries(now)
         except Exception:  # a database or broker outage: log, and try again next tick
             log.exception("tick failed")
         stop.wait(config.tick_seconds)

@@ -29,7 +29,7 @@ from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from scheduler.scenario import Action, Scenario
 from scheduler.tick import tick
-from workers import actors, clock
+from workers import actors, clock, deliveries
 from workers.broker import QUEUE, FailureRecorder, stub_broker, use
 
 
@@ -129,14 +129,15 @@ def report() -> dict[str, Any]:
 
 
 def replay(scenario: Scenario, *, database_url: str | None = None,
-           broker: dramatiq.Broker | None = None,
+           broker: dramatiq.Broker | None = None, outbox: Path | None = None,
            on_step: Callable[[int, int, Step], None] | None = None) -> dict[str, Any]:
     """Run the scenario on a fresh store and return its output.
 
     The embedded default is a new SQLite file and an in-process broker. With a PostgreSQL
     ``database_url`` the replay works in a schema of its own (dropped afterwards), so it
     never touches other tables; ``broker`` may be a Redis broker (see
-    ``workers.broker.replay_broker``).
+    ``workers.broker.redis_broker``). Sent invoices are delivered as in production; the
+    outbox channel writes to ``outbox`` (default: a temporary folder, removed after).
     """
     run_id = uuid.uuid4().hex[:12]
     with tempfile.TemporaryDirectory(prefix="billing-replay-") as tmp:
@@ -145,6 +146,7 @@ def replay(scenario: Scenario, *, database_url: str | None = None,
         db.create_schema()
         with unit_of_work() as session:
             catalog_repo.apply_catalog(session, scenario.catalog)
+        previous_outbox = deliveries.use_outbox(outbox or Path(tmp) / "outbox")
         broker = use(broker or stub_broker())
         failures = FailureRecorder()
         broker.add_middleware(failures)
@@ -168,5 +170,6 @@ def replay(scenario: Scenario, *, database_url: str | None = None,
         finally:
             worker.stop()
             clock.reset()
+            deliveries.use_outbox(previous_outbox)
             db.drop_private_schema()
             db.engine().dispose()

@@ -12,6 +12,7 @@ from persistence import billruns
 from persistence import catalog as catalog_repo
 from persistence.db import unit_of_work
 from workers.actors import bill_run
+from workers.deliveries import requeue_lost
 
 log = structlog.get_logger("billing")
 
@@ -35,3 +36,11 @@ def tick(now: datetime, entity_ids: Collection[str] | None = None) -> list[tuple
         log.info("bill run claimed", entity=entity_id, local_date=day.isoformat())
         bill_run.send(entity_id, day.isoformat())
     return claimed
+
+
+def requeue_lost_deliveries(now: datetime) -> list[int]:
+    """Deliveries whose message was lost to a crash between commit and enqueue."""
+    lost = requeue_lost(now)
+    if lost:
+        log.warning("requeued lost deliveries", invoices=len(lost))
+    return lost

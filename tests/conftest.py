@@ -79,6 +79,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(getattr(pytest.mark, tier))
 
 
+@pytest.fixture(autouse=True)
+def outbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Deliveries of every test (in process or in a subprocess) go to its own folder."""
+    from workers import deliveries
+
+    folder = tmp_path / "outbox"
+    monkeypatch.setenv("BILLING_OUTBOX_DIR", str(folder))
+    deliveries.use_outbox(folder)
+    yield folder
+    deliveries.use_outbox(None)
+
+
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'billing.db'}"

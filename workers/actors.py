@@ -6,14 +6,23 @@ enqueue messages::
                         "quantity": "1", "timestamp": "2026-03-01T10:00:00Z"}])
 """
 
-from workers.invoicing import bill_run, issue_invoice, regenerate_invoice, release_invoice
+from workers.deliveries import deliver_invoice
+from workers.invoicing import (
+    bill_run,
+    issue_invoice,
+    issue_invoices,
+    regenerate_invoice,
+    release_invoice,
+)
 from workers.subscriptions import cancel, set_draft_invoices, subscribe, uncancel
 from workers.usage import record_usage
 
 __all__ = [
     "bill_run",
     "cancel",
+    "deliver_invoice",
     "issue_invoice",
+    "issue_invoices",
     "record_usage",
     "regenerate_invoice",
     "release_invoice",

@@ -138,16 +138,21 @@ def use(broker: dramatiq.Broker) -> dramatiq.Broker:
     return broker
 
 
+class RetryLater(Exception):
+    """A transient failure of the outside world (a receiver down): retried with backoff,
+    and not a bug."""
+
+
 class FailureRecorder(Middleware):
     """Remembers actor exceptions, so that a replay or a test stops at them (on any broker)
-    instead of going on past a dead-lettered message."""
+    instead of going on past a dead-lettered message. ``RetryLater`` is not a bug."""
 
     def __init__(self) -> None:
         self.failures: list[str] = []
 
     def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
                               result: Any = None, exception: BaseException | None = None) -> None:
-        if exception is not None:
+        if exception is not None and not isinstance(exception, RetryLater):
             self.failures.append(f"{message}: {type(exception).__name__}: {exception}")
 
 

@@ -28,10 +28,11 @@ log = structlog.get_logger("billing")
 class Outcome:
     status: str  # applied | unchanged | refused
     detail: str = ""
+    deliver: tuple[int, ...] = ()  # invoices sent by it: to deliver once it is committed
 
 
-def applied(detail: str = "") -> Outcome:
-    return Outcome("applied", detail)
+def applied(detail: str = "", deliver: tuple[int, ...] = ()) -> Outcome:
+    return Outcome("applied", detail, deliver)
 
 
 def unchanged(detail: str) -> Outcome:

@@ -30,7 +30,7 @@ from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import SubscriptionRow
 from persistence.usage import Period
-from workers import clock
+from workers import clock, deliveries
 from workers.broker import actor
 from workers.commands import Outcome, applied, refused, run_command
 
@@ -178,9 +178,11 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
             elif (item.row.id, invoice.boundary) not in ids:
                 outcomes[index] = Outcome("unchanged", f"{label}: exists")
             else:
-                number = numbers.get(ids[(item.row.id, invoice.boundary)])
+                invoice_id = ids[(item.row.id, invoice.boundary)]
+                number = numbers.get(invoice_id)
                 state = f"sent {number}" if number else "draft"
-                outcomes[index] = applied(f"{label}: {state}, total {invoice.total}")
+                outcomes[index] = applied(f"{label}: {state}, total {invoice.total}",
+                                          deliver=(invoice_id,) if number else ())
     return outcomes
 
 
@@ -192,6 +194,7 @@ def issue_invoices(pairs: list[list[str]], issued_at: str) -> None:
     now = clock.now()
     with unit_of_work() as session:
         outcomes = issue(session, now, wanted, run_at)
+    deliveries.enqueue([i for o in outcomes for i in o.deliver])
     for outcome in outcomes:
         if outcome.status == "refused":
             log.warning("issue_invoices refused", actor="issue_invoices", reason=outcome.detail)
@@ -229,7 +232,7 @@ def do_release(session: Session, now: datetime, subscription: str, boundary: str
     entity = catalog_repo.entity(session, row.entity_id)
     assert entity is not None
     number = invoices_repo.send(session, invoice_id, entity.id, entity.invoice_prefix, now)
-    return applied(f"sent as {number}")
+    return applied(f"sent as {number}", deliver=(invoice_id,))
 
 
 def do_regenerate(session: Session, now: datetime, subscription: str, boundary: str) -> Outcome:
@@ -251,8 +254,10 @@ def do_regenerate(session: Session, now: datetime, subscription: str, boundary: 
 
 @actor
 def release_invoice(subscription: str, boundary: str) -> None:
-    run_command("release_invoice", lambda s, now: do_release(s, now, subscription, boundary),
-                subscription=subscription, boundary=boundary)
+    outcome = run_command("release_invoice",
+                          lambda s, now: do_release(s, now, subscription, boundary),
+                          subscription=subscription, boundary=boundary)
+    deliveries.enqueue(list(outcome.deliver))
 
 
 @actor
@@ -262,23 +267,29 @@ def regenerate_invoice(subscription: str, boundary: str) -> None:
                 subscription=subscription, boundary=boundary)
 
 
-def run_bill_run_now(entity: str, local_date: date, now: datetime) -> list[Outcome]:
-    """An entity's bill run of ``local_date`` done here and now, invoice by invoice (what
-    ``billing bill-run`` does). Idempotent: what exists is not issued again."""
+def run_bill_run_now(entity: str, local_date: date,
+                     now: datetime) -> tuple[list[Outcome], list[Outcome]]:
+    """An entity's bill run of ``local_date`` done here and now, chunk by chunk, each sent
+    invoice delivered right after its chunk commits (what ``billing bill-run`` does).
+    Idempotent: what exists is not issued again. The outcomes of issuing, and of delivering.
+    """
     with unit_of_work() as session:
         found = catalog_repo.entity(session, entity)
         if found is None:
-            return [refused(f"bill-run: {entity!r} is not a known entity")]
+            return [refused(f"bill-run: {entity!r} is not a known entity")], []
         run_at = bill_run_instant(local_date, found.timezone)
         if run_at > now:
             return [refused(f"bill-run: the {local_date} run is at {run_at.isoformat()}, "
-                            "which has not come yet")]
+                            "which has not come yet")], []
         due = due_invoices(session, found, run_at)
-    outcomes: list[Outcome] = []
+    issued: list[Outcome] = []
+    delivered: list[Outcome] = []
     for start in range(0, len(due), CHUNK):
         with unit_of_work() as session:
-            outcomes.extend(issue(session, now, due[start:start + CHUNK], run_at))
-    return outcomes
+            chunk = issue(session, now, due[start:start + CHUNK], run_at)
+        issued.extend(chunk)
+        delivered.extend(deliveries.deliver_now(i) for o in chunk for i in o.deliver)
+    return issued, delivered
 
 
 def preview(subscription: str, at: datetime) -> ComposedInvoice:

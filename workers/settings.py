@@ -35,6 +35,19 @@ class Settings(BaseSettings):
     # "console" (readable) or "json" (one object per line, for workers).
     log_format: str = "console"
     log_level: str = "INFO"
+    # Delivery of sent invoices, for entities that set no channel of their own:
+    # "outbox" (files in outbox_dir), "webhook", "email" or "none".
+    delivery_channel: str = "outbox"
+    outbox_dir: str = "outbox"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_timeout_s: float = 10.0
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    email_from: str = "billing@localhost"
     # Seconds between scheduler ticks.
     tick_seconds: float = 30.0
     # The Procfile's worker: dramatiq processes × threads.

@@ -85,8 +85,28 @@ def test_refused_action_is_logged_and_the_replay_goes_on(tmp_path: Path) -> None
     assert json.loads(done.stdout)["invoices"] == []
 
 
-def test_demo_prints_invoices() -> None:
-    done = billing("demo")
+def test_demo_prints_invoices_and_fills_its_outbox(tmp_path: Path) -> None:
+    from html.parser import HTMLParser
+
+    done = billing("demo", "--outbox", str(tmp_path / "outbox"))
     assert done.returncode == 0, done.stderr
     assert "EU-000001" in done.stdout and "US-000001" in done.stdout
     assert "total" in done.stdout
+    sent = sorted(p.name for p in (tmp_path / "outbox" / "acme-eu").glob("*.json"))
+    assert sent[0] == "EU-000001.json"
+    document = json.loads((tmp_path / "outbox" / "acme-eu" / "EU-000001.json").read_text())
+
+    class Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.chunks: list[str] = []
+
+        def handle_data(self, data: str) -> None:
+            self.chunks.append(data.strip())
+
+    page = Text()
+    page.feed((tmp_path / "outbox" / "acme-eu" / "EU-000001.html").read_text())
+    text = " ".join(c for c in page.chunks if c)
+    assert "EU-000001" in text and "platform" in text
+    assert f"€{document['total']}" in text  # the total, formatted with its currency
+    assert not list((tmp_path / "outbox").rglob("*@*"))  # drafts are never delivered

@@ -35,7 +35,8 @@ customers:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     url = f"sqlite:///{tmp_path / 'ops.db'}"
-    return {**os.environ, "BILLING_DATABASE_URL": url}
+    return {**os.environ, "BILLING_DATABASE_URL": url,
+            "BILLING_OUTBOX_DIR": str(tmp_path / "outbox")}
 
 
 def billing(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -72,9 +73,11 @@ def test_operator_flow(env: dict[str, str], tmp_path: Path) -> None:
 
     # a bill run on live data: the opening and the 1 February invoices
     done = billing(env, "bill-run", "acme-eu", "--date", "2026-02-01")
-    assert "4 invoices issued" in ok(done) + done.stderr
+    assert "4 invoices issued, 2 delivered" in ok(done) + done.stderr
+    assert sorted(p.name for p in (tmp_path / "outbox" / "acme-eu").iterdir()) == [
+        "EU-000001.html", "EU-000001.json", "EU-000002.html", "EU-000002.json"]
     again = billing(env, "bill-run", "acme-eu", "--date", "2026-02-01")  # idempotent
-    assert "0 invoices issued" in again.stderr
+    assert "0 invoices issued, 0 delivered" in again.stderr
     listing = ok(billing(env, "invoices", "list"))
     assert "EU-000001" in listing and "EU-000002" in listing and "s-2@2026-01-01" in listing
     shown = json.loads(ok(billing(env, "invoices", "show", "EU-000002", "--json")))

@@ -206,7 +206,8 @@ def mutate(path: list[Any], value: Any) -> dict[str, Any]:
         # customers
         (["customers", 0, "entity"], "ghost", "customers[0].entity"),
         (["customers", 0, "draft_invoices"], "yes", "customers[0].draft_invoices"),
-        (["customers", 0, "email"], "a@b.c", "customers[0].email"),
+        (["customers", 0, "email"], "not an address", "customers[0].email"),
+        (["customers", 0, "unknown"], "a@b.c", "customers[0].unknown"),
         (["customers", 1, "id"], "buyer", "customers[1].id"),
         # top level
         (["plans"], {"id": "pro"}, "plans"),

@@ -1,0 +1,60 @@
+"""``billing deliveries``: what was delivered, what is pending or failed, and retrying."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import connect, err, fail, out
+from persistence import deliveries as deliveries_repo
+from persistence.db import unit_of_work
+from workers import clock
+from workers.deliveries import deliver_now
+
+app = typer.Typer(help="Deliveries of sent invoices: list, retry.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_(
+    status: Annotated[str | None, typer.Option(help="pending, done or failed.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 100,
+) -> None:
+    """List deliveries with their channel, attempts and last error."""
+    connect()
+    with unit_of_work() as session:
+        rows = deliveries_repo.rows(session, status, limit)
+    table = Table(title=f"{len(rows)} deliveries (newest first)", title_justify="left")
+    for name in ("invoice", "status", "channel", "target", "attempts", "last error",
+                 "updated (UTC)"):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        colour = {"done": "green", "failed": "red"}.get(r.status, "yellow")
+        table.add_row(str(r.invoice_id), f"[{colour}]{r.status}[/]", r.channel or "—",
+                      r.target or "—", str(r.attempts), r.last_error or "",
+                      f"{r.updated_at:%Y-%m-%d %H:%M:%S}")
+    out.print(table)
+
+
+@app.command("retry")
+def retry(
+    invoice_ids: Annotated[list[int] | None, typer.Argument(
+        help="Invoice ids (default: every failed delivery).")] = None,
+) -> None:
+    """Attempt failed (or stuck pending) deliveries again, now."""
+    connect()
+    with unit_of_work() as session:
+        wanted = invoice_ids or [r.invoice_id for r in deliveries_repo.rows(
+            session, "failed", limit=10_000)]
+        reset = deliveries_repo.reset(session, wanted, clock.now())
+    if not reset:
+        fail("nothing to retry (delivered ones are never repeated)", code=1)
+    failures = 0
+    for invoice_id in reset:
+        outcome = deliver_now(invoice_id)
+        failures += outcome.status == "refused"
+        mark = "[red]✗[/]" if outcome.status == "refused" else "[green]✓[/]"
+        err.print(f"{mark} {outcome.detail}", highlight=False)
+    if failures:
+        raise typer.Exit(1)

@@ -1,0 +1,157 @@
+"""``deliver_invoice``: carry out the delivery that sending an invoice recorded.
+
+The delivery row is written in the transaction that sends the invoice; this actor runs after
+that commit. A crash before the channel accepts the invoice leaves the delivery pending and
+the message is redelivered; a delivery recorded as done is never repeated. A webhook keeps
+its ``webhook-id`` on every attempt, so a receiver can drop a repeat after a crash between
+its 2xx and our record of it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from domain.catalog import Customer, Delivery, Entity
+from domain.documents import invoice_document
+from persistence import catalog as catalog_repo
+from persistence import deliveries as deliveries_repo
+from persistence import invoices as invoices_repo
+from persistence.db import unit_of_work
+from workers import clock
+from workers.broker import RetryLater, actor
+from workers.commands import Outcome, applied, refused, unchanged
+from workers.delivery import (
+    Result,
+    SmtpSettings,
+    email_subject,
+    render_html,
+    render_text,
+    send_email,
+    send_webhook,
+    webhook_body,
+    webhook_id_for,
+    write_outbox,
+)
+from workers.settings import settings
+
+log = structlog.get_logger("billing")
+EVENT = "invoice.sent"
+LOST_AFTER = timedelta(minutes=5)
+_outbox_override: Path | None = None
+
+
+class DeliveryFailed(RetryLater):
+    """A delivery failed in a way worth retrying (timeout, 5xx, SMTP 4xx)."""
+
+
+def use_outbox(directory: Path | None) -> Path | None:
+    """Where the outbox channel writes (None: BILLING_OUTBOX_DIR); the previous choice."""
+    global _outbox_override
+    previous, _outbox_override = _outbox_override, directory
+    return previous
+
+
+def default_delivery() -> Delivery:
+    config = settings()
+    return Delivery(config.delivery_channel, url=config.webhook_url,
+                    secret=config.webhook_secret, sender=config.email_from)
+
+
+def _send(delivery: Delivery, document: dict[str, Any], entity: Entity,
+          customer: Customer) -> tuple[Result, str]:
+    """Deliver through the channel; the result and where it went."""
+    config = settings()
+    if delivery.channel == "none":
+        return Result(ok=True, retry=False, detail="no delivery channel"), "—"
+    if delivery.channel == "webhook":
+        if not delivery.url or not delivery.secret:
+            return Result(ok=False, retry=False,
+                          detail="webhook channel without url or secret"), "—"
+        result = send_webhook(delivery.url, delivery.secret, webhook_id_for(document, EVENT),
+                              webhook_body(document, EVENT), timeout=config.webhook_timeout_s)
+        return result, delivery.url
+    html = render_html(document, timezone=entity.timezone)
+    if delivery.channel == "email":
+        if not customer.email:
+            return Result(ok=False, retry=False,
+                          detail=f"customer {customer.id!r} has no email address"), "—"
+        smtp = SmtpSettings(host=config.smtp_host, port=config.smtp_port,
+                            username=config.smtp_username, password=config.smtp_password,
+                            starttls=config.smtp_starttls)
+        sender = delivery.sender or config.email_from
+        result = send_email(smtp, sender, customer.email, email_subject(document),
+                            render_text(document, timezone=entity.timezone), html,
+                            message_id=f"<invoice-{document['id']}@{sender.split('@')[-1]}>")
+        return result, customer.email
+    directory = _outbox_override or Path(delivery.directory or config.outbox_dir)
+    return write_outbox(directory, document, html), str(directory)
+
+
+def attempt(session: Session, invoice_id: int, now: datetime) -> tuple[Outcome, Result | None]:
+    """One delivery attempt, recorded in the session's transaction."""
+    row = deliveries_repo.claim(session, invoice_id)
+    if row is None:
+        return unchanged(f"invoice {invoice_id}: no pending delivery here"), None
+    if row.status != "pending":
+        return unchanged(f"invoice {invoice_id}: delivery {row.status}"), None
+    found = invoices_repo.records(session, ids=[invoice_id])
+    if not found:
+        return refused(f"invoice {invoice_id} does not exist"), None
+    record = found[0]
+    entity = catalog_repo.entity(session, record.entity)
+    customer = catalog_repo.customer(session, record.customer)
+    assert entity is not None and customer is not None
+    document = {**invoice_document(record), "id": record.id}
+    delivery = entity.delivery or default_delivery()
+    result, target = _send(delivery, document, entity, customer)
+    row.attempts += 1
+    row.channel, row.target, row.updated_at = delivery.channel, target, now
+    if result.ok:
+        row.status, row.last_error = "done", ""
+        return applied(f"{record.reference} delivered by {delivery.channel} to {target}"), result
+    row.last_error = result.detail
+    if not result.retry:
+        row.status = "failed"
+    return refused(f"{record.reference} by {delivery.channel}: {result.detail}"), result
+
+
+def deliver_now(invoice_id: int) -> Outcome:
+    """Attempt one delivery here and now (the CLI's way; no retry loop)."""
+    with unit_of_work() as session:
+        outcome, _ = attempt(session, invoice_id, clock.now())
+    return outcome
+
+
+@actor
+def deliver_invoice(invoice_id: int) -> None:
+    """Deliver a sent invoice through its entity's channel; retried while the failure is
+    transient, recorded as failed when it is not."""
+    with unit_of_work() as session:
+        outcome, result = attempt(session, invoice_id, clock.now())
+    bound = log.bind(actor="deliver_invoice", invoice=invoice_id)
+    if result is not None and not result.ok and result.retry:
+        bound.warning("delivery will be retried", reason=result.detail)
+        raise DeliveryFailed(result.detail)  # after the attempt was recorded
+    if outcome.status == "refused":
+        bound.warning("delivery failed", reason=outcome.detail)
+    else:
+        bound.info("deliver_invoice " + outcome.status, detail=outcome.detail)
+
+
+def enqueue(invoice_ids: list[int]) -> None:
+    for invoice_id in invoice_ids:
+        deliver_invoice.send(invoice_id)
+
+
+def requeue_lost(now: datetime) -> list[int]:
+    """Pending deliveries never attempted for a while: their message was lost between a
+    commit and its enqueue (a crash). Sent again; the scheduler calls this every tick."""
+    with unit_of_work() as session:
+        lost = [i for i in deliveries_repo.stale_pending(session, now - LOST_AFTER)]
+    enqueue(lost)
+    return lost
