@@ -57,6 +57,7 @@ class Bench:
             **os.environ, "BILLING_DATABASE_URL": self.url, "BILLING_REDIS_URL": self.redis_url,
             "BILLING_QUEUE_NAMESPACE": self.namespace, "BILLING_PROMETHEUS": "false",
             "BILLING_LOG_FORMAT": "json", "BILLING_LOG_LEVEL": "WARNING",
+            "BILLING_DELIVERY_CHANNEL": "none",  # issuing is measured here, not delivery
             "PYTHONPATH": str(ROOT),
         }
         self.results: list[tuple[str, str, str]] = []
