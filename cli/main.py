@@ -39,7 +39,9 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
         scenario = load_scenario(path)
     except ScenarioError as exc:
         _fail(str(exc))
-        raise AssertionError from exc  # unreachable
+    for field in scenario.ignored:
+        err.print(f"[yellow]warning:[/] {path}: {field}: is not a known field (ignored)",
+                  highlight=False)
     show = not quiet and sys.stderr.isatty()
     with Progress(
         TextColumn("[bold]replay[/] {task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -60,8 +60,8 @@ def parse_discount(data: Any, path: str) -> Discount:
             f.fail("amount", f"must be greater than 0, got {amount}")
     cycles = f.raw("cycles")
     if cycles is not None and (isinstance(cycles, bool) or not isinstance(cycles, int)
-                               or cycles < 1):
-        f.fail("cycles", f"must be a whole number ≥ 1, got {describe(cycles)}")
+                               or cycles < 0):
+        f.fail("cycles", f"must be a whole number ≥ 0, got {describe(cycles)}")
     f.check_unknown()
     return Discount(percent, amount, cycles)
 

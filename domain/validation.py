@@ -8,6 +8,8 @@ can be fixed from one line.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
@@ -100,6 +102,20 @@ def parse_date(value: Any, field: str) -> date:
     raise Invalid(field, f"must be a date YYYY-MM-DD, got {describe(value)}")
 
 
+_ignored: ContextVar[list[str] | None] = ContextVar("ignored_unknown_fields", default=None)
+
+
+@contextmanager
+def ignoring_unknown_fields() -> Iterator[list[str]]:
+    """Within the block, unknown fields are collected (to warn about) instead of refused."""
+    ignored: list[str] = []
+    token = _ignored.set(ignored)
+    try:
+        yield ignored
+    finally:
+        _ignored.reset(token)
+
+
 class Fields:
     """A mapping read field by field; unknown fields are an error when ``check_unknown``."""
 
@@ -175,5 +191,9 @@ class Fields:
 
     def check_unknown(self) -> None:
         unknown = sorted(str(k) for k in self.data if k not in self.used)
-        if unknown:
+        if not unknown:
+            return
+        ignored = _ignored.get()
+        if ignored is None:
             raise Invalid(self.at(unknown[0]), "is not a known field")
+        ignored.extend(self.at(name) for name in unknown)

@@ -110,3 +110,18 @@ def test_demo_prints_invoices_and_fills_its_outbox(tmp_path: Path) -> None:
     assert "EU-000001" in text and "platform" in text
     assert f"€{document['total']}" in text  # the total, formatted with its currency
     assert not list((tmp_path / "outbox").rglob("*@*"))  # drafts are never delivered
+
+
+def test_unknown_scenario_fields_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "extra.yaml"
+    path.write_text(
+        "description: a scenario with notes\n"
+        "entities: [{id: e, timezone: UTC, name: Example Inc}]\n"
+        "customers: [{id: c, entity: e}]\n"
+        "timeline:\n  - {at: '2026-01-01T00:00:00Z', note: hi, cancel: {subscription: x}}\n"
+        "until: '2026-01-02T00:00:00Z'\n"
+    )
+    done = billing("replay", str(path))
+    assert done.returncode == 0, done.stderr
+    for field in ("description", "entities[0].name", "timeline[0].note"):
+        assert f"{field}: is not a known field (ignored)" in done.stderr

@@ -75,7 +75,6 @@ def test_parse_discount_accepts(data: dict[str, Any], expected: Discount) -> Non
         ({"percent": "10", "amount": "5"}, "discount"),
         ({}, "discount"),
         ({"cycles": 2}, "discount"),
-        ({"percent": "10", "cycles": 0}, "discount.cycles"),
         ({"percent": "10", "cycles": -1}, "discount.cycles"),
         ({"percent": "10", "cycles": 1.5}, "discount.cycles"),
         ({"percent": "10", "cycles": "2"}, "discount.cycles"),
@@ -411,3 +410,9 @@ def test_next_boundary_after() -> None:
     assert next_boundary_after(t, "UTC", utc(2026, 1, 31)) == (1, date(2026, 2, 28))
     assert next_boundary_after(t, "UTC", utc(2026, 2, 27, 23, 59)) == (1, date(2026, 2, 28))
     assert next_boundary_after(t, "UTC", utc(2026, 2, 28)) == (2, date(2026, 3, 31))
+
+
+def test_zero_cycles_is_a_discount_on_no_invoice() -> None:
+    # SPEC §6: it applies to the invoices at b_0 … b_(N−1); with N = 0 that is none
+    discount = parse_discount({"percent": "10", "cycles": 0}, "discount")
+    assert not discount.applies_to(0) and not discount.applies_to(5)
