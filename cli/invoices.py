@@ -12,8 +12,8 @@ from rich.table import Table
 
 from cli.common import connect, err, fail, instant, out
 from cli.demo import invoice_table
-from domain.documents import InvoiceRecord, invoice_document
-from domain.money import format_money, format_quantity
+from domain.documents import InvoiceRecord, invoice_document, preview_document
+from domain.money import format_money
 from domain.validation import Invalid, parse_date
 from persistence import catalog as catalog_repo
 from persistence import invoices as invoices_repo
@@ -138,19 +138,7 @@ def preview_command(
         invoice = preview(subscription, when)
     except Invalid as exc:
         fail(str(exc), code=1)
-    cur = invoice.currency
-    document = {
-        "subscription": subscription, "at": when.isoformat(),
-        "boundary": invoice.boundary.isoformat(), "final": invoice.final, "currency": cur,
-        "lines": [{"type": ln.type, "charge": ln.charge,
-                   "period_start": ln.period_start.isoformat(),
-                   "period_end": ln.period_end.isoformat(),
-                   "quantity": format_quantity(ln.quantity),
-                   "amount": format_money(ln.amount, cur)} for ln in invoice.lines],
-        "subtotal": format_money(invoice.subtotal, cur),
-        "discount": format_money(invoice.discount, cur),
-        "total": format_money(invoice.total, cur),
-    }
+    document = preview_document(invoice, subscription, when)
     if as_json:
         out.print_json(json.dumps(document))
         return

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from domain.invoices import Line
+from domain.invoices import ComposedInvoice, Line
 from domain.money import format_money, format_quantity
 
 
@@ -34,21 +34,41 @@ class InvoiceRecord:
         return self.number or f"{self.subscription}@{self.boundary.isoformat()}"
 
 
-def invoice_document(inv: InvoiceRecord) -> dict[str, Any]:
-    cur = inv.currency
+def _amounts(lines: tuple[Line, ...], subtotal: Decimal, discount: Decimal, total: Decimal,
+             currency: str) -> dict[str, Any]:
     return {
-        "entity": inv.entity, "customer": inv.customer, "subscription": inv.subscription,
-        "boundary": inv.boundary.isoformat(),
-        "issued_at": inv.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "status": inv.status, "number": inv.number, "final": inv.final, "currency": cur,
         "lines": [
             {"type": ln.type, "charge": ln.charge,
              "period_start": ln.period_start.isoformat(),
              "period_end": ln.period_end.isoformat(),
              "quantity": format_quantity(ln.quantity),
-             "amount": format_money(ln.amount, cur)}
-            for ln in sorted(inv.lines, key=lambda x: (x.type, x.charge))
+             "amount": format_money(ln.amount, currency)}
+            for ln in sorted(lines, key=lambda x: (x.type, x.charge))
         ],
-        "subtotal": format_money(inv.subtotal, cur), "discount": format_money(inv.discount, cur),
-        "total": format_money(inv.total, cur),
+        "subtotal": format_money(subtotal, currency),
+        "discount": format_money(discount, currency),
+        "total": format_money(total, currency),
+    }
+
+
+def invoice_document(inv: InvoiceRecord) -> dict[str, Any]:
+    return {
+        "entity": inv.entity, "customer": inv.customer, "subscription": inv.subscription,
+        "boundary": inv.boundary.isoformat(),
+        "issued_at": inv.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "status": inv.status, "number": inv.number, "final": inv.final,
+        "currency": inv.currency,
+        **_amounts(inv.lines, inv.subtotal, inv.discount, inv.total, inv.currency),
+    }
+
+
+def preview_document(invoice: ComposedInvoice, subscription: str,
+                     at: datetime) -> dict[str, Any]:
+    """Estimated charges (SPEC §10): the invoice the next boundary would get."""
+    return {
+        "subscription": subscription, "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "boundary": invoice.boundary.isoformat(), "final": invoice.final,
+        "currency": invoice.currency,
+        **_amounts(invoice.lines, invoice.subtotal, invoice.discount, invoice.total,
+                   invoice.currency),
     }
