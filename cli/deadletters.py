@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-import dramatiq
 import typer
 from rich.table import Table
 
@@ -13,6 +12,7 @@ from cli.common import connect, err, fail, out
 from persistence import deadletters
 from persistence.db import unit_of_work
 from workers.broker import build_broker
+from workers.deadletters import requeue as requeue_dead_letters
 from workers.settings import settings
 
 app = typer.Typer(help="Messages that failed after every retry.", no_args_is_help=True)
@@ -41,15 +41,5 @@ def requeue(
     connect()
     if not settings().redis_url:
         fail("BILLING_REDIS_URL is not set: there is no broker to requeue to")
-    broker = build_broker(settings())
-    with unit_of_work() as session:
-        rows = [r for r in deadletters.all(session)
-                if not message_ids or r.message_id in message_ids]
-        for r in rows:
-            options = {k: v for k, v in r.message.get("options", {}).items()
-                       if k not in ("retries", "traceback", "eta")}
-            message: dramatiq.Message[object] = dramatiq.Message(
-                **{**r.message, "options": options})
-            broker.enqueue(message)
-            deadletters.remove(session, r.message_id)
-    err.print(f"[green]✓[/] requeued {len(rows)} messages", highlight=False)
+    count = requeue_dead_letters(build_broker(settings()), message_ids)
+    err.print(f"[green]✓[/] requeued {count} messages", highlight=False)

@@ -74,23 +74,26 @@ def list_(
 def show(
     reference: Annotated[str, typer.Argument(help="Number, id, or SUBSCRIPTION@BOUNDARY.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
-    html: Annotated[Path | None, typer.Option(
-        "--html", help="Write the readable invoice (HTML) to this file ('-': stdout).")] = None,
+    html: Annotated[bool, typer.Option(
+        "--html", help="The readable invoice (HTML), to stdout or --out.")] = False,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="With --html: write it to this file.")] = None,
 ) -> None:
     """Show one invoice with its lines."""
     connect()
     record = find(reference)
     document = invoice_document(record)
-    if html is not None:
+    if html:
         with unit_of_work() as session:
             entity = catalog_repo.entity(session, record.entity)
         page = render_html({**document, "id": record.id},
                            timezone=entity.timezone if entity else None)
-        if str(html) == "-":
+        if out_file is None:
             sys.stdout.write(page)
         else:
-            html.write_text(page, encoding="utf-8")
-            err.print(f"[green]✓[/] {record.reference} written to {html}", highlight=False)
+            out_file.write_text(page, encoding="utf-8")
+            err.print(f"[green]✓[/] {record.reference} written to {out_file}",
+                      highlight=False)
         return
     if as_json:
         out.print_json(json.dumps(document))

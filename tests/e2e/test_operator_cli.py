@@ -82,6 +82,8 @@ def test_operator_flow(env: dict[str, str], tmp_path: Path) -> None:
     assert "EU-000001" in listing and "EU-000002" in listing and "s-2@2026-01-01" in listing
     shown = json.loads(ok(billing(env, "invoices", "show", "EU-000002", "--json")))
     assert shown["total"] == "50.50" and shown["boundary"] == "2026-02-01"
+    page = ok(billing(env, "invoices", "show", "EU-000002", "--html"))
+    assert page.lstrip().lower().startswith("<!doctype html") and "€50.50" in page
 
     # a rejected event, fixed and re-sent; the draft regenerated and released
     assert "quantity" in ok(billing(env, "usage", "rejected"))
