@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from domain.catalog import Plan
-from domain.money import round_money
+from domain.money import EXACT, round_money
 from domain.periods import boundaries, boundary, midnight
 from domain.pricing import price_usage
 from domain.subscriptions import Discount
@@ -93,15 +93,16 @@ def compose_invoice(
     if not lines:
         return None
     lines.sort(key=lambda line: (line.type, line.charge))
-    subtotal = sum((line.amount for line in lines), Decimal(0))
-    discount = Decimal(0)
-    if terms.discount is not None and terms.discount.applies_to(k):
-        discount = terms.discount.of(subtotal, plan.currency)
-    discount = round_money(discount, plan.currency)
-    subtotal = round_money(subtotal, plan.currency)
+    with localcontext(EXACT):  # never the 28-digit default context: amounts can be long
+        subtotal = sum((line.amount for line in lines), Decimal(0))
+        discount = Decimal(0)
+        if terms.discount is not None and terms.discount.applies_to(k):
+            discount = terms.discount.of(subtotal, plan.currency)
+        discount = round_money(discount, plan.currency)  # "0.00", not "0"
+        total = subtotal - discount
     return ComposedInvoice(
         boundary=at, k=k, final=final, currency=plan.currency, lines=tuple(lines),
-        subtotal=subtotal, discount=discount, total=subtotal - discount,
+        subtotal=round_money(subtotal, plan.currency), discount=discount, total=total,
     )
 
 

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    ROUND_HALF_EVEN,
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    Inexact,
+    InvalidOperation,
+)
 from functools import cache
 
 from iso4217 import Currency
 
 from domain.validation import Invalid
 
-# Sums and products of prices and quantities are computed without rounding: 200 digits is
-# far beyond any real amount, and Inexact is trapped so that a result that would need more
-# fails loudly instead of losing a cent.
-EXACT = Context(prec=200, rounding=ROUND_HALF_UP, traps=[InvalidOperation, Inexact])
+# Sums and products of prices and quantities are computed without rounding. 300,000 digits
+# hold any quantity the store keeps exactly (PostgreSQL NUMERIC: 131,072 digits before the
+# point, 16,383 after) with room for sums and prices; exact operations cost only the digits
+# they have. Inexact is trapped, so a result that would need rounding fails loudly.
+EXACT_DIGITS = 300_000
+EXACT = Context(prec=EXACT_DIGITS, Emax=MAX_EMAX, Emin=MIN_EMIN, rounding=ROUND_HALF_UP,
+                traps=[InvalidOperation, Inexact])
 
 # SPEC §4: `average` uses "Python's default decimal context": 28 significant digits,
 # rounding half-even.
 AVERAGE_CONTEXT = Context(prec=28, rounding=ROUND_HALF_EVEN)
 
 # Where rounding is the point (to minor units), without the Inexact trap.
-ROUNDING = Context(prec=200, rounding=ROUND_HALF_UP)
+ROUNDING = Context(prec=EXACT_DIGITS, Emax=MAX_EMAX, Emin=MIN_EMIN, rounding=ROUND_HALF_UP)
 
 
 @cache

@@ -14,10 +14,11 @@ from domain.money import ROUNDING
 from domain.validation import Fields, Invalid, describe, parse_instant, parse_non_negative
 
 MAX_FUTURE = timedelta(minutes=5)
-# Bounds that keep every sum and price of accepted usage exact (domain.money.EXACT has 200
-# digits): a quantity has at most 30 digits before and 20 after the decimal point.
-MAX_INTEGER_DIGITS = 30
-MAX_FRACTION_DIGITS = 20
+# SPEC §3 accepts any finite decimal ≥ 0; these are the bounds of what the store keeps
+# exactly (PostgreSQL NUMERIC: 131,072 digits before the point, 16,383 after). Beyond them
+# an event is rejected with that reason rather than stored rounded.
+MAX_INTEGER_DIGITS = 131_072
+MAX_FRACTION_DIGITS = 16_383
 
 
 @dataclass(frozen=True)

@@ -416,3 +416,23 @@ def test_zero_cycles_is_a_discount_on_no_invoice() -> None:
     # SPEC §6: it applies to the invoices at b_0 … b_(N−1); with N = 0 that is none
     discount = parse_discount({"percent": "10", "cycles": 0}, "discount")
     assert not discount.applies_to(0) and not discount.applies_to(5)
+
+
+def test_long_amounts_are_summed_exactly() -> None:
+    # 31 significant digits: the 28-digit default context would round the subtotal
+    from decimal import Decimal
+
+    from domain.catalog import Plan, RecurringCharge
+    from domain.invoices import Terms, compose_invoice
+    from domain.periods import Interval
+
+    plan = Plan("big", "USD", Interval.MONTH, (
+        RecurringCharge("a", Decimal("1234567890123456789012345678.91")),
+        RecurringCharge("b", Decimal("0.01")),
+    ))
+    terms = Terms(start=__import__("datetime").date(2026, 1, 1), end=None, plan=plan,
+                  discount=parse_discount({"amount": "0.03"}, "discount"))
+    invoice = compose_invoice(terms, 0, {})
+    assert invoice is not None
+    assert invoice.subtotal == Decimal("1234567890123456789012345678.92")
+    assert invoice.total == Decimal("1234567890123456789012345678.89")

@@ -15,7 +15,7 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,7 +25,7 @@ from babel.dates import format_date, format_time
 from babel.numbers import NumberPattern, format_currency, format_decimal, parse_pattern
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from domain.money import minor_units
+from domain.money import ROUNDING, minor_units
 
 __all__ = [
     "email_subject",
@@ -101,14 +101,16 @@ def format_amount(value: object, currency: str, locale: str = "en_US") -> str:
     digits = minor_units(currency)
     pattern = copy.copy(_currency_pattern(locale))
     pattern.frac_prec = (digits, max(digits, _fraction_digits(amount)))
-    return format_currency(amount, currency.upper(), format=pattern, locale=locale,
-                           currency_digits=False)
+    with localcontext(ROUNDING):  # Babel quantizes in the thread's context (28 digits)
+        return format_currency(amount, currency.upper(), format=pattern, locale=locale,
+                               currency_digits=False)
 
 
 def format_quantity(value: object, locale: str = "en_US") -> str:
     """A quantity with the locale's separators, every digit kept ("1,532", "0.0001")."""
-    return format_decimal(to_decimal(value, "quantity"), locale=locale,
-                          decimal_quantization=False)
+    with localcontext(ROUNDING):
+        return format_decimal(to_decimal(value, "quantity"), locale=locale,
+                              decimal_quantization=False)
 
 
 def _parse_date(value: object, field: str) -> date:
