@@ -16,8 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,8 +28,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from domain.documents import InvoiceRecord, invoice_document
-from domain.invoices import Line
+from tests.documents import sample_document
 from workers.delivery import (
     Result,
     SmtpSettings,
@@ -57,23 +55,7 @@ def _no_proxy_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
-def make_document(*, number: str | None = "AC-0007", currency: str = "EUR") -> dict[str, Any]:
-    jpy = currency == "JPY"
-    inv = InvoiceRecord(
-        id=7, entity="acme", customer="customer-7", subscription="sub-42",
-        boundary=date(2026, 3, 1), issued_at=datetime(2026, 3, 1, 7, 15, tzinfo=UTC),
-        status="sent" if number else "draft", number=number, final=False, currency=currency,
-        lines=(
-            Line("recurring", "base", date(2026, 3, 1), date(2026, 4, 1), Decimal(1),
-                 Decimal("1000") if jpy else Decimal("49.00")),
-            Line("usage", "tokens", date(2026, 2, 1), date(2026, 3, 1), Decimal("1532"),
-                 Decimal("500") if jpy else Decimal("1.53")),
-        ),
-        subtotal=Decimal("1500") if jpy else Decimal("50.53"),
-        discount=Decimal("0") if jpy else Decimal("1.53"),
-        total=Decimal("1500") if jpy else Decimal("49.00"),
-    )
-    return invoice_document(inv) | {"id": inv.id}
+make_document = sample_document
 
 
 def free_port() -> int:

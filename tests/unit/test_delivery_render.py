@@ -4,17 +4,15 @@ document's exact numbers, formatted for the currency and locale."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from html.parser import HTMLParser
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.documents import InvoiceRecord, invoice_document
-from domain.invoices import Line
+from tests.documents import sample_document
 from workers.delivery.render import (
     email_subject,
     format_amount,
@@ -23,25 +21,7 @@ from workers.delivery.render import (
     render_text,
 )
 
-
-def document(*, number: str | None = "AC-0007", currency: str = "EUR",
-             final: bool = False) -> dict[str, Any]:
-    jpy = currency == "JPY"
-    inv = InvoiceRecord(
-        id=7, entity="acme", customer="customer-7", subscription="sub-42",
-        boundary=date(2026, 3, 1), issued_at=datetime(2026, 3, 1, 7, 15, tzinfo=UTC),
-        status="sent" if number else "draft", number=number, final=final, currency=currency,
-        lines=(
-            Line("recurring", "base", date(2026, 3, 1), date(2026, 4, 1), Decimal(1),
-                 Decimal("1000") if jpy else Decimal("49.00")),
-            Line("usage", "tokens", date(2026, 2, 1), date(2026, 3, 1), Decimal("1532"),
-                 Decimal("500") if jpy else Decimal("1.53")),
-        ),
-        subtotal=Decimal("1500") if jpy else Decimal("50.53"),
-        discount=Decimal("0") if jpy else Decimal("1.53"),
-        total=Decimal("1500") if jpy else Decimal("49.00"),
-    )
-    return invoice_document(inv) | {"id": inv.id}
+document = sample_document
 
 
 def _squeeze(text: str) -> str:
