@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis
 from rich.console import Console
 from rich.table import Table
 
 from benchmarks.events import CUSTOMERS, distinct, events
+from workers.broker import delete_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -104,10 +104,7 @@ class Bench:
             db.engine().dispose()
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        client = redis.Redis.from_url(self.redis_url)
-        keys = list(client.scan_iter(match=f"{self.namespace}*", count=1000))
-        if keys:
-            client.delete(*keys)
+        delete_namespace(self.redis_url, self.namespace)
 
     # -- processes ----------------------------------------------------------------------
     @contextmanager

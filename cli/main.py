@@ -6,17 +6,17 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli import catalog, deadletters, deliveries, invoices, usage
+from cli.common import connect, err, fail
 from scheduler.replay import Step, replay
 from scheduler.scenario import ScenarioError, load_scenario
 from workers import logs
-from workers.broker import redis_broker
+from workers.broker import delete_namespace, redis_broker
 from workers.settings import settings
 
 app = typer.Typer(
@@ -25,12 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-
-
-def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = None,
@@ -38,7 +32,7 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
     try:
         scenario = load_scenario(path)
     except ScenarioError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for field in scenario.ignored:
         err.print(f"[yellow]warning:[/] {path}: {field}: is not a known field (ignored)",
                   highlight=False)
@@ -63,12 +57,7 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
                           on_step=on_step)
         finally:
             if redis_url:
-                import redis
-
-                client = redis.Redis.from_url(redis_url)
-                keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
-                if keys:
-                    client.delete(*keys)
+                delete_namespace(redis_url, namespace)
 
 
 @app.command("replay")
@@ -134,7 +123,6 @@ def bill_run_command(
     date: Annotated[str, typer.Option("--date", help="Its local date, YYYY-MM-DD.")],
 ) -> None:
     """Run one entity's bill run of DATE on live data, now (idempotent)."""
-    from cli.common import connect
     from domain.validation import Invalid, parse_date
     from workers import clock
     from workers.invoicing import run_bill_run_now
@@ -142,7 +130,7 @@ def bill_run_command(
     try:
         day = parse_date(date, "--date")
     except Invalid as exc:
-        _fail(str(exc))
+        fail(str(exc))
     connect()
     outcomes, delivered = run_bill_run_now(entity, day, clock.now())
     refused = [o for o in outcomes if o.status == "refused"]

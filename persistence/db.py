@@ -24,7 +24,6 @@ from domain.money import EXACT
 from persistence import tables  # noqa: F401  (registers the tables)
 
 _engine: Engine | None = None
-_url: str | None = None
 _schema: str | None = None
 _known: dict[str, set[str]] = {}
 
@@ -118,11 +117,11 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
 
 def configure(url: str, schema: str | None = None) -> Engine:
     """Point the process at a database (replacing any earlier one)."""
-    global _engine, _url, _schema
+    global _engine, _schema
     if _engine is not None:
         _engine.dispose()
     _engine = make_engine(url, schema)
-    _url, _schema = url, schema
+    _schema = schema
     _known.clear()
     return _engine
 
@@ -144,10 +143,6 @@ def create_schema() -> None:
     SQLModel.metadata.create_all(engine())
 
 
-def drop_schema() -> None:
-    SQLModel.metadata.drop_all(engine())
-
-
 @contextmanager
 def unit_of_work() -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back when it raises."""
@@ -158,10 +153,6 @@ def unit_of_work() -> Iterator[Session]:
     finally:
         session.close()
 
-
-def dialect(session: Session) -> str:
-    bind = session.get_bind()
-    return bind.dialect.name
 
 
 def known() -> dict[str, set[str]]:

@@ -25,7 +25,14 @@ from dramatiq.brokers.stub import StubBroker
 
 from persistence import db
 from workers import clock
-from workers.broker import QUEUE, FailureRecorder, redis_broker, stub_broker, use
+from workers.broker import (
+    QUEUE,
+    FailureRecorder,
+    delete_namespace,
+    redis_broker,
+    stub_broker,
+    use,
+)
 from workers.settings import settings
 
 PG_URL = os.environ.get("BILLING_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -111,12 +118,7 @@ def pg_store() -> Iterator[str]:
 
 
 def flush_redis_namespace(namespace: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
-    if keys:
-        client.delete(*keys)
+    delete_namespace(REDIS_URL, namespace)
 
 
 @dataclass

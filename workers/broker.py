@@ -116,6 +116,19 @@ def redis_broker(config: Settings, *, url: str | None = None, client: Any = None
     )
 
 
+def delete_namespace(redis_url: str, namespace: str) -> None:
+    """Remove every Redis key of a broker namespace (a replay's, a benchmark's, a test's)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def build_broker(config: Settings) -> dramatiq.Broker:
     """Redis when ``BILLING_REDIS_URL`` is set, else in-process."""
     if config.redis_url:

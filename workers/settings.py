@@ -50,9 +50,6 @@ class Settings(BaseSettings):
     email_from: str = "billing@localhost"
     # Seconds between scheduler ticks.
     tick_seconds: float = 30.0
-    # The Procfile's worker: dramatiq processes × threads.
-    worker_processes: int = 2
-    worker_threads: int = 8
 
 
 @cache

@@ -45,6 +45,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_URL, REDIS_URL, require_services
 from tests.e2e import producer as world
+from workers.broker import delete_namespace
 
 pytestmark = pytest.mark.postgres
 
@@ -133,7 +134,7 @@ def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    for attribute in ("_engine", "_url", "_schema"):  # restored by monkeypatch afterwards
+    for attribute in ("_engine", "_schema"):  # restored by monkeypatch afterwards
         monkeypatch.setattr(db, attribute, None)
     try:
         db.configure(url)
@@ -153,11 +154,7 @@ def namespace() -> Iterator[str]:
     try:
         yield ns
     finally:
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_namespace(REDIS_URL, ns)
 
 
 @dataclass
