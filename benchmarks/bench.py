@@ -293,8 +293,8 @@ class Bench:
         from dramatiq.brokers.redis import RedisBroker  # noqa: F401  (the env picks Redis)
 
         from scheduler.tick import tick
+        from services.settings import Settings
         from workers.broker import redis_broker, use
-        from workers.settings import Settings
 
         use(redis_broker(Settings()))
         with self.workers():

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from domain.usage import UsageEvent, validate_event
 from persistence import db
 from persistence.tables import CustomerRow, MeterRow, UsageEventRow
-from workers import clock
+from services import clock
+from services.settings import settings
 from workers.broker import actor
-from workers.settings import settings
 
 if not db.is_configured():
     db.configure(settings().database_url)

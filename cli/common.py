@@ -10,8 +10,8 @@ from rich.console import Console
 
 from domain.validation import Invalid, parse_instant
 from persistence import db
-from workers import logs
-from workers.settings import settings
+from services import logs
+from services.settings import settings
 
 out = Console()
 err = Console(stderr=True)

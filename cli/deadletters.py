@@ -11,9 +11,9 @@ from rich.table import Table
 from cli.common import connect, err, fail, out
 from persistence import deadletters
 from persistence.db import unit_of_work
+from services.settings import settings
 from workers.broker import build_broker
 from workers.deadletters import requeue as requeue_dead_letters
-from workers.settings import settings
 
 app = typer.Typer(help="Messages that failed after every retry.", no_args_is_help=True)
 

@@ -10,8 +10,8 @@ from rich.table import Table
 from cli.common import connect, err, fail, out
 from persistence import deliveries as deliveries_repo
 from persistence.db import unit_of_work
-from workers import clock
-from workers.deliveries import deliver_now
+from services import clock
+from services.deliveries import deliver_now
 
 app = typer.Typer(help="Deliveries of sent invoices: list, retry.", no_args_is_help=True)
 

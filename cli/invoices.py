@@ -18,11 +18,11 @@ from domain.validation import Invalid, parse_date
 from persistence import catalog as catalog_repo
 from persistence import invoices as invoices_repo
 from persistence.db import unit_of_work
-from workers import clock
-from workers.commands import Outcome, run_command
-from workers.deliveries import deliver_now
-from workers.delivery import render_html
-from workers.invoicing import do_regenerate, do_release, preview
+from services import clock
+from services.commands import Outcome, run_command
+from services.deliveries import deliver_now
+from services.delivery import render_html
+from services.invoicing import do_regenerate, do_release, preview
 
 app = typer.Typer(help="Invoices: list, show, release, regenerate, preview.",
                   no_args_is_help=True)

@@ -15,9 +15,9 @@ from cli import catalog, deadletters, deliveries, invoices, usage
 from cli.common import connect, err, fail
 from scheduler.replay import Step, replay
 from scheduler.scenario import ScenarioError, load_scenario
-from workers import logs
+from services import logs
+from services.settings import settings
 from workers.broker import delete_namespace, redis_broker
-from workers.settings import settings
 
 app = typer.Typer(
     help="A usage-based billing engine: replay scenarios, run the demo, operate the engine.",
@@ -124,8 +124,8 @@ def bill_run_command(
 ) -> None:
     """Run one entity's bill run of DATE on live data, now (idempotent)."""
     from domain.validation import Invalid, parse_date
-    from workers import clock
-    from workers.invoicing import run_bill_run_now
+    from services import clock
+    from services.invoicing import run_bill_run_now
 
     try:
         day = parse_date(date, "--date")
@@ -148,7 +148,7 @@ def bill_run_command(
 def db_upgrade() -> None:
     """Create or migrate the schema of BILLING_DATABASE_URL (Alembic)."""
     from persistence import db, migrate
-    from workers.settings import settings
+    from services.settings import settings
 
     db.configure(settings().database_url)
     migrate.upgrade()

@@ -11,8 +11,8 @@ from rich.table import Table
 from cli.common import connect, err, fail, out
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
-from workers import clock
-from workers.usage import resubmit
+from services import clock
+from services.usage import resubmit
 
 app = typer.Typer(help="Usage events: rejected ones, re-submission.", no_args_is_help=True)
 

@@ -9,8 +9,8 @@ import structlog
 
 from persistence import db, migrate
 from scheduler.tick import requeue_lost_deliveries, tick
-from workers import clock, logs
-from workers.settings import settings
+from services import clock, logs
+from services.settings import settings
 
 
 def main() -> None:

@@ -29,7 +29,8 @@ from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from scheduler.scenario import Action, Scenario
 from scheduler.tick import tick
-from workers import actors, clock, deliveries
+from services import clock, deliveries
+from workers import actors
 from workers.broker import QUEUE, FailureRecorder, stub_broker, use
 
 

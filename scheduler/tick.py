@@ -11,8 +11,7 @@ from domain.periods import bill_run_instant, latest_run_date
 from persistence import billruns
 from persistence import catalog as catalog_repo
 from persistence.db import unit_of_work
-from workers.actors import bill_run
-from workers.deliveries import requeue_lost
+from workers import actors
 
 log = structlog.get_logger("billing")
 
@@ -34,13 +33,13 @@ def tick(now: datetime, entity_ids: Collection[str] | None = None) -> list[tuple
                 claimed.append((entity.id, day))
     for entity_id, day in claimed:
         log.info("bill run claimed", entity=entity_id, local_date=day.isoformat())
-        bill_run.send(entity_id, day.isoformat())
+        actors.bill_run.send(entity_id, day.isoformat())
     return claimed
 
 
 def requeue_lost_deliveries(now: datetime) -> list[int]:
     """Deliveries whose message was lost to a crash between commit and enqueue."""
-    lost = requeue_lost(now)
+    lost = actors.requeue_lost_deliveries(now)
     if lost:
         log.warning("requeued lost deliveries", invoices=len(lost))
     return lost

@@ -24,7 +24,8 @@ from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
 from persistence import db
-from workers import clock
+from services import clock
+from services.settings import settings
 from workers.broker import (
     QUEUE,
     FailureRecorder,
@@ -33,7 +34,6 @@ from workers.broker import (
     stub_broker,
     use,
 )
-from workers.settings import settings
 
 PG_URL = os.environ.get("BILLING_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BILLING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -89,7 +89,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def outbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Deliveries of every test (in process or in a subprocess) go to its own folder."""
-    from workers import deliveries
+    from services import deliveries
 
     folder = tmp_path / "outbox"
     monkeypatch.setenv("BILLING_OUTBOX_DIR", str(folder))

@@ -4,18 +4,173 @@ enqueue messages::
     from workers.actors import record_usage
     record_usage.send([{"key": "evt-1", "customer": "c-1", "meter": "api-calls",
                         "quantity": "1", "timestamp": "2026-03-01T10:00:00Z"}])
+
+Each actor is thin: it decodes its message, calls the service layer (``services``), and
+enqueues follow-up messages after the service's transaction has committed.
 """
 
-from workers.deliveries import deliver_invoice
-from workers.invoicing import (
-    bill_run,
-    issue_invoice,
-    issue_invoices,
-    regenerate_invoice,
-    release_invoice,
-)
-from workers.subscriptions import cancel, set_draft_invoices, subscribe, uncancel
-from workers.usage import record_usage
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import structlog
+from dramatiq.middleware import CurrentMessage
+
+from domain.validation import parse_date, parse_instant
+from persistence import db as _db
+from services import clock, deliveries, invoicing, subscriptions, usage
+from services import logs as _logs
+from services.commands import Outcome, run_command
+from services.settings import settings as _settings
+from workers.broker import RetryLater, actor
+
+log = structlog.get_logger("billing")
+
+
+def current_message_id() -> str | None:
+    message = CurrentMessage.get_current_message()
+    return None if message is None else str(message.message_id)
+
+
+class DeliveryFailed(RetryLater):
+    """A delivery failed in a way worth retrying (timeout, 5xx, SMTP 4xx)."""
+
+
+# ---------------------------------------------------------------------------- usage
+
+
+@actor
+def record_usage(events: list[dict[str, Any]]) -> None:
+    """Ingest a batch of usage events. Redelivering the message changes nothing: the batch
+    is recorded under the message id in the same transaction as its events, and a batch
+    already recorded rolls the whole transaction back."""
+    message_id = current_message_id() or f"direct-{uuid.uuid4()}"
+    counts = usage.ingest_message(events, message_id, clock.now())
+    if counts is None:
+        log.info("usage batch already processed", actor="record_usage", message_id=message_id)
+    else:
+        log.info("usage recorded", actor="record_usage", message_id=message_id, **counts)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+@actor
+def subscribe(id: str, customer: str, plan: str, start: str,
+              discount: dict[str, Any] | None = None) -> None:
+    request: dict[str, Any] = {"id": id, "customer": customer, "plan": plan, "start": start}
+    if discount is not None:
+        request["discount"] = discount
+    run_command("subscribe", lambda s, now: subscriptions.do_subscribe(s, now, request),
+                message_id=current_message_id(), subscription=id)
+
+
+@actor
+def cancel(subscription: str) -> None:
+    run_command("cancel", lambda s, now: subscriptions.do_cancel(s, now, subscription),
+                message_id=current_message_id(), subscription=subscription)
+
+
+@actor
+def uncancel(subscription: str) -> None:
+    run_command("uncancel", lambda s, now: subscriptions.do_uncancel(s, now, subscription),
+                message_id=current_message_id(), subscription=subscription)
+
+
+@actor
+def set_draft_invoices(customer: str, value: bool) -> None:
+    run_command("set_draft_invoices",
+                lambda s, now: subscriptions.do_set_draft_invoices(s, customer, value),
+                message_id=current_message_id(), customer=customer)
+
+
+# ---------------------------------------------------------------------------- invoices
+
+
+@actor
+def bill_run(entity: str, local_date: str) -> None:
+    """The entity's bill run of ``local_date`` (at 08:15 local): issue what is due, fanned
+    out in chunks of ``invoicing.CHUNK`` invoices per ``issue_invoices`` message."""
+    planned = invoicing.plan_bill_run(entity, parse_date(local_date, "local_date"),
+                                      clock.now())
+    if isinstance(planned, Outcome):
+        log.warning("bill run refused", actor="bill_run", entity=entity,
+                    reason=planned.detail)
+        return
+    log.info("bill run", actor="bill_run", entity=entity, local_date=local_date,
+             run_at=planned.run_at.isoformat(), due=len(planned.due))
+    for start in range(0, len(planned.due), invoicing.CHUNK):
+        chunk = [[sub, b.isoformat()] for sub, b in planned.due[start:start + invoicing.CHUNK]]
+        issue_invoices.send(chunk, planned.run_at.isoformat())
+
+
+@actor
+def issue_invoices(pairs: list[list[str]], issued_at: str) -> None:
+    """Issue the invoices of these (subscription, boundary) pairs, once however often sent."""
+    run_at = parse_instant(issued_at, "issued_at")
+    wanted = [(sub, parse_date(b, "boundary")) for sub, b in pairs]
+    outcomes = invoicing.issue_chunk(wanted, run_at, clock.now())
+    enqueue_deliveries([i for o in outcomes for i in o.deliver])
+    for outcome in outcomes:
+        if outcome.status == "refused":
+            log.warning("issue_invoices refused", actor="issue_invoices", reason=outcome.detail)
+    log.info("issue_invoices", actor="issue_invoices", issued=sum(
+        o.status == "applied" for o in outcomes), of=len(outcomes))
+
+
+@actor
+def issue_invoice(subscription: str, boundary: str, issued_at: str) -> None:
+    """Issue the invoice of ``subscription`` at ``boundary`` (once, however often sent)."""
+    issue_invoices.fn([[subscription, boundary]], issued_at)
+
+
+@actor
+def release_invoice(subscription: str, boundary: str) -> None:
+    outcome = run_command(
+        "release_invoice", lambda s, now: invoicing.do_release(s, now, subscription, boundary),
+        message_id=current_message_id(), subscription=subscription, boundary=boundary)
+    enqueue_deliveries(list(outcome.deliver))
+
+
+@actor
+def regenerate_invoice(subscription: str, boundary: str) -> None:
+    run_command(
+        "regenerate_invoice",
+        lambda s, now: invoicing.do_regenerate(s, now, subscription, boundary),
+        message_id=current_message_id(), subscription=subscription, boundary=boundary)
+
+
+# ---------------------------------------------------------------------------- delivery
+
+
+@actor
+def deliver_invoice(invoice_id: int) -> None:
+    """Deliver a sent invoice through its entity's channel; retried while the failure is
+    transient, recorded as failed when it is not."""
+    outcome, result = deliveries.deliver(invoice_id, clock.now())
+    bound = log.bind(actor="deliver_invoice", invoice=invoice_id)
+    if result is not None and not result.ok and result.retry:
+        bound.warning("delivery will be retried", reason=result.detail)
+        raise DeliveryFailed(result.detail)  # after the attempt was recorded
+    if outcome.status == "refused":
+        bound.warning("delivery failed", reason=outcome.detail)
+    else:
+        bound.info("deliver_invoice " + outcome.status, detail=outcome.detail)
+
+
+def enqueue_deliveries(invoice_ids: list[int]) -> None:
+    for invoice_id in invoice_ids:
+        deliver_invoice.send(invoice_id)
+
+
+def requeue_lost_deliveries(now: datetime) -> list[int]:
+    """Deliveries whose message was lost between a commit and its enqueue: sent again."""
+    lost = deliveries.lost(now)
+    enqueue_deliveries(lost)
+    return lost
+
 
 __all__ = [
     "bill_run",
@@ -30,10 +185,6 @@ __all__ = [
     "subscribe",
     "uncancel",
 ]
-
-from persistence import db as _db
-from workers import logs as _logs
-from workers.settings import settings as _settings
 
 if not _db.is_configured():  # a worker process: configure it from the environment
     _db.configure(_settings().database_url)

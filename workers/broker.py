@@ -30,7 +30,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from workers.settings import Settings, settings
+from services.settings import Settings, settings
 
 QUEUE = "billing"
 P = ParamSpec("P")
@@ -61,7 +61,7 @@ class DeadLetters(Middleware):
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         from persistence import db, deadletters
-        from workers import clock
+        from services import clock
 
         if not db.is_configured():
             return

@@ -106,9 +106,9 @@ def test_worker_killed_mid_delivery(database: str, namespace: str, processes: Pr
     first = processes.worker("worker-a")
 
     # the app side: a bill run through Redis (b_0 and b_1 are due: two invoices, one stalls)
+    from services.settings import Settings
     from workers import actors
     from workers.broker import redis_broker, use
-    from workers.settings import Settings
 
     monkeypatch.setenv("BILLING_QUEUE_NAMESPACE", namespace)
     use(redis_broker(Settings(), url=REDIS_URL, namespace=namespace))

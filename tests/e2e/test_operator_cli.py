@@ -13,8 +13,8 @@ import pytest
 
 from persistence import db
 from persistence.db import unit_of_work
-from workers.subscriptions import do_subscribe
-from workers.usage import ingest
+from services.subscriptions import do_subscribe
+from services.usage import ingest
 
 CATALOG = """
 entities: [{id: acme-eu, timezone: Europe/Oslo, invoice_prefix: EU}]

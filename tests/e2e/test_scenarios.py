@@ -13,9 +13,9 @@ import pytest
 
 from scheduler.replay import replay
 from scheduler.scenario import load_scenario
+from services.settings import settings
 from tests.conftest import PG_URL, REDIS_URL, SHARED, flush_redis_namespace, require_services
 from workers.broker import redis_broker
-from workers.settings import settings
 
 OWN = Path(__file__).parent / "scenarios"
 SCENARIOS = sorted((SHARED / "scenarios").glob("*.yaml")) + sorted(OWN.glob("*.yaml"))

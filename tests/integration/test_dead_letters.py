@@ -12,8 +12,9 @@ from dramatiq import Worker
 from persistence import deadletters
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
+from services import clock, usage
 from tests.integration.helpers import apply_catalog
-from workers import actors, clock, usage
+from workers import actors
 from workers.broker import QUEUE, stub_broker, use
 from workers.deadletters import requeue
 

@@ -28,8 +28,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.documents import sample_document
-from workers.delivery import (
+from services.delivery import (
     Result,
     SmtpSettings,
     email_subject,
@@ -42,6 +41,7 @@ from workers.delivery import (
     webhook_id_for,
     write_outbox,
 )
+from tests.documents import sample_document
 
 pytestmark = pytest.mark.timeout(60)
 

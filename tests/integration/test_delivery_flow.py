@@ -25,10 +25,11 @@ from standardwebhooks.webhooks import Webhook
 from persistence.db import unit_of_work
 from persistence.tables import DeliveryRow, InvoiceRow
 from scheduler.tick import tick
+from services import clock, deliveries
+from services.settings import settings
 from tests.integration.helpers import CATALOG, apply_catalog
-from workers import actors, clock, deliveries
+from workers import actors
 from workers.broker import QUEUE, StubBroker, middleware, use
-from workers.settings import settings
 
 SECRET = "whsec_" + base64.b64encode(b"a secret of thirty-two bytes....").decode()
 
@@ -190,13 +191,13 @@ def test_a_crash_after_the_receiver_said_2xx_redelivers_with_the_same_id(
 
 def test_a_delivery_lost_between_commit_and_enqueue_is_requeued(
         engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deliveries, "enqueue", lambda ids: None)  # the enqueue never happens
+    monkeypatch.setattr(actors, "enqueue_deliveries", lambda ids: None)  # the enqueue never happens
     issue_opening_invoice(engine)
     assert receiver.seen == [] and len(deliveries_by_status()["pending"]) == 1
     monkeypatch.undo()
-    assert deliveries.requeue_lost(engine.clock.now()) == []  # not stale yet
+    assert actors.requeue_lost_deliveries(engine.clock.now()) == []  # not stale yet
     later = engine.clock.now() + timedelta(minutes=10)
-    assert len(deliveries.requeue_lost(later)) == 1
+    assert len(actors.requeue_lost_deliveries(later)) == 1
     engine.drain()
     assert receiver.verified == 1 and "pending" not in deliveries_by_status()
 
@@ -205,8 +206,8 @@ def test_outbox_is_the_default_channel(sqlite_store: str, tmp_path: Path) -> Non
     apply_catalog()  # no delivery on the entity: the deployment default (outbox)
     previous = deliveries.use_outbox(tmp_path)
     try:
-        from workers.invoicing import run_bill_run_now
-        from workers.subscriptions import do_subscribe
+        from services.invoicing import run_bill_run_now
+        from services.subscriptions import do_subscribe
 
         with unit_of_work() as session:
             do_subscribe(session, datetime(2026, 1, 1, tzinfo=UTC),
@@ -248,8 +249,8 @@ def test_email_channel_sends_text_and_html_to_the_customer(
         catalog["entities"][0]["delivery"] = {"channel": "email", "from": "billing@acme.test"}
         catalog["customers"][0]["email"] = "ap@customer.test"
         apply_catalog(catalog)
-        from workers.invoicing import run_bill_run_now
-        from workers.subscriptions import do_subscribe
+        from services.invoicing import run_bill_run_now
+        from services.subscriptions import do_subscribe
 
         with unit_of_work() as session:
             do_subscribe(session, datetime(2026, 1, 1, tzinfo=UTC),

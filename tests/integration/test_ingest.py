@@ -11,8 +11,8 @@ from sqlalchemy import select
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import RejectedUsageRow, UsageConflictRow, UsageEventRow
+from services.usage import ingest
 from tests.integration.helpers import apply_catalog
-from workers.usage import ingest
 
 NOW = datetime(2026, 9, 3, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from persistence.db import unit_of_work
 from persistence.tables import CommandLogRow, SubscriptionRow
+from services.subscriptions import do_cancel, do_subscribe, do_uncancel
 from tests.integration.helpers import apply_catalog
-from workers.subscriptions import do_cancel, do_subscribe, do_uncancel
 
 T = datetime(2026, 1, 10, 12, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""The readable invoice (workers.delivery.render): what a customer reads must be the
+"""The readable invoice (services.delivery.render): what a customer reads must be the
 document's exact numbers, formatted for the currency and locale."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.documents import sample_document
-from workers.delivery.render import (
+from services.delivery.render import (
     email_subject,
     format_amount,
     format_period,
     render_html,
     render_text,
 )
+from tests.documents import sample_document
 
 document = sample_document
 

@@ -1,4 +1,4 @@
-"""``deliver_invoice``: carry out the delivery that sending an invoice recorded.
+"""Delivering sent invoices: carry out the delivery that sending an invoice recorded.
 
 The delivery row is written in the transaction that sends the invoice; this actor runs after
 that commit. A crash before the channel accepts the invoice leaves the delivery pending and
@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
 from sqlalchemy.orm import Session
 
 from domain.catalog import Customer, Delivery, Entity
@@ -22,10 +21,9 @@ from persistence import catalog as catalog_repo
 from persistence import deliveries as deliveries_repo
 from persistence import invoices as invoices_repo
 from persistence.db import unit_of_work
-from workers import clock
-from workers.broker import RetryLater, actor
-from workers.commands import Outcome, applied, refused, unchanged
-from workers.delivery import (
+from services import clock
+from services.commands import Outcome, applied, refused, unchanged
+from services.delivery import (
     Result,
     SmtpSettings,
     email_subject,
@@ -37,16 +35,11 @@ from workers.delivery import (
     webhook_id_for,
     write_outbox,
 )
-from workers.settings import settings
+from services.settings import settings
 
-log = structlog.get_logger("billing")
 EVENT = "invoice.sent"
 LOST_AFTER = timedelta(minutes=5)
 _outbox_override: Path | None = None
-
-
-class DeliveryFailed(RetryLater):
-    """A delivery failed in a way worth retrying (timeout, 5xx, SMTP 4xx)."""
 
 
 def use_outbox(directory: Path | None) -> Path | None:
@@ -120,38 +113,19 @@ def attempt(session: Session, invoice_id: int, now: datetime) -> tuple[Outcome, 
     return refused(f"{record.reference} by {delivery.channel}: {result.detail}"), result
 
 
+def deliver(invoice_id: int, now: datetime) -> tuple[Outcome, Result | None]:
+    """One delivery attempt in its own transaction."""
+    with unit_of_work() as session:
+        return attempt(session, invoice_id, now)
+
+
 def deliver_now(invoice_id: int) -> Outcome:
     """Attempt one delivery here and now (the CLI's way; no retry loop)."""
-    with unit_of_work() as session:
-        outcome, _ = attempt(session, invoice_id, clock.now())
-    return outcome
+    return deliver(invoice_id, clock.now())[0]
 
 
-@actor
-def deliver_invoice(invoice_id: int) -> None:
-    """Deliver a sent invoice through its entity's channel; retried while the failure is
-    transient, recorded as failed when it is not."""
-    with unit_of_work() as session:
-        outcome, result = attempt(session, invoice_id, clock.now())
-    bound = log.bind(actor="deliver_invoice", invoice=invoice_id)
-    if result is not None and not result.ok and result.retry:
-        bound.warning("delivery will be retried", reason=result.detail)
-        raise DeliveryFailed(result.detail)  # after the attempt was recorded
-    if outcome.status == "refused":
-        bound.warning("delivery failed", reason=outcome.detail)
-    else:
-        bound.info("deliver_invoice " + outcome.status, detail=outcome.detail)
-
-
-def enqueue(invoice_ids: list[int]) -> None:
-    for invoice_id in invoice_ids:
-        deliver_invoice.send(invoice_id)
-
-
-def requeue_lost(now: datetime) -> list[int]:
+def lost(now: datetime) -> list[int]:
     """Pending deliveries never attempted for a while: their message was lost between a
-    commit and its enqueue (a crash). Sent again; the scheduler calls this every tick."""
+    commit and its enqueue (a crash). The scheduler sends them again every tick."""
     with unit_of_work() as session:
-        lost = [i for i in deliveries_repo.stale_pending(session, now - LOST_AFTER)]
-    enqueue(lost)
-    return lost
+        return list(deliveries_repo.stale_pending(session, now - LOST_AFTER))

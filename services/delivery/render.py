@@ -40,7 +40,7 @@ TEXT_TEMPLATE = "invoice.txt.j2"
 
 def _environment(*, autoescape: bool) -> Environment:
     return Environment(
-        loader=PackageLoader("workers.delivery", "templates"),
+        loader=PackageLoader("services.delivery", "templates"),
         autoescape=autoescape,
         undefined=StrictUndefined,
         trim_blocks=True,

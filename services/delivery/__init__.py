@@ -1,7 +1,7 @@
 """Invoice delivery: a readable invoice (HTML and text) and the channels that send it.
 
-- :mod:`workers.delivery.render`: ``render_html`` / ``render_text`` / ``email_subject``.
-- :mod:`workers.delivery.channels`: ``send_webhook`` (Standard Webhooks signatures),
+- :mod:`services.delivery.render`: ``render_html`` / ``render_text`` / ``email_subject``.
+- :mod:`services.delivery.channels`: ``send_webhook`` (Standard Webhooks signatures),
   ``send_email`` (SMTP, text + HTML), ``write_outbox`` (files in a directory), each returning
   a :class:`Result` that says whether a failure is worth retrying.
 
@@ -9,7 +9,7 @@ Nothing here touches the database or the broker: the caller decides when to deli
 the attempts, and retries while ``Result.retry`` is true.
 """
 
-from workers.delivery.channels import (
+from services.delivery.channels import (
     Result,
     SmtpSettings,
     send_email,
@@ -19,7 +19,7 @@ from workers.delivery.channels import (
     webhook_id_for,
     write_outbox,
 )
-from workers.delivery.render import email_subject, format_amount, render_html, render_text
+from services.delivery.render import email_subject, format_amount, render_html, render_text
 
 __all__ = [
     "Result",

@@ -14,8 +14,7 @@ from domain.validation import Invalid
 from persistence import catalog as catalog_repo
 from persistence import subscriptions as subs_repo
 from persistence.tables import SubscriptionRow
-from workers.broker import actor
-from workers.commands import Outcome, applied, refused, run_command, unchanged
+from services.commands import Outcome, applied, refused, unchanged
 
 
 def _overlap(session: Session, customer: str, plan: Plan, start: Any, end: Any,
@@ -101,30 +100,3 @@ def do_set_draft_invoices(session: Session, customer: str, value: Any) -> Outcom
     if not catalog_repo.set_draft_invoices(session, customer, value):
         return refused(f"set_draft_invoices.customer: {customer!r} is not a known customer")
     return applied(f"draft_invoices = {value}")
-
-
-@actor
-def subscribe(id: str, customer: str, plan: str, start: str,
-              discount: dict[str, Any] | None = None) -> None:
-    request: dict[str, Any] = {"id": id, "customer": customer, "plan": plan, "start": start}
-    if discount is not None:
-        request["discount"] = discount
-    run_command("subscribe", lambda s, now: do_subscribe(s, now, request), subscription=id)
-
-
-@actor
-def cancel(subscription: str) -> None:
-    run_command("cancel", lambda s, now: do_cancel(s, now, subscription),
-                subscription=subscription)
-
-
-@actor
-def uncancel(subscription: str) -> None:
-    run_command("uncancel", lambda s, now: do_uncancel(s, now, subscription),
-                subscription=subscription)
-
-
-@actor
-def set_draft_invoices(customer: str, value: bool) -> None:
-    run_command("set_draft_invoices", lambda s, now: do_set_draft_invoices(s, customer, value),
-                customer=customer)

@@ -1,5 +1,5 @@
-"""``record_usage``: a batch of events per message, stored set-wise, each event getting
-exactly one outcome (SPEC §3)."""
+"""Ingesting usage: a batch of events stored set-wise, each event getting exactly one
+outcome (SPEC §3), recorded once per message id."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-import structlog
 from sqlalchemy.orm import Session
 
 from domain.usage import Rejection, UsageEvent, validate_event
@@ -15,11 +14,6 @@ from persistence import catalog as catalog_repo
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import CustomerRow, MeterRow
-from workers import clock
-from workers.broker import actor
-from workers.commands import current_message_id
-
-log = structlog.get_logger("billing")
 
 
 def ingest(session: Session, raw_events: Any, now: datetime,
@@ -62,26 +56,21 @@ def ingest(session: Session, raw_events: Any, now: datetime,
             "rejected": len(rejections)}
 
 
-class _AlreadyProcessed(Exception):
+class AlreadyProcessed(Exception):
     """This message's batch was recorded by an earlier delivery: roll back."""
 
 
-@actor
-def record_usage(events: list[dict[str, Any]]) -> None:
-    """Ingest a batch of usage events. Redelivering the message changes nothing: the batch
-    is recorded under the message id in the same transaction as its events, and a batch
-    already recorded rolls the whole transaction back."""
-    message_id = current_message_id() or f"direct-{uuid.uuid4()}"
-    now = clock.now()
+def ingest_message(events: Any, message_id: str, now: datetime) -> dict[str, int] | None:
+    """Ingest one message's batch in one transaction, recorded under ``message_id``; None
+    when that message was processed before (then nothing changes)."""
     try:
         with unit_of_work() as session:
             counts = ingest(session, events, now, message_id)
             if not usage_repo.record_batch(session, message_id, now, counts):
-                raise _AlreadyProcessed
-    except _AlreadyProcessed:
-        log.info("usage batch already processed", actor="record_usage", message_id=message_id)
-        return
-    log.info("usage recorded", actor="record_usage", message_id=message_id, **counts)
+                raise AlreadyProcessed
+    except AlreadyProcessed:
+        return None
+    return counts
 
 
 def resubmit(rejected_id: int, fixes: dict[str, Any], now: datetime) -> dict[str, int]:

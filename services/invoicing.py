@@ -1,5 +1,5 @@
-"""Bill runs and invoices: ``bill_run`` fans out ``issue_invoices`` messages for every due
-(subscription, boundary); ``release_invoice`` and ``regenerate_invoice`` act on drafts."""
+"""Bill runs and invoices: what a run must issue, issuing a chunk of (subscription,
+boundary) pairs, release and regeneration of drafts, and the preview (SPEC §7, §8, §10)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-import structlog
 from sqlalchemy.orm import Session
 
 from domain.catalog import Entity, Plan
@@ -22,7 +21,7 @@ from domain.invoices import (
 )
 from domain.periods import bill_run_instant, boundary_index, midnight
 from domain.subscriptions import parse_discount
-from domain.validation import Invalid, parse_date, parse_instant
+from domain.validation import Invalid, parse_date
 from persistence import catalog as catalog_repo
 from persistence import invoices as invoices_repo
 from persistence import subscriptions as subs_repo
@@ -30,12 +29,8 @@ from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import SubscriptionRow
 from persistence.usage import Period
-from workers import clock, deliveries
-from workers.broker import actor
-from workers.commands import Outcome, applied, refused, run_command
-
-log = structlog.get_logger("billing")
-
+from services import deliveries
+from services.commands import Outcome, applied, refused
 
 CHUNK = 250  # (subscription, boundary) pairs per issue_invoices message
 
@@ -106,28 +101,6 @@ def due_invoices(session: Session, entity: Entity, run_at: datetime) -> list[tup
     return due
 
 
-@actor
-def bill_run(entity: str, local_date: str) -> None:
-    """The entity's bill run of ``local_date`` (at 08:15 local): issue what is due, fanned
-    out in chunks of ``CHUNK`` invoices per ``issue_invoices`` message."""
-    now = clock.now()
-    with unit_of_work() as session:
-        found = catalog_repo.entity(session, entity)
-        if found is None:
-            log.error("bill run for an unknown entity", actor="bill_run", entity=entity)
-            return
-        run_at = bill_run_instant(parse_date(local_date, "local_date"), found.timezone)
-        if run_at > now:
-            log.warning("bill run is not due yet", entity=entity, run_at=run_at.isoformat())
-            return
-        due = due_invoices(session, found, run_at)
-    log.info("bill run", actor="bill_run", entity=entity, local_date=local_date,
-             run_at=run_at.isoformat(), due=len(due))
-    for start in range(0, len(due), CHUNK):
-        chunk = [[sub, b.isoformat()] for sub, b in due[start:start + CHUNK]]
-        issue_invoices.send(chunk, run_at.isoformat())
-
-
 def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
           issued_at: datetime) -> list[Outcome]:
     """Issue the invoices of ``pairs`` (in their order) that do not exist yet, in one
@@ -186,26 +159,11 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
     return outcomes
 
 
-@actor
-def issue_invoices(pairs: list[list[str]], issued_at: str) -> None:
-    """Issue the invoices of these (subscription, boundary) pairs, once however often sent."""
-    run_at = parse_instant(issued_at, "issued_at")
-    wanted = [(sub, parse_date(b, "boundary")) for sub, b in pairs]
-    now = clock.now()
+def issue_chunk(pairs: Sequence[tuple[str, date]], issued_at: datetime,
+                now: datetime) -> list[Outcome]:
+    """``issue`` in a transaction of its own (what one ``issue_invoices`` message does)."""
     with unit_of_work() as session:
-        outcomes = issue(session, now, wanted, run_at)
-    deliveries.enqueue([i for o in outcomes for i in o.deliver])
-    for outcome in outcomes:
-        if outcome.status == "refused":
-            log.warning("issue_invoices refused", actor="issue_invoices", reason=outcome.detail)
-    log.info("issue_invoices", actor="issue_invoices", issued=sum(
-        o.status == "applied" for o in outcomes), of=len(outcomes))
-
-
-@actor
-def issue_invoice(subscription: str, boundary: str, issued_at: str) -> None:
-    """Issue the invoice of ``subscription`` at ``boundary`` (once, however often sent)."""
-    issue_invoices.fn([[subscription, boundary]], issued_at)
+        return issue(session, now, pairs, issued_at)
 
 
 def _draft(session: Session, subscription: str, boundary: str,
@@ -252,19 +210,25 @@ def do_regenerate(session: Session, now: datetime, subscription: str, boundary: 
     return applied(f"recomputed, total {composed.total}")
 
 
-@actor
-def release_invoice(subscription: str, boundary: str) -> None:
-    outcome = run_command("release_invoice",
-                          lambda s, now: do_release(s, now, subscription, boundary),
-                          subscription=subscription, boundary=boundary)
-    deliveries.enqueue(list(outcome.deliver))
+@dataclass(frozen=True)
+class BillRun:
+    entity: str
+    run_at: datetime
+    due: list[tuple[str, date]]
 
 
-@actor
-def regenerate_invoice(subscription: str, boundary: str) -> None:
-    run_command("regenerate_invoice",
-                lambda s, now: do_regenerate(s, now, subscription, boundary),
-                subscription=subscription, boundary=boundary)
+def plan_bill_run(entity: str, local_date: date, now: datetime) -> BillRun | Outcome:
+    """What the entity's bill run of ``local_date`` (08:15 local) must issue, or why it
+    cannot run (an unknown entity, a run that has not come yet)."""
+    with unit_of_work() as session:
+        found = catalog_repo.entity(session, entity)
+        if found is None:
+            return refused(f"bill-run: {entity!r} is not a known entity")
+        run_at = bill_run_instant(local_date, found.timezone)
+        if run_at > now:
+            return refused(f"bill-run: the {local_date} run is at {run_at.isoformat()}, "
+                           "which has not come yet")
+        return BillRun(entity, run_at, due_invoices(session, found, run_at))
 
 
 def run_bill_run_now(entity: str, local_date: date,
@@ -273,15 +237,10 @@ def run_bill_run_now(entity: str, local_date: date,
     invoice delivered right after its chunk commits (what ``billing bill-run`` does).
     Idempotent: what exists is not issued again. The outcomes of issuing, and of delivering.
     """
-    with unit_of_work() as session:
-        found = catalog_repo.entity(session, entity)
-        if found is None:
-            return [refused(f"bill-run: {entity!r} is not a known entity")], []
-        run_at = bill_run_instant(local_date, found.timezone)
-        if run_at > now:
-            return [refused(f"bill-run: the {local_date} run is at {run_at.isoformat()}, "
-                            "which has not come yet")], []
-        due = due_invoices(session, found, run_at)
+    planned = plan_bill_run(entity, local_date, now)
+    if isinstance(planned, Outcome):
+        return [planned], []
+    due, run_at = planned.due, planned.run_at
     issued: list[Outcome] = []
     delivered: list[Outcome] = []
     for start in range(0, len(due), CHUNK):

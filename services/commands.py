@@ -1,9 +1,10 @@
-"""Running a command message exactly once.
+"""Running a command exactly once.
 
 A command (subscribe, cancel, …) is applied in one transaction together with a
-``command_log`` row keyed by the dramatiq message id, so a redelivered message changes
-nothing. A refusal (unknown id, overlap, invalid field) is a business outcome: it is
-stored with its reason and logged, never raised (raising would make dramatiq retry).
+``command_log`` row keyed by its message id (a dramatiq message id, or an HTTP
+``Idempotency-Key``), so a redelivered message changes nothing. A refusal (unknown id,
+overlap, invalid field) is a business outcome: it is stored with its reason and logged,
+never raised (raising would make dramatiq retry).
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from dramatiq.middleware import CurrentMessage
 from sqlalchemy.orm import Session
 
 from persistence import subscriptions as log_repo
 from persistence.db import unit_of_work
-from workers import clock
+from services import clock
 
 log = structlog.get_logger("billing")
 
@@ -43,14 +43,8 @@ def refused(detail: str) -> Outcome:
     return Outcome("refused", detail)
 
 
-def current_message_id() -> str | None:
-    message = CurrentMessage.get_current_message()
-    return None if message is None else str(message.message_id)
-
-
-def run_command(actor: str, handler: Callable[[Session, datetime], Outcome],
-                **ids: Any) -> Outcome:
-    message_id = current_message_id()
+def run_command(actor: str, handler: Callable[[Session, datetime], Outcome], *,
+                message_id: str | None = None, **ids: Any) -> Outcome:
     bound = log.bind(actor=actor, message_id=message_id, **ids)
     now = clock.now()
     with unit_of_work() as session:
