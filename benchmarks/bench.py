@@ -79,23 +79,20 @@ class Bench:
         self.catalog()
 
     def catalog(self) -> None:
-        from domain.catalog import parse_catalog
-        from persistence import catalog as catalog_repo
-        from persistence.db import unit_of_work
+        from services import catalog as catalog_service
 
         customers = [{"id": f"c-{i}", "entity": "ingest"} for i in range(CUSTOMERS)]
         customers += [{"id": f"bc-{i}", "entity": "bill"}
                       for i in range(self.args.subscriptions)]
-        with unit_of_work() as session:
-            catalog_repo.apply_catalog(session, parse_catalog({
-                "entities": [{"id": "ingest", "timezone": "UTC"},
-                             {"id": "bill", "timezone": "UTC", "invoice_prefix": "BILL"}],
-                "meters": [{"id": "tokens", "aggregation": "sum"}],
-                "plans": [{"id": "metered", "currency": "USD", "interval": "month",
-                           "charges": [{"id": "tokens", "type": "usage", "meter": "tokens",
-                                        "model": "unit", "unit_price": "0.000002"}]}],
-                "customers": customers,
-            }))
+        catalog_service.apply_document({
+            "entities": [{"id": "ingest", "timezone": "UTC"},
+                         {"id": "bill", "timezone": "UTC", "invoice_prefix": "BILL"}],
+            "meters": [{"id": "tokens", "aggregation": "sum"}],
+            "plans": [{"id": "metered", "currency": "USD", "interval": "month",
+                       "charges": [{"id": "tokens", "type": "usage", "meter": "tokens",
+                                    "model": "unit", "unit_price": "0.000002"}]}],
+            "customers": customers,
+        })
 
     def drop(self) -> None:
         from persistence import db
@@ -268,9 +265,11 @@ class Bench:
     def bill_run(self) -> tuple[float, float]:
         subs, n = self.args.subscriptions, self.args.bill_events
         say(f"bill run: {subs:,} subscriptions, {n:,} usage events in the closing period")
-        self.sql("INSERT INTO subscriptions (id, customer_id, entity_id, plan_id, start, "
-                 "start_at, created_at) SELECT 'bs-' || g, 'bc-' || g, 'bill', 'metered', "
-                 "'2026-10-01', '2026-10-01T00:00:00Z', '2026-09-01T00:00:00Z' "
+        self.sql("INSERT INTO subscriptions (id, customer_id, entity_id, plan_id, plan_version, "
+                 "start, start_at, sent_at, created_at, next_k, next_boundary, "
+                 "next_boundary_at) SELECT 'bs-' || g, 'bc-' || g, 'bill', 'metered', 1, "
+                 "'2026-10-01', '2026-10-01T00:00:00Z', '2026-09-01T00:00:00Z', "
+                 "'2026-09-01T00:00:00Z', 1, '2026-11-01', '2026-11-01T00:00:00Z' "
                  "FROM generate_series(0, %s - 1) g", subs)
         loading = time.perf_counter()
         self.sql("DROP INDEX ix_usage_customer_meter_ts")

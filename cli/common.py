@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NoReturn
+from typing import Literal, NoReturn, overload
 
+import dramatiq
 import typer
 from rich.console import Console
 
@@ -28,6 +29,24 @@ def connect() -> None:
     config = settings()
     logs.configure("console", "WARNING")
     db.configure(config.database_url)
+
+
+@overload
+def broker(optional: Literal[False] = False) -> dramatiq.Broker: ...
+@overload
+def broker(optional: Literal[True]) -> dramatiq.Broker | None: ...
+
+
+def broker(optional: bool = False) -> dramatiq.Broker | None:
+    """The production broker (BILLING_BROKER_URL); without one, an error (or None)."""
+    from workers.broker import broker_for
+
+    url = settings().broker_url
+    if not url:
+        if optional:
+            return None
+        fail("BILLING_BROKER_URL is not set: there is no broker to send to")
+    return broker_for(url, settings())
 
 
 def instant(text: str | None, name: str) -> datetime | None:

@@ -30,7 +30,7 @@ def rejected(
         table.add_column(name, overflow="fold")
     for r in rows:
         table.add_row(str(r.id), r.key or "—", f"{r.received_at:%Y-%m-%d %H:%M:%S}", r.reason,
-                      json.dumps(r.payload))
+                      r.payload)
     out.print(table)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from domain.money import parse_currency
 from domain.periods import Interval, zone
@@ -128,7 +129,9 @@ class Plan:
 class Customer:
     id: str
     entity: str
-    draft_invoices: bool = False
+    # A catalog file that does not name draft_invoices leaves a stored customer's setting
+    # alone (None); a new customer then gets False.
+    draft_invoices: bool | None = False
     email: str | None = None
 
 
@@ -168,6 +171,9 @@ def parse_delivery(data: Any, path: str) -> Delivery:
         url = f.text("url", max_length=2000)
         if not url.startswith(("https://", "http://")):
             f.fail("url", f"must be an http(s) URL, got {describe(url)}")
+        if "@" in urlsplit(url).netloc:
+            f.fail("url", "must not carry a user or password (user:password@): sign with "
+                          "`secret` instead")
         secret = f.text("secret", max_length=500)
     elif channel == "email":
         sender = f.optional_text("from")
@@ -289,7 +295,8 @@ def parse_customer(data: Any, path: str, entities: Mapping[str, Entity] | None) 
     entity = f.text("entity")
     if entities is not None and entity not in entities:
         f.fail("entity", f"{describe(entity)} is not a known entity")
-    draft = f.boolean("draft_invoices", default=False)
+    draft = None if f.data.get("draft_invoices") is None else f.boolean(
+        "draft_invoices", default=False)
     email = f.optional_text("email")
     if email is not None and ("@" not in email or any(c in email for c in " \r\n,;<>")):
         f.fail("email", f"must be one email address, got {describe(email)}")

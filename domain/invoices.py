@@ -106,16 +106,24 @@ def compose_invoice(
     )
 
 
-def due_boundaries(terms: Terms, tz: str, run_at: datetime) -> list[tuple[int, date]]:
-    """Every ``(k, b_k)`` the subscription reaches whose instant ``b_k 00:00 local`` is at or
-    before ``run_at`` and whose invoice would have a line."""
-    due: list[tuple[int, date]] = []
-    for k, b in boundaries(terms.start, terms.plan.interval):
+def due_boundaries(terms: Terms, tz: str, run_at: datetime,
+                   first: int = 0) -> list[tuple[int, date]]:
+    """Every ``(k, b_k)`` from ``k = first`` on that the subscription reaches, whose
+    instant ``b_k 00:00 local`` is at or before ``run_at``, and whose invoice would have a
+    line."""
+    return [(k, b) for k, b in reached(terms, tz, run_at, first) if terms.has_lines(k)]
+
+
+def reached(terms: Terms, tz: str, run_at: datetime, first: int = 0) -> list[tuple[int, date]]:
+    """Every ``(k, b_k)`` from ``k = first`` on that the subscription reaches by ``run_at``."""
+    found: list[tuple[int, date]] = []
+    k = first
+    while True:
+        b = terms.boundary(k)
         if midnight(b, tz) > run_at or not terms.reaches(b):
-            break
-        if terms.has_lines(k):
-            due.append((k, b))
-    return due
+            return found
+        found.append((k, b))
+        k += 1
 
 
 def next_boundary_after(terms: Terms, tz: str, at: datetime) -> tuple[int, date]:

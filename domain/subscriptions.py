@@ -5,12 +5,14 @@ SPEC §1, §6, §7.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, localcontext
 from typing import Any
 
 from domain.money import EXACT, round_money
+from domain.periods import Interval, cancellation_end, midnight
 from domain.validation import Fields, Invalid, describe, parse_date, parse_decimal
 
 
@@ -93,3 +95,32 @@ def lifetimes_overlap(
 ) -> bool:
     """Do ``[a_start, a_end)`` and ``[b_start, b_end)`` share a day? (None = no end)."""
     return (b_end is None or a_start < b_end) and (a_end is None or b_start < a_end)
+
+
+CANCEL = "cancel"
+UNCANCEL = "uncancel"
+
+
+@dataclass(frozen=True)
+class LifecycleCommand:
+    """A cancel or uncancel with the instant the application sent it."""
+
+    kind: str  # cancel | uncancel
+    sent_at: datetime
+
+
+def end_from_commands(start: date, interval: Interval, tz: str,
+                      commands: Iterable[LifecycleCommand]) -> date | None:
+    """The end of a subscription after its cancels and uncancels, taken in the order they
+    were sent (SPEC §7): a cancel at t ends it at the first boundary b_k (k ≥ 1) later than
+    t; an uncancel before that end removes it; a second cancel, and anything after the end,
+    changes nothing. Depending only on the order sent, the outcome is the same whatever
+    order the messages were processed in."""
+    end: date | None = None
+    for command in commands:
+        if command.kind == CANCEL:
+            if end is None:
+                end = cancellation_end(start, interval, tz, command.sent_at)
+        elif end is not None and command.sent_at < midnight(end, tz):
+            end = None
+    return end

@@ -7,18 +7,31 @@ import math
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from domain.money import ROUNDING
-from domain.validation import Fields, Invalid, describe, parse_instant, parse_non_negative
+from domain.validation import (
+    EARLIEST,
+    LATEST,
+    MAX_DECIMALS,
+    MAX_DIGITS,
+    PLAIN_DECIMAL,
+    UNSTORABLE,
+    Fields,
+    Invalid,
+    check_text,
+    describe,
+    parse_decimal,
+    parse_instant,
+    parse_non_negative,
+)
 
 MAX_FUTURE = timedelta(minutes=5)
-# SPEC §3 accepts any finite decimal ≥ 0; these are the bounds of what the store keeps
-# exactly (PostgreSQL NUMERIC: 131,072 digits before the point, 16,383 after). Beyond them
-# an event is rejected with that reason rather than stored rounded.
-MAX_INTEGER_DIGITS = 131_072
-MAX_FRACTION_DIGITS = 16_383
+# Properties are small JSON values: bounded before they are converted or stored.
+MAX_PROPERTY_TEXT = 1000  # characters of a string (or a key) in properties
+MAX_PROPERTY_NODES = 500  # values in all, nested ones included
+MAX_PROPERTY_DEPTH = 10
+MAX_REJECTED_KEY = 500
 
 
 @dataclass(frozen=True)
@@ -62,22 +75,43 @@ class Rejection:
 
 def canonical_property(value: Any, field: str) -> Any:
     """Properties are kept as JSON values with one spelling per number: an integral number
-    is an int (``1.0`` → ``1``), others a float. Non-finite numbers are not JSON."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    is an int (``1.0`` → ``1``), others a float. Numbers, strings, nesting and size are
+    bounded first, so that no input can be slow to convert or impossible to store."""
+    budget = [MAX_PROPERTY_NODES]
+    return _canonical(value, field, budget, 0)
+
+
+def _canonical(value: Any, field: str, budget: list[int], depth: int) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise Invalid("properties", f"must hold at most {MAX_PROPERTY_NODES} values")
+    if depth > MAX_PROPERTY_DEPTH:
+        raise Invalid(field, f"nests deeper than {MAX_PROPERTY_DEPTH} levels")
+    if isinstance(value, bool) or value is None:
         return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float | Decimal):
-        number = Decimal(repr(value)) if isinstance(value, float) else value
-        if not number.is_finite():
-            raise Invalid(field, f"must be a finite number, got {describe(value)}")
+    if isinstance(value, str):
+        if len(value) > MAX_PROPERTY_TEXT:
+            raise Invalid(field, f"must be at most {MAX_PROPERTY_TEXT} characters")
+        return check_text(value, field, identifier=False)
+    if isinstance(value, int | float | Decimal):
+        try:
+            number = parse_decimal(value, field)
+        except Invalid as exc:
+            raise Invalid(field, exc.message) from None
         if number == number.to_integral_value():
             return int(number)
         return float(number)
     if isinstance(value, list):
-        return [canonical_property(v, f"{field}[{i}]") for i, v in enumerate(value)]
+        return [_canonical(v, f"{field}[{i}]", budget, depth + 1) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
-        return {str(k): canonical_property(v, f"{field}.{k}") for k, v in value.items()}
+        result = {}
+        for k, v in value.items():
+            name = str(k)
+            if len(name) > MAX_PROPERTY_TEXT:
+                raise Invalid(field, f"has a key longer than {MAX_PROPERTY_TEXT} characters")
+            check_text(name, f"{field} key", identifier=False)
+            result[name] = _canonical(v, f"{field}.{name}", budget, depth + 1)
+        return result
     raise Invalid(field, f"must be a JSON value, got {describe(value)}")
 
 
@@ -100,9 +134,6 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return repr(value)
-
-
-MAX_QUANTITY = Decimal(10) ** MAX_INTEGER_DIGITS
 
 
 def validate_event(
@@ -131,27 +162,27 @@ def _plainly_valid(raw: dict[str, Any], now: datetime, customers: Container[str]
     key, customer, meter = raw.get("key"), raw.get("customer"), raw.get("meter")
     quantity, timestamp, properties = raw.get("quantity"), raw.get("timestamp"), \
         raw.get("properties")
-    if not (type(key) is str and 0 < len(key) <= 255 and type(customer) is str
-            and customer in customers and type(meter) is str and meter in meters
-            and type(timestamp) is str):
+    if not (type(key) is str and 0 < len(key) <= 255 and _storable(key)
+            and type(customer) is str and customer in customers and type(meter) is str
+            and meter in meters and type(timestamp) is str and len(timestamp) <= 32):
         return None
     if properties is not None and not (
-        type(properties) is dict
-        and all(type(k) is str and type(v) is str for k, v in properties.items())
+        type(properties) is dict and len(properties) <= 50
+        and all(type(k) is str and type(v) is str and len(k) <= 255 and len(v) <= 255
+                and _storable(k) and _storable(v) for k, v in properties.items())
     ):
         return None
     if type(quantity) is str:
-        try:
-            q = Decimal(quantity)
-        except InvalidOperation:
+        if len(quantity) > 64 or not PLAIN_DECIMAL.fullmatch(quantity):
             return None
-    elif type(quantity) is int:
+        q = Decimal(quantity)
+    elif type(quantity) is int and 0 <= quantity < 10**18:
         q = Decimal(quantity)
     else:
         return None
     exponent = q.as_tuple().exponent
-    if not (q.is_finite() and 0 <= q < MAX_QUANTITY and isinstance(exponent, int)
-            and exponent >= -MAX_FRACTION_DIGITS):
+    if not (q >= 0 and (q.is_zero() or q.adjusted() < MAX_DIGITS)
+            and isinstance(exponent, int) and exponent >= -MAX_DECIMALS):
         return None
     try:
         at = datetime.fromisoformat(timestamp)
@@ -160,10 +191,14 @@ def _plainly_valid(raw: dict[str, Any], now: datetime, customers: Container[str]
         at = at.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
-    if at > now + MAX_FUTURE:
+    if at > now + MAX_FUTURE or not EARLIEST <= at < LATEST:
         return None
-    return UsageEvent(key, customer, meter, abs(q) if q.is_zero() else q, at,
+    return UsageEvent(key, customer, meter, Decimal(0) if q.is_zero() else q, at,
                       dict(properties) if properties else {})
+
+
+def _storable(text: str) -> bool:
+    return (text.isascii() and "\x00" not in text) or UNSTORABLE.search(text) is None
 
 
 def validate_fully(
@@ -176,7 +211,9 @@ def validate_fully(
     if not isinstance(raw, Mapping):
         return Rejection(None, f"event: must be an object, got {describe(raw)}", json_safe(raw))
     key = raw.get("key")
-    key_text = key if isinstance(key, str) else None
+    # a key up to 500 characters is kept in the rejection's key column (an index holds at
+    # most about 2,700 bytes); the payload keeps any key
+    key_text = key if isinstance(key, str) and len(key) <= MAX_REJECTED_KEY else None
     problems: list[str] = []
     f = Fields(raw, "")
 
@@ -191,6 +228,12 @@ def validate_fully(
         problems.append("key: is required")
     elif not isinstance(key, str) or not 1 <= len(key) <= 255:
         problems.append(f"key: must be a string of 1 to 255 characters, got {describe(key)}")
+    else:
+        try:
+            check_text(key, "key", identifier=False)
+        except Invalid as exc:
+            problems.append(str(exc))
+            key_text = None
     customer = read("customer", lambda: f.text("customer"))
     meter = read("meter", lambda: f.text("meter"))
     quantity = read("quantity", lambda: _quantity(f.required("quantity")))
@@ -212,13 +255,7 @@ def validate_fully(
 
 
 def _quantity(value: Any) -> Decimal:
-    quantity = parse_non_negative(value, "quantity")
-    if quantity >= Decimal(10) ** MAX_INTEGER_DIGITS:
-        raise Invalid("quantity", f"must be less than 1E+{MAX_INTEGER_DIGITS}")
-    exponent = quantity.normalize(ROUNDING).as_tuple().exponent  # 1.50 has 1 decimal place
-    if isinstance(exponent, int) and -exponent > MAX_FRACTION_DIGITS:
-        raise Invalid("quantity", f"has more than {MAX_FRACTION_DIGITS} decimal places")
-    return quantity
+    return parse_non_negative(value, "quantity")
 
 
 def _properties(value: Any) -> dict[str, Any]:

@@ -1,10 +1,12 @@
-"""Reading and writing the catalog: entities, meters, plans, customers."""
+"""Reading and writing the catalog: entities, meters, versioned plans, customers, and the
+customers' draft settings."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -20,34 +22,22 @@ from domain.catalog import (
     plan_to_dict,
 )
 from persistence import db
-from persistence.sql import rowcount
-from persistence.tables import CustomerRow, EntityRow, MeterRow, PlanMeterRow, PlanRow
+from persistence.tables import (
+    CustomerRow,
+    DraftSettingRow,
+    EntityRow,
+    InvoiceRow,
+    MeterRow,
+    PlanMeterRow,
+    PlanRow,
+    PlanVersionRow,
+    SubscriptionRow,
+)
+
+PlanKey = tuple[str, int]  # (plan id, version)
 
 
-def apply_catalog(session: Session, catalog: Catalog) -> None:
-    """Create or update every item of the catalog (an item not named is left alone)."""
-    for e in catalog.entities.values():
-        session.merge(EntityRow(id=e.id, timezone=e.timezone, invoice_prefix=e.invoice_prefix,
-                                delivery=e.delivery.to_dict() if e.delivery else None))
-    for m in catalog.meters.values():
-        session.merge(MeterRow(id=m.id, aggregation=m.aggregation.value, property=m.property))
-    session.flush()
-    for p in catalog.plans.values():
-        session.merge(PlanRow(id=p.id, currency=p.currency, interval=p.interval.value,
-                              definition=plan_to_dict(p)))
-        session.flush()
-        session.execute(delete(PlanMeterRow).where(col(PlanMeterRow.plan_id) == p.id))
-        for meter_id in sorted(p.meters):
-            session.add(PlanMeterRow(plan_id=p.id, meter_id=meter_id))
-    for c in catalog.customers.values():
-        session.merge(CustomerRow(id=c.id, entity_id=c.entity, draft_invoices=c.draft_invoices,
-                                  email=c.email))
-    session.flush()
-
-
-def stored(session: Session) -> Catalog:
-    """The stored entities and meters (what a catalog file may refer to)."""
-    return Catalog(entities={e.id: e for e in entities(session)}, meters=meters(session))
+# ---------------------------------------------------------------------------- entities
 
 
 def _entity(row: EntityRow) -> Entity:
@@ -65,6 +55,19 @@ def entities(session: Session) -> list[Entity]:
     return [_entity(r) for r in rows]
 
 
+def save_entity(session: Session, e: Entity) -> None:
+    session.merge(EntityRow(id=e.id, timezone=e.timezone, invoice_prefix=e.invoice_prefix,
+                            delivery=e.delivery.to_dict() if e.delivery else None))
+
+
+def entity_invoice_count(session: Session, entity_id: str) -> int:
+    return int(session.scalar(select(func.count()).select_from(InvoiceRow).where(
+        col(InvoiceRow.entity_id) == entity_id)) or 0)
+
+
+# ---------------------------------------------------------------------------- meters
+
+
 def meters(session: Session) -> dict[str, Meter]:
     return {
         r.id: Meter(r.id, Aggregation(r.aggregation), r.property)
@@ -72,30 +75,166 @@ def meters(session: Session) -> dict[str, Meter]:
     }
 
 
-def plan(session: Session, plan_id: str) -> Plan | None:
-    row = session.get(PlanRow, plan_id)
-    return None if row is None else parse_plan(row.definition, f"plans[{plan_id}]")
+def save_meter(session: Session, m: Meter) -> None:
+    session.merge(MeterRow(id=m.id, aggregation=m.aggregation.value, property=m.property))
 
 
-def plans(session: Session, ids: Collection[str]) -> dict[str, Plan]:
-    rows = session.scalars(select(PlanRow).where(col(PlanRow.id).in_(sorted(ids))))
-    return {r.id: parse_plan(r.definition, f"plans[{r.id}]") for r in rows}
+def meter_subscription_count(session: Session, meter_id: str) -> int:
+    """Subscriptions whose plan version charges ``meter_id``."""
+    S, PM = SubscriptionRow, PlanMeterRow
+    stmt = select(func.count()).select_from(S).join(
+        PM, (col(PM.plan_id) == col(S.plan_id)) & (col(PM.version) == col(S.plan_version))
+    ).where(col(PM.meter_id) == meter_id)
+    return int(session.scalar(stmt) or 0)
 
 
-def customers(session: Session, ids: Collection[str]) -> dict[str, Customer]:
+# ---------------------------------------------------------------------------- plans
+
+
+def _plan(row: PlanVersionRow) -> Plan:
+    return parse_plan(row.definition, f"plans[{row.plan_id}] version {row.version}")
+
+
+def latest_plans(session: Session, ids: Collection[str] | None = None
+                 ) -> dict[str, tuple[int, Plan]]:
+    """The latest version of each plan (of ``ids``, or all): id -> (version, plan)."""
+    P, V = PlanRow, PlanVersionRow
+    stmt = select(V).join(P, (col(P.id) == col(V.plan_id))
+                          & (col(P.latest_version) == col(V.version)))
+    if ids is not None:
+        stmt = stmt.where(col(P.id).in_(sorted(ids)))
+    return {r.plan_id: (r.version, _plan(r)) for r in session.scalars(stmt)}
+
+
+def latest_plan(session: Session, plan_id: str) -> tuple[int, Plan] | None:
+    return latest_plans(session, [plan_id]).get(plan_id)
+
+
+def plan(session: Session, plan_id: str, version: int) -> Plan | None:
+    row = session.get(PlanVersionRow, (plan_id, version))
+    return None if row is None else _plan(row)
+
+
+def plans(session: Session, keys: Collection[PlanKey]) -> dict[PlanKey, Plan]:
+    """Plan versions by (id, version)."""
+    result: dict[PlanKey, Plan] = {}
+    for plan_id, version in sorted(set(keys)):
+        found = plan(session, plan_id, version)
+        if found is not None:
+            result[(plan_id, version)] = found
+    return result
+
+
+def plan_versions(session: Session) -> list[PlanVersionRow]:
+    stmt = select(PlanVersionRow).order_by(col(PlanVersionRow.plan_id),
+                                           col(PlanVersionRow.version))
+    return list(session.scalars(stmt))
+
+
+def add_plan_version(session: Session, p: Plan, now: datetime) -> int:
+    """Store ``p`` as the next version of its plan (1 for a new plan); that version."""
+    row = session.get(PlanRow, p.id, with_for_update=True)
+    version = 1 if row is None else row.latest_version + 1
+    if row is None:
+        session.add(PlanRow(id=p.id, latest_version=version))
+    else:
+        row.latest_version = version
+    session.flush()
+    session.add(PlanVersionRow(plan_id=p.id, version=version, currency=p.currency,
+                               interval=p.interval.value, definition=plan_to_dict(p),
+                               created_at=now))
+    session.flush()
+    session.add_all(PlanMeterRow(plan_id=p.id, version=version, meter_id=m)
+                    for m in sorted(p.meters))
+    session.flush()
+    return version
+
+
+def subscriptions_per_version(session: Session) -> dict[PlanKey, int]:
+    S = SubscriptionRow
+    stmt = select(col(S.plan_id), col(S.plan_version), func.count()).group_by(
+        col(S.plan_id), col(S.plan_version))
+    return {(p, v): int(n) for p, v, n in session.execute(stmt)}
+
+
+# ---------------------------------------------------------------------------- customers
+
+
+def _customer(row: CustomerRow) -> Customer:
+    return Customer(row.id, row.entity_id, row.draft_invoices, row.email)
+
+
+def customers(session: Session, ids: Collection[str] | None = None) -> dict[str, Customer]:
+    if ids is None:
+        stmt = select(CustomerRow).order_by(col(CustomerRow.id))
+        return {r.id: _customer(r) for r in session.scalars(stmt)}
     result: dict[str, Customer] = {}
     wanted = sorted(ids)
     for start in range(0, len(wanted), 500):
         stmt = select(CustomerRow).where(col(CustomerRow.id).in_(wanted[start:start + 500]))
-        result.update((r.id, Customer(r.id, r.entity_id, r.draft_invoices, r.email))
-                      for r in session.scalars(stmt))
+        result.update((r.id, _customer(r)) for r in session.scalars(stmt))
     return result
 
 
 def customer(session: Session, customer_id: str, *, lock: bool = False) -> Customer | None:
     row = session.get(CustomerRow, customer_id, with_for_update=lock)
-    return None if row is None else Customer(row.id, row.entity_id, row.draft_invoices,
-                                             row.email)
+    return None if row is None else _customer(row)
+
+
+def save_customer(session: Session, c: Customer) -> None:
+    """Create or update a customer; its draft setting is not touched here (see
+    ``add_draft_setting``)."""
+    row = session.get(CustomerRow, c.id)
+    if row is None:
+        session.add(CustomerRow(id=c.id, entity_id=c.entity, email=c.email,
+                                draft_invoices=bool(c.draft_invoices)))
+    else:
+        row.entity_id, row.email = c.entity, c.email
+    session.flush()
+
+
+def customer_subscription_count(session: Session, customer_id: str) -> int:
+    return int(session.scalar(select(func.count()).select_from(SubscriptionRow).where(
+        col(SubscriptionRow.customer_id) == customer_id)) or 0)
+
+
+def add_draft_setting(session: Session, customer_id: str, value: bool,
+                      sent_at: datetime) -> None:
+    """Record a draft setting sent at ``sent_at``; the customer's current setting becomes
+    the latest one sent (ties: the one processed last)."""
+    session.add(DraftSettingRow(customer_id=customer_id, sent_at=sent_at, value=value))
+    session.flush()
+    D = DraftSettingRow
+    latest = session.scalars(select(col(D.value)).where(col(D.customer_id) == customer_id)
+                             .order_by(col(D.sent_at).desc(), col(D.id).desc()).limit(1)).one()
+    session.execute(update(CustomerRow).where(col(CustomerRow.id) == customer_id)
+                    .values(draft_invoices=latest))
+
+
+def drafts_at(session: Session, customer_ids: Collection[str], at: datetime) -> dict[str, bool]:
+    """Each customer's draft setting in force at ``at``: the latest sent by then (before
+    its first setting, the first one). A customer without settings has False."""
+    D = DraftSettingRow
+    result: dict[str, bool] = {c: False for c in customer_ids}
+    wanted = sorted(customer_ids)
+    for start in range(0, len(wanted), 500):
+        stmt = select(col(D.customer_id), col(D.sent_at), col(D.value)).where(
+            col(D.customer_id).in_(wanted[start:start + 500])).order_by(
+            col(D.customer_id), col(D.sent_at), col(D.id))
+        first: set[str] = set()
+        for customer_id, sent_at, value in session.execute(stmt):
+            if customer_id not in first or sent_at <= at:
+                result[customer_id] = value
+                first.add(customer_id)
+    return result
+
+
+# ---------------------------------------------------------------------------- any
+
+
+def stored(session: Session) -> Catalog:
+    """The stored entities and meters (what a catalog file may refer to)."""
+    return Catalog(entities={e.id: e for e in entities(session)}, meters=meters(session))
 
 
 def known_ids(session: Session, model: type[CustomerRow] | type[MeterRow],
@@ -113,12 +252,3 @@ def known_ids(session: Session, model: type[CustomerRow] | type[MeterRow],
         remembered.update(new)
         found.update(new)
     return found
-
-
-def set_draft_invoices(session: Session, customer_id: str, value: bool) -> bool:
-    """Whether the customer exists (and now has the setting)."""
-    result = session.execute(
-        update(CustomerRow).where(col(CustomerRow.id) == customer_id)
-        .values(draft_invoices=value)
-    )
-    return rowcount(result) > 0

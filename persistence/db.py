@@ -133,6 +133,11 @@ def drop_private_schema() -> None:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{_schema}" CASCADE')
 
 
+def current_schema() -> str | None:
+    """The PostgreSQL schema given to ``configure`` (a replay's or a test's), if any."""
+    return _schema
+
+
 def engine() -> Engine:
     if _engine is None:
         raise RuntimeError("persistence.db.configure(url) was not called")

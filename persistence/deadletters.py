@@ -1,9 +1,8 @@
-"""Dead letters: messages that failed after every retry."""
+"""Dead letters: messages that failed after every retry, or that nobody can decode."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -14,7 +13,8 @@ from persistence.tables import DeadLetterRow
 
 
 def add(session: Session, message_id: str, queue_name: str, actor_name: str,
-        message: dict[str, Any], error: str, now: datetime) -> None:
+        message: str, error: str, now: datetime) -> None:
+    """Keep a dead letter; ``message`` is the broker's JSON text of it (ASCII)."""
     session.execute(insert_ignore(session, DeadLetterRow, "message_id").values(
         message_id=message_id, queue_name=queue_name, actor_name=actor_name,
         message=message, error=error, failed_at=now,

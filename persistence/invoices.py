@@ -15,20 +15,28 @@ from domain.documents import InvoiceRecord
 from domain.invoices import ComposedInvoice, Line
 from persistence import deliveries
 from persistence.sql import insert_ignore, is_postgres, rowcount
-from persistence.tables import InvoiceCounterRow, InvoiceLineRow, InvoiceRow
+from persistence.tables import (
+    InvoiceCounterRow,
+    InvoiceFailureRow,
+    InvoiceLineRow,
+    InvoiceRow,
+    SubscriptionRow,
+)
 
 I = InvoiceRow  # noqa: E741
 
 
-def invoiced_boundaries(session: Session, subscription_ids: list[str]) -> dict[str, set[date]]:
-    result: dict[str, set[date]] = defaultdict(set)
-    for start in range(0, len(subscription_ids), 500):
-        part = subscription_ids[start:start + 500]
+def existing(session: Session, pairs: Sequence[tuple[str, date]]) -> set[tuple[str, date]]:
+    """Which of these (subscription, boundary) pairs have an invoice."""
+    found: set[tuple[str, date]] = set()
+    wanted = sorted({s for s, _ in pairs})
+    days = {d for _, d in pairs}
+    for start in range(0, len(wanted), 500):
         sub = col(I.subscription_id)
-        stmt = select(sub, col(I.boundary)).where(sub.in_(part))
-        for sub_id, day in session.execute(stmt):
-            result[sub_id].add(day)
-    return result
+        stmt = select(sub, col(I.boundary)).where(sub.in_(wanted[start:start + 500]),
+                                                  col(I.boundary).in_(sorted(days)))
+        found.update((s, d) for s, d in session.execute(stmt))
+    return found & set(pairs)
 
 
 def _line_rows(invoice_id: int, invoice: ComposedInvoice) -> list[dict[str, object]]:
@@ -45,6 +53,7 @@ class NewInvoice:
     subscription: str
     entity: str
     customer: str
+    plan_version: int
     invoice: ComposedInvoice
 
 
@@ -58,6 +67,7 @@ def add_many(session: Session, new: Sequence[NewInvoice], *, issued_at: datetime
         col(I.id), col(I.subscription_id), col(I.boundary))
     rows = [
         {"subscription_id": n.subscription, "boundary": n.invoice.boundary,
+         "plan_version": n.plan_version,
          "entity_id": n.entity, "customer_id": n.customer, "currency": n.invoice.currency,
          "status": "draft", "final": n.invoice.final, "issued_at": issued_at,
          "computed_at": computed_at, "subtotal": n.invoice.subtotal,
@@ -173,3 +183,39 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
         )
         for r in rows
     ]
+
+
+def record_failure(session: Session, subscription_id: str, boundary: date, run_at: datetime,
+                   error: str, now: datetime) -> None:
+    """Keep (or count again) the failure to compute an invoice."""
+    F = InvoiceFailureRow
+    row = session.get(F, (subscription_id, boundary))
+    if row is None:
+        session.add(F(subscription_id=subscription_id, boundary=boundary, run_at=run_at,
+                      error=error, attempts=1, first_failed_at=now, last_failed_at=now))
+    else:
+        row.run_at, row.error, row.last_failed_at = run_at, error, now
+        row.attempts += 1
+    session.flush()
+
+
+def clear_failures(session: Session, pairs: Sequence[tuple[str, date]]) -> None:
+    F = InvoiceFailureRow
+    for subscription_id, boundary in pairs:
+        session.execute(delete(F).where(col(F.subscription_id) == subscription_id,
+                                        col(F.boundary) == boundary))
+
+
+def failures(session: Session, entity: str | None = None) -> list[InvoiceFailureRow]:
+    F = InvoiceFailureRow
+    stmt = select(F).order_by(col(F.subscription_id), col(F.boundary))
+    if entity is not None:
+        stmt = stmt.where(col(F.subscription_id).in_(
+            select(col(SubscriptionRow.id)).where(col(SubscriptionRow.entity_id) == entity)))
+    return list(session.scalars(stmt))
+
+
+def failed_in_run(session: Session, run_at: datetime) -> set[tuple[str, date]]:
+    F = InvoiceFailureRow
+    stmt = select(col(F.subscription_id), col(F.boundary)).where(col(F.run_at) == run_at)
+    return {(s, b) for s, b in session.execute(stmt)}

@@ -1,18 +1,28 @@
-"""Subscriptions and the command log that makes command messages idempotent."""
+"""Subscriptions, their lifecycle commands, and the command log that makes command
+messages idempotent."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from domain.subscriptions import LifecycleCommand
 from persistence.sql import insert_ignore
-from persistence.tables import CommandLogRow, InvoiceRow, PlanMeterRow, SubscriptionRow
+from persistence.tables import (
+    CommandLogRow,
+    InvoiceRow,
+    PlanMeterRow,
+    SubscriptionCommandRow,
+    SubscriptionRow,
+)
 
 S = SubscriptionRow
+C = SubscriptionCommandRow
+SUBSCRIBE = "subscribe"  # the marker command: where a subscription's lifecycle begins
 
 
 def claim_message(session: Session, message_id: str, actor: str, now: datetime) -> bool:
@@ -30,8 +40,12 @@ def record_outcome(session: Session, message_id: str, outcome: str, detail: str)
     )
 
 
+def command_outcome(session: Session, message_id: str) -> CommandLogRow | None:
+    return session.get(CommandLogRow, message_id)
+
+
 def get(session: Session, subscription_id: str, *, lock: bool = False) -> SubscriptionRow | None:
-    return session.get(S, subscription_id, with_for_update=lock)
+    return session.get(S, subscription_id, with_for_update=lock, populate_existing=lock)
 
 
 def get_many(session: Session, ids: Sequence[str]) -> dict[str, SubscriptionRow]:
@@ -43,32 +57,89 @@ def get_many(session: Session, ids: Sequence[str]) -> dict[str, SubscriptionRow]
     return result
 
 
+def of_entity(session: Session, entity_id: str) -> list[SubscriptionRow]:
+    return list(session.scalars(select(S).where(col(S.entity_id) == entity_id)))
+
+
+def listing(session: Session, *, customer: str | None = None, entity: str | None = None,
+            limit: int = 1000) -> list[SubscriptionRow]:
+    stmt = select(S).order_by(col(S.id)).limit(limit)
+    if customer is not None:
+        stmt = stmt.where(col(S.customer_id) == customer)
+    if entity is not None:
+        stmt = stmt.where(col(S.entity_id) == entity)
+    return list(session.scalars(stmt))
+
+
 def add(session: Session, row: SubscriptionRow) -> None:
     session.add(row)
     session.flush()
 
 
 def sharing_meters(session: Session, customer_id: str, meters: frozenset[str],
-                   exclude: str | None = None) -> list[SubscriptionRow]:
-    """The customer's subscriptions whose plan charges any of ``meters``."""
+                   exclude: str | None = None) -> list[tuple[SubscriptionRow, list[str]]]:
+    """The customer's subscriptions whose plan version charges any of ``meters``, with the
+    meters they share."""
     if not meters:
         return []
-    stmt = select(S).where(
-        col(S.customer_id) == customer_id,
-        exists().where(col(PlanMeterRow.plan_id) == col(S.plan_id),
-                       col(PlanMeterRow.meter_id).in_(sorted(meters))),
-    )
+    PM = PlanMeterRow
+    stmt = select(S, col(PM.meter_id)).join(
+        PM, (col(PM.plan_id) == col(S.plan_id)) & (col(PM.version) == col(S.plan_version))
+    ).where(col(S.customer_id) == customer_id, col(PM.meter_id).in_(sorted(meters)))
     if exclude is not None:
         stmt = stmt.where(col(S.id) != exclude)
-    return list(session.scalars(stmt))
+    shared: dict[str, tuple[SubscriptionRow, list[str]]] = {}
+    for row, meter in session.execute(stmt.order_by(col(S.id), col(PM.meter_id))):
+        shared.setdefault(row.id, (row, []))[1].append(meter)
+    return list(shared.values())
 
 
-def billable(session: Session, entity_id: str, run_at: datetime) -> list[SubscriptionRow]:
-    """The entity's subscriptions that existed at ``run_at`` and have no final invoice yet."""
-    has_final = exists().where(col(InvoiceRow.subscription_id) == col(S.id), col(InvoiceRow.final))
+def add_command(session: Session, subscription_id: str, kind: str, sent_at: datetime,
+                message_id: str) -> None:
+    session.add(C(subscription_id=subscription_id, kind=kind, sent_at=sent_at,
+                  message_id=message_id))
+    session.flush()
+
+
+def lifecycle(session: Session, subscription_id: str) -> list[LifecycleCommand]:
+    """The cancels and uncancels of the subscription sent after its subscribe, in the order
+    they were sent (ties: in the order they were processed)."""
+    rows = session.execute(select(col(C.kind), col(C.sent_at)).where(
+        col(C.subscription_id) == subscription_id).order_by(col(C.sent_at), col(C.id))).all()
+    kinds = [kind for kind, _ in rows]
+    first = kinds.index(SUBSCRIBE) + 1 if SUBSCRIBE in kinds else len(rows)
+    return [LifecycleCommand(kind, at) for kind, at in rows[first:] if kind != SUBSCRIBE]
+
+
+def invoiced_from(session: Session, subscription_id: str,
+                  boundary: date) -> list[tuple[date, bool]]:
+    """(boundary, final) of the subscription's invoices at or after ``boundary``."""
+    I = InvoiceRow  # noqa: E741
+    stmt = select(col(I.boundary), col(I.final)).where(
+        col(I.subscription_id) == subscription_id, col(I.boundary) >= boundary).order_by(
+        col(I.boundary))
+    return [(b, f) for b, f in session.execute(stmt)]
+
+
+def due(session: Session, entity_id: str, run_at: datetime) -> list[SubscriptionRow]:
+    """The entity's subscriptions that existed at ``run_at`` and whose next boundary a run
+    at ``run_at`` has to deal with: an index range, however long their history."""
     stmt = (
         select(S)
-        .where(col(S.entity_id) == entity_id, col(S.created_at) <= run_at, ~has_final)
+        .where(col(S.entity_id) == entity_id, col(S.next_boundary_at) <= run_at,
+               col(S.created_at) <= run_at,
+               col(S.end_at).is_(None) | (col(S.next_boundary_at) <= col(S.end_at)))
         .order_by(col(S.id))
     )
     return list(session.scalars(stmt))
+
+
+def advance(session: Session, subscription_id: str, k: int, boundary: date,
+            at: datetime) -> None:
+    """Mark every boundary before ``b_k`` as dealt with (never moving back)."""
+    session.execute(update(S).where(col(S.id) == subscription_id, col(S.next_k) < k)
+                    .values(next_k=k, next_boundary=boundary, next_boundary_at=at))
+
+
+def count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(S)) or 0)

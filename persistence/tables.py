@@ -8,7 +8,17 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Column,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -33,18 +43,35 @@ class MeterRow(SQLModel, table=True):
 
 
 class PlanRow(SQLModel, table=True):
+    """A plan; its terms are in its versions. A changed plan gets a new version, which new
+    subscriptions take; existing ones keep the version they were sold on."""
+
     __tablename__ = "plans"
     id: str = Field(primary_key=True, max_length=255)
+    latest_version: int = 1
+
+
+class PlanVersionRow(SQLModel, table=True):
+    __tablename__ = "plan_versions"
+    plan_id: str = Field(primary_key=True, foreign_key="plans.id", max_length=255)
+    version: int = Field(primary_key=True)
     currency: str
     interval: str
     definition: dict[str, Any] = Field(sa_type=JSONType)  # domain.catalog.plan_to_dict
+    created_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class PlanMeterRow(SQLModel, table=True):
-    """Which meters a plan charges: what overlap checks and unbilled counts join on."""
+    """Which meters a plan version charges: what overlap checks, lateness and unbilled
+    counts join on."""
 
     __tablename__ = "plan_meters"
-    plan_id: str = Field(primary_key=True, foreign_key="plans.id")
+    __table_args__ = (
+        ForeignKeyConstraint(["plan_id", "version"],
+                             ["plan_versions.plan_id", "plan_versions.version"]),
+    )
+    plan_id: str = Field(primary_key=True)
+    version: int = Field(primary_key=True)
     meter_id: str = Field(primary_key=True, foreign_key="meters.id")
 
 
@@ -52,22 +79,55 @@ class CustomerRow(SQLModel, table=True):
     __tablename__ = "customers"
     id: str = Field(primary_key=True, max_length=255)
     entity_id: str = Field(foreign_key="entities.id", index=True)
-    draft_invoices: bool = False
+    draft_invoices: bool = False  # the latest setting sent (see DraftSettingRow)
     email: str | None = None
+
+
+class DraftSettingRow(SQLModel, table=True):
+    """Every draft_invoices setting of a customer with the instant it was sent (a
+    ``set_draft_invoices`` command, or a catalog file). The setting in force at an instant
+    is the latest sent by then, whatever order the messages were processed in."""
+
+    __tablename__ = "draft_settings"
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: str = Field(foreign_key="customers.id", index=True)
+    sent_at: datetime = Field(sa_type=UTCDateTime)
+    value: bool
 
 
 class SubscriptionRow(SQLModel, table=True):
     __tablename__ = "subscriptions"
+    __table_args__ = (Index("ix_subscriptions_due", "entity_id", "next_boundary_at"),)
     id: str = Field(primary_key=True, max_length=255)
     customer_id: str = Field(foreign_key="customers.id", index=True)
-    entity_id: str = Field(foreign_key="entities.id", index=True)
+    entity_id: str = Field(foreign_key="entities.id")
     plan_id: str = Field(foreign_key="plans.id")
+    plan_version: int  # the version of the plan it was sold on (plan_versions)
     start: date
     start_at: datetime = Field(sa_type=UTCDateTime)  # b_0 00:00 local
     end: date | None = None  # set by cancel: the end boundary
     end_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     discount: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
-    created_at: datetime = Field(sa_type=UTCDateTime)
+    sent_at: datetime = Field(sa_type=UTCDateTime)  # when the subscribe was sent
+    created_at: datetime = Field(sa_type=UTCDateTime)  # when it was applied
+    # The first boundary no bill run has dealt with yet (k, date, its instant): what a run
+    # looks at instead of the whole history of the subscription's invoices.
+    next_k: int = 0
+    next_boundary: date
+    next_boundary_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class SubscriptionCommandRow(SQLModel, table=True):
+    """A cancel or uncancel that was accepted, with the instant it was sent: a
+    subscription's end is derived from these in the order they were sent. A command for a
+    subscription not created yet is kept too, for when it is."""
+
+    __tablename__ = "subscription_commands"
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: str = Field(index=True, max_length=255)
+    kind: str  # cancel | uncancel
+    sent_at: datetime = Field(sa_type=UTCDateTime)
+    message_id: str
 
 
 class UsageEventRow(SQLModel, table=True):
@@ -92,7 +152,7 @@ class RejectedUsageRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     key: str | None = Field(default=None, sa_type=Text, index=True)
     reason: str = Field(sa_type=Text)
-    payload: Any = Field(sa_type=JSONType)
+    payload: str = Field(sa_type=Text)  # the raw event as JSON text: anything can be stored
     received_at: datetime = Field(sa_type=UTCDateTime)
     message_id: str | None = None
 
@@ -142,6 +202,7 @@ class InvoiceRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     subscription_id: str = Field(foreign_key="subscriptions.id", index=True)
     boundary: date
+    plan_version: int  # the version of the plan it was computed with
     entity_id: str = Field(foreign_key="entities.id")
     customer_id: str = Field(foreign_key="customers.id")
     currency: str
@@ -173,13 +234,32 @@ class InvoiceLineRow(SQLModel, table=True):
 
 class BillRunRow(SQLModel, table=True):
     """A claimed bill run: one row per (entity, local date), so two schedulers never run it
-    twice."""
+    twice. Its progress — claimed, sent (its ``bill_run`` message enqueued), done (a run
+    found nothing left to issue) — lets every tick send again what is not done."""
 
     __tablename__ = "bill_runs"
     entity_id: str = Field(primary_key=True, foreign_key="entities.id")
     local_date: date = Field(primary_key=True)
     run_at: datetime = Field(sa_type=UTCDateTime)
     claimed_at: datetime = Field(sa_type=UTCDateTime)
+    status: str = Field(default="claimed", index=True)  # claimed | sent | done
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    done_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class InvoiceFailureRow(SQLModel, table=True):
+    """An invoice a bill run could not compute (its subscription's data cannot be billed),
+    kept with the error for the operator. The rest of its run is issued; the next run tries
+    it again, and an invoice issued removes its failure."""
+
+    __tablename__ = "invoice_failures"
+    subscription_id: str = Field(primary_key=True, max_length=255)
+    boundary: date = Field(primary_key=True)
+    run_at: datetime = Field(sa_type=UTCDateTime)  # the latest run that tried it
+    error: str = Field(sa_type=Text)
+    attempts: int = 1
+    first_failed_at: datetime = Field(sa_type=UTCDateTime)
+    last_failed_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class InvoiceCounterRow(SQLModel, table=True):
@@ -197,7 +277,9 @@ class DeadLetterRow(SQLModel, table=True):
     message_id: str = Field(primary_key=True)
     queue_name: str
     actor_name: str
-    message: dict[str, Any] = Field(sa_type=JSONType)
+    # The message as the broker's JSON text (ASCII, every character escaped), so that any
+    # payload can be stored — NUL and lone surrogates included.
+    message: str = Field(sa_type=Text)
     error: str = Field(default="", sa_type=Text)
     failed_at: datetime = Field(sa_type=UTCDateTime)
 

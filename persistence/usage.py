@@ -119,8 +119,8 @@ def store_rejections(session: Session, rejections: Sequence[Rejection], now: dat
     if rejections:
         session.execute(
             insert(RejectedUsageRow),
-            [{"key": r.key, "reason": r.reason, "payload": r.payload, "received_at": now,
-              "message_id": message_id} for r in rejections],
+            [{"key": r.key, "reason": r.reason, "payload": payload_text(r.payload),
+              "received_at": now, "message_id": message_id} for r in rejections],
         )
 
 
@@ -235,7 +235,7 @@ def count_unbilled(session: Session) -> int:
     billed = (
         select(literal(1))
         .select_from(S)
-        .join(PM, col(PM.plan_id) == col(S.plan_id))
+        .join(PM, (col(PM.plan_id) == col(S.plan_id)) & (col(PM.version) == col(S.plan_version)))
         .where(
             col(S.customer_id) == col(E.customer_id),
             col(PM.meter_id) == col(E.meter_id),
@@ -253,4 +253,10 @@ def rejected(session: Session, limit: int = 100) -> list[RejectedUsageRow]:
 
 def rejected_payload(session: Session, rejected_id: int) -> Any:
     row = session.get(RejectedUsageRow, rejected_id)
-    return None if row is None else row.payload
+    return None if row is None else json.loads(row.payload)
+
+
+def payload_text(payload: Any) -> str:
+    """A raw payload as JSON text in ASCII: every character escaped, so that any input —
+    NUL or a lone surrogate included — can be stored (JSONB and text columns refuse NUL)."""
+    return json.dumps(payload, ensure_ascii=True, default=str)

@@ -22,13 +22,14 @@ from dramatiq.brokers.stub import StubBroker
 
 from domain.documents import invoice_document
 from domain.periods import bill_run_instant, zone
-from persistence import catalog as catalog_repo
+from domain.validation import EARLIEST
 from persistence import db
 from persistence import invoices as invoices_repo
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from scheduler.scenario import Action, Scenario
 from scheduler.tick import tick
+from services import catalog as catalog_service
 from services import clock, deliveries
 from workers import actors
 from workers.broker import QUEUE, FailureRecorder, stub_broker, use
@@ -146,7 +147,7 @@ def replay(scenario: Scenario, *, database_url: str | None = None,
                      schema=f"replay_{run_id}")
         db.create_schema()
         with unit_of_work() as session:
-            catalog_repo.apply_catalog(session, scenario.catalog)
+            catalog_service.apply(session, scenario.catalog, EARLIEST)
         previous_outbox = deliveries.use_outbox(outbox or Path(tmp) / "outbox")
         broker = use(broker or stub_broker())
         failures = FailureRecorder()

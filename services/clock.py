@@ -29,6 +29,10 @@ def now() -> datetime:
     return _clock.now()
 
 
+def is_simulated() -> bool:
+    return isinstance(_clock, SimulatedClock)
+
+
 def use(clock: Clock) -> None:
     global _clock
     _clock = clock

@@ -26,7 +26,7 @@ log = structlog.get_logger("billing")
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # applied | unchanged | refused
+    status: str  # applied | unchanged | refused | pending
     detail: str = ""
     deliver: tuple[int, ...] = ()  # invoices sent by it: to deliver once it is committed
 
@@ -43,6 +43,11 @@ def refused(detail: str) -> Outcome:
     return Outcome("refused", detail)
 
 
+def pending(detail: str) -> Outcome:
+    """Kept, changing nothing yet: a command for a subscription not created so far."""
+    return Outcome("pending", detail)
+
+
 def run_command(actor: str, handler: Callable[[Session, datetime], Outcome], *,
                 message_id: str | None = None, **ids: Any) -> Outcome:
     bound = log.bind(actor=actor, message_id=message_id, **ids)
@@ -54,8 +59,8 @@ def run_command(actor: str, handler: Callable[[Session, datetime], Outcome], *,
         outcome = handler(session, now)
         if message_id is not None:
             log_repo.record_outcome(session, message_id, outcome.status, outcome.detail)
-    if outcome.status == "refused":
-        bound.warning(f"{actor} refused", reason=outcome.detail)
+    if outcome.status in ("refused", "pending"):
+        bound.warning(f"{actor} {outcome.status}", reason=outcome.detail)
     else:
         bound.info(f"{actor} {outcome.status}", detail=outcome.detail or None)
     return outcome

@@ -1,5 +1,11 @@
 """Bill runs and invoices: what a run must issue, issuing a chunk of (subscription,
-boundary) pairs, release and regeneration of drafts, and the preview (SPEC §7, §8, §10)."""
+boundary) pairs, release and regeneration of drafts, and the preview (SPEC §7, §8, §10).
+
+A run looks only at each subscription's next boundary (``next_k``), never at its history.
+A subscription whose invoice cannot be computed (its data cannot be billed) is isolated:
+the failure is recorded for the operator, the rest of its run is issued, and the next run
+tries it again.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +15,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+import structlog
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from domain.catalog import Entity, Plan
-from domain.invoices import (
-    ComposedInvoice,
-    Terms,
-    compose_invoice,
-    due_boundaries,
-    next_boundary_after,
-)
+from domain.invoices import ComposedInvoice, Terms, compose_invoice, next_boundary_after, reached
 from domain.periods import bill_run_instant, boundary_index, midnight
 from domain.subscriptions import parse_discount
 from domain.validation import Invalid, parse_date
+from persistence import billruns
 from persistence import catalog as catalog_repo
 from persistence import invoices as invoices_repo
 from persistence import subscriptions as subs_repo
@@ -31,13 +34,27 @@ from persistence.tables import SubscriptionRow
 from persistence.usage import Period
 from services import deliveries
 from services.commands import Outcome, applied, refused
+from services.outages import is_infrastructure
 
 CHUNK = 250  # (subscription, boundary) pairs per issue_invoices message
+log = structlog.get_logger("billing")
 
 
 def terms_of(row: SubscriptionRow, plan: Plan) -> Terms:
     discount = parse_discount(row.discount, "discount") if row.discount else None
     return Terms(start=row.start, end=row.end, plan=plan, discount=discount)
+
+
+def plan_of(session: Session, row: SubscriptionRow) -> Plan:
+    """The version of the plan the subscription was sold on."""
+    plan = catalog_repo.plan(session, row.plan_id, row.plan_version)
+    if plan is None:
+        raise Invalid("plan", f"{row.plan_id!r} version {row.plan_version} is not stored")
+    return plan
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
 
 
 @dataclass(frozen=True)
@@ -48,9 +65,10 @@ class ToCompose:
 
 
 def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
-                 ingested_by: datetime) -> list[ComposedInvoice | None]:
+                 ingested_by: datetime) -> list[ComposedInvoice | Exception | None]:
     """Compose the invoices at ``b_k`` of many subscriptions of one entity, aggregating
-    their closing periods set-wise (one round of ``GROUP BY`` per distinct period)."""
+    their closing periods set-wise (one round of ``GROUP BY`` per distinct period). An item
+    that cannot be composed gets its exception instead (the others are unaffected)."""
     meters = catalog_repo.meters(session)
     periods: dict[Period, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
     item_period: list[Period | None] = []
@@ -70,92 +88,234 @@ def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
                                           [meters[m] for m in sorted(meter_ids)])
         for period, (customers, meter_ids) in periods.items()
     }
-    composed: list[ComposedInvoice | None] = []
+    composed: list[ComposedInvoice | Exception | None] = []
     for item, closing in zip(items, item_period, strict=True):
         usage: dict[str, Decimal] = {}
         if closing is not None:
             totals = aggregated[closing]
             usage = {c.id: totals[(item.row.customer_id, c.meter)]
                      for c in item.plan.usage_charges}
-        composed.append(compose_invoice(terms_of(item.row, item.plan), item.k, usage))
+        try:
+            composed.append(compose_invoice(terms_of(item.row, item.plan), item.k, usage))
+        except Exception as exc:  # this subscription's data cannot be billed
+            composed.append(exc)
     return composed
 
 
 def compute(session: Session, row: SubscriptionRow, plan: Plan, entity: Entity, k: int,
             ingested_by: datetime) -> ComposedInvoice | None:
     """Aggregate period k−1 in SQL and compose the invoice at ``b_k``."""
-    return compute_many(session, entity, [ToCompose(row, plan, k)], ingested_by)[0]
+    result = compute_many(session, entity, [ToCompose(row, plan, k)], ingested_by)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
-def due_invoices(session: Session, entity: Entity, run_at: datetime) -> list[tuple[str, date]]:
-    """(subscription, boundary) pairs the run at ``run_at`` must issue and that do not exist,
-    in (subscription, boundary) order."""
-    subs = subs_repo.billable(session, entity.id, run_at)
-    invoiced = invoices_repo.invoiced_boundaries(session, [s.id for s in subs])
-    plans = catalog_repo.plans(session, {s.plan_id for s in subs})
+# ---------------------------------------------------------------------------- bill runs
+
+
+@dataclass(frozen=True)
+class BillRun:
+    entity: str
+    run_at: datetime
+    due: list[tuple[str, date]]
+
+
+def due_invoices(session: Session, entity: Entity, run_at: datetime,
+                 now: datetime) -> list[tuple[str, date]]:
+    """(subscription, boundary) pairs the run at ``run_at`` must issue, in (subscription,
+    boundary) order: from each subscription's next boundary on, never its history. A
+    subscription with nothing to issue moves its next boundary on; one whose data cannot be
+    billed is recorded as failed for this run (the next run tries again)."""
+    subs = subs_repo.due(session, entity.id, run_at)
+    plans = catalog_repo.plans(session, {(s.plan_id, s.plan_version) for s in subs})
+    failed = invoices_repo.failed_in_run(session, run_at)
     due: list[tuple[str, date]] = []
     for sub in subs:
-        for _, b in due_boundaries(terms_of(sub, plans[sub.plan_id]), entity.timezone, run_at):
-            if b not in invoiced.get(sub.id, set()):
-                due.append((sub.id, b))
+        try:
+            plan = plans.get((sub.plan_id, sub.plan_version)) or plan_of(session, sub)
+            terms = terms_of(sub, plan)
+            boundaries = reached(terms, entity.timezone, run_at, sub.next_k)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            invoices_repo.record_failure(session, sub.id, sub.next_boundary, run_at,
+                                         _error(exc), now)
+            continue
+        with_lines = [(k, b) for k, b in boundaries if terms.has_lines(k)]
+        if not with_lines and boundaries:  # e.g. the opening invoice of a usage-only plan
+            k = boundaries[-1][0] + 1
+            subs_repo.advance(session, sub.id, k, terms.boundary(k),
+                              midnight(terms.boundary(k), entity.timezone))
+        for _, b in with_lines:
+            if (sub.id, b) in failed:
+                break  # this run failed it already; later boundaries wait behind it
+            due.append((sub.id, b))
     return due
+
+
+def plan_bill_run(entity: str, local_date: date, now: datetime) -> BillRun | Outcome:
+    """What the entity's bill run of ``local_date`` (08:15 local) must issue, or why it
+    cannot run (an unknown entity, a run that has not come yet)."""
+    with unit_of_work() as session:
+        found = catalog_repo.entity(session, entity)
+        if found is None:
+            return refused(f"bill-run: {entity!r} is not a known entity")
+        run_at = bill_run_instant(local_date, found.timezone)
+        if run_at > now:
+            return refused(f"bill-run: the {local_date} run is at {run_at.isoformat()}, "
+                           "which has not come yet")
+        return BillRun(entity, run_at, due_invoices(session, found, run_at, now))
+
+
+def finish_bill_run(entity: str, local_date: date, now: datetime) -> None:
+    """The run's work is all sent (the issue messages are the broker's to deliver): the
+    claim is done, and no tick sends it again."""
+    with unit_of_work() as session:
+        billruns.mark_done(session, entity, local_date, now)
+
+
+def _store(session: Session, new: list[invoices_repo.NewInvoice], issued_at: datetime,
+           now: datetime) -> tuple[dict[tuple[str, date], int], dict[tuple[str, date], str]]:
+    """Insert the invoices in bulk; if the database refuses one of them, insert them one
+    by one so that only that one fails. The ids inserted, and the errors."""
+    try:
+        with session.begin_nested():
+            return invoices_repo.add_many(session, new, issued_at=issued_at,
+                                          computed_at=now), {}
+    except DBAPIError as exc:
+        if is_infrastructure(exc):
+            raise
+    ids: dict[tuple[str, date], int] = {}
+    errors: dict[tuple[str, date], str] = {}
+    for n in new:
+        try:
+            with session.begin_nested():
+                ids.update(invoices_repo.add_many(session, [n], issued_at=issued_at,
+                                                  computed_at=now))
+        except DBAPIError as exc:
+            if is_infrastructure(exc):
+                raise
+            errors[(n.subscription, n.invoice.boundary)] = _error(exc.orig or exc)
+    return ids, errors
 
 
 def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
           issued_at: datetime) -> list[Outcome]:
-    """Issue the invoices of ``pairs`` (in their order) that do not exist yet, in one
-    transaction: bulk insert, then the sent ones numbered under one counter lock."""
+    """Issue the invoices of ``pairs`` that do not exist yet, in one transaction: each
+    subscription's boundaries in order (a later one sees the earlier ones), inserted in
+    bulk, then the sent ones numbered in the order of ``pairs`` under one counter lock.
+    A subscription whose invoice cannot be computed or stored is recorded as failed; the
+    others are issued."""
     subs = subs_repo.get_many(session, [s for s, _ in pairs])
-    invoiced = invoices_repo.invoiced_boundaries(session, list(subs))
-    plans = catalog_repo.plans(session, {r.plan_id for r in subs.values()})
-    customers = catalog_repo.customers(session, {r.customer_id for r in subs.values()})
-    outcomes: list[Outcome] = []
-    todo: dict[str, list[tuple[int, ToCompose]]] = defaultdict(list)  # by entity
+    exists = invoices_repo.existing(session, pairs)
+    plans = catalog_repo.plans(session, {(r.plan_id, r.plan_version) for r in subs.values()})
+    drafts = catalog_repo.drafts_at(session, {r.customer_id for r in subs.values()}, issued_at)
+    entities = {e: catalog_repo.entity(session, e) for e in {r.entity_id for r in subs.values()}}
+    outcomes: list[Outcome] = [refused(f"{s}@{b}: unknown subscription") for s, b in pairs]
+    failed: dict[str, str] = {}  # subscription -> error: its later boundaries wait
+    rounds: dict[int, list[tuple[int, ToCompose]]] = defaultdict(list)
+    position: dict[str, int] = defaultdict(int)
+    advance: dict[str, tuple[int, Terms]] = {}
+
+    def fail(index: int, row: SubscriptionRow, boundary: date, error: str) -> None:
+        failed[row.id] = error
+        invoices_repo.record_failure(session, row.id, boundary, issued_at, error, now)
+        outcomes[index] = refused(f"{row.id}@{boundary}: cannot be invoiced: {error}")
+
     for index, (subscription, boundary) in enumerate(pairs):
         row = subs.get(subscription)
-        outcomes.append(refused(f"{subscription}@{boundary}: unknown subscription"))
         if row is None:
             continue
         if row.created_at > issued_at:
             outcomes[index] = refused(
                 f"{subscription}@{boundary}: did not exist at {issued_at.isoformat()}")
             continue
-        if boundary in invoiced.get(subscription, set()):
-            outcomes[index] = Outcome("unchanged", f"{subscription}@{boundary}: exists")
+        try:
+            plan = plans.get((row.plan_id, row.plan_version)) or plan_of(session, row)
+            terms = terms_of(row, plan)
+            k = boundary_index(row.start, plan.interval, boundary)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            fail(index, row, boundary, _error(exc))
             continue
-        plan = plans[row.plan_id]
-        k = boundary_index(row.start, plan.interval, boundary)
-        if k is None or not terms_of(row, plan).reaches(boundary):
+        if k is None or not terms.reaches(boundary):
             outcomes[index] = refused(
                 f"{subscription}@{boundary}: not a boundary the subscription reaches")
             continue
-        todo[row.entity_id].append((index, ToCompose(row, plan, k)))
-    for entity_id, items in todo.items():
-        entity = catalog_repo.entity(session, entity_id)
-        assert entity is not None
-        composed = compute_many(session, entity, [item for _, item in items], now)
-        new = [
-            invoices_repo.NewInvoice(item.row.id, entity_id, item.row.customer_id, invoice)
-            for (_, item), invoice in zip(items, composed, strict=True) if invoice is not None
-        ]
-        ids = invoices_repo.add_many(session, new, issued_at=issued_at, computed_at=now)
-        to_send = [ids[(n.subscription, n.invoice.boundary)] for n in new
-                   if (n.subscription, n.invoice.boundary) in ids
-                   and not customers[n.customer].draft_invoices]
-        numbers = dict(zip(to_send, invoices_repo.send_many(
-            session, entity_id, entity.invoice_prefix, to_send, now), strict=True))
-        for (index, item), invoice in zip(items, composed, strict=True):
-            label = f"{item.row.id}@{pairs[index][1]}"
-            if invoice is None:
-                outcomes[index] = Outcome("unchanged", f"{label}: no line to invoice")
-            elif (item.row.id, invoice.boundary) not in ids:
-                outcomes[index] = Outcome("unchanged", f"{label}: exists")
+        if (subscription, boundary) in exists:
+            outcomes[index] = Outcome("unchanged", f"{subscription}@{boundary}: exists")
+            if k + 1 > advance.get(subscription, (0, terms))[0]:
+                advance[subscription] = (k + 1, terms)
+            continue
+        rounds[position[subscription]].append((index, ToCompose(row, plan, k)))
+        position[subscription] += 1
+
+    issued: dict[int, tuple[int, invoices_repo.NewInvoice]] = {}  # pair index -> (id, new)
+    for turn in sorted(rounds):  # a subscription's boundaries in order, round by round
+        new: list[tuple[int, invoices_repo.NewInvoice]] = []
+        by_entity: dict[str, list[tuple[int, ToCompose]]] = defaultdict(list)
+        for index, item in rounds[turn]:
+            if item.row.id in failed:
+                outcomes[index] = refused(f"{item.row.id}@{pairs[index][1]}: waits for an "
+                                          f"earlier boundary that failed: {failed[item.row.id]}")
             else:
-                invoice_id = ids[(item.row.id, invoice.boundary)]
-                number = numbers.get(invoice_id)
-                state = f"sent {number}" if number else "draft"
-                outcomes[index] = applied(f"{label}: {state}, total {invoice.total}",
-                                          deliver=(invoice_id,) if number else ())
+                by_entity[item.row.entity_id].append((index, item))
+        for entity_id, items in by_entity.items():
+            entity = entities[entity_id]
+            assert entity is not None
+            composed = compute_many(session, entity, [item for _, item in items], now)
+            for (index, item), invoice in zip(items, composed, strict=True):
+                label = f"{item.row.id}@{pairs[index][1]}"
+                if isinstance(invoice, Exception):
+                    if is_infrastructure(invoice):
+                        raise invoice
+                    fail(index, item.row, pairs[index][1], _error(invoice))
+                    continue
+                advance[item.row.id] = (item.k + 1, terms_of(item.row, item.plan))
+                if invoice is None:
+                    outcomes[index] = Outcome("unchanged", f"{label}: no line to invoice")
+                else:
+                    new.append((index, invoices_repo.NewInvoice(
+                        item.row.id, entity_id, item.row.customer_id, item.row.plan_version,
+                        invoice)))
+        ids, errors = _store(session, [n for _, n in new], issued_at, now)
+        for index, n in new:
+            key = (n.subscription, n.invoice.boundary)
+            if key in ids:
+                issued[index] = (ids[key], n)
+            elif key in errors:
+                row = subs[n.subscription]
+                advance[row.id] = (advance[row.id][0] - 1, advance[row.id][1])
+                fail(index, row, n.invoice.boundary, errors[key])
+            else:
+                outcomes[index] = Outcome("unchanged", f"{n.subscription}@"
+                                                       f"{n.invoice.boundary}: exists")
+
+    numbers: dict[int, str] = {}  # invoice id -> number
+    to_send: dict[str, list[int]] = defaultdict(list)  # by entity, in the order of pairs
+    for index in sorted(issued):
+        invoice_id, n = issued[index]
+        if not drafts.get(n.customer, False):
+            to_send[n.entity].append(invoice_id)
+    for entity_id, invoice_ids in to_send.items():
+        entity = entities[entity_id]
+        assert entity is not None
+        numbers.update(zip(invoice_ids, invoices_repo.send_many(
+            session, entity_id, entity.invoice_prefix, invoice_ids, now), strict=True))
+    for index, (invoice_id, n) in issued.items():
+        sent_as = numbers.get(invoice_id)
+        state = f"sent {sent_as}" if sent_as else "draft"
+        outcomes[index] = applied(f"{n.subscription}@{n.invoice.boundary}: {state}, total "
+                                  f"{n.invoice.total}", deliver=(invoice_id,) if sent_as else ())
+    invoices_repo.clear_failures(session, [(n.subscription, n.invoice.boundary)
+                                           for _, n in issued.values()])
+    for subscription, (k, terms) in advance.items():
+        entity = entities[subs[subscription].entity_id]
+        assert entity is not None
+        b = terms.boundary(k)
+        subs_repo.advance(session, subscription, k, b, midnight(b, entity.timezone))
     return outcomes
 
 
@@ -164,6 +324,45 @@ def issue_chunk(pairs: Sequence[tuple[str, date]], issued_at: datetime,
     """``issue`` in a transaction of its own (what one ``issue_invoices`` message does)."""
     with unit_of_work() as session:
         return issue(session, now, pairs, issued_at)
+
+
+def run_bill_run_now(entity: str, local_date: date,
+                     now: datetime) -> tuple[list[Outcome], list[Outcome]]:
+    """An entity's bill run of ``local_date`` done here and now, chunk by chunk, each sent
+    invoice delivered right after its chunk commits (what ``billing bill-run`` does).
+    Idempotent: what exists is not issued again. The outcomes of issuing, and of delivering.
+    """
+    planned = plan_bill_run(entity, local_date, now)
+    if isinstance(planned, Outcome):
+        return [planned], []
+    due, run_at = planned.due, planned.run_at
+    issued: list[Outcome] = []
+    delivered: list[Outcome] = []
+    for start in range(0, len(due), CHUNK):
+        chunk = issue_chunk(due[start:start + CHUNK], run_at, now)
+        issued.extend(chunk)
+        delivered.extend(deliveries.deliver_now(i) for o in chunk for i in o.deliver)
+    finish_bill_run(entity, local_date, now)
+    return issued, delivered
+
+
+@dataclass(frozen=True)
+class Failure:
+    subscription: str
+    boundary: date
+    run_at: datetime
+    error: str
+    attempts: int
+
+
+def failures(entity: str | None = None) -> list[Failure]:
+    """Invoices that could not be computed, with their error (the next run tries again)."""
+    with unit_of_work() as session:
+        return [Failure(r.subscription_id, r.boundary, r.run_at, r.error, r.attempts)
+                for r in invoices_repo.failures(session, entity)]
+
+
+# ---------------------------------------------------------------------------- drafts
 
 
 def _draft(session: Session, subscription: str, boundary: str,
@@ -198,57 +397,24 @@ def do_regenerate(session: Session, now: datetime, subscription: str, boundary: 
     if isinstance(found, Outcome):
         return found
     invoice_id, row = found
-    plan = catalog_repo.plan(session, row.plan_id)
+    plan = plan_of(session, row)
     entity = catalog_repo.entity(session, row.entity_id)
-    assert plan is not None and entity is not None
+    assert entity is not None
     k = boundary_index(row.start, plan.interval, parse_date(boundary, "boundary"))
     assert k is not None
-    composed = compute(session, row, plan, entity, k, now)
+    try:
+        composed = compute(session, row, plan, entity, k, now)
+    except Exception as exc:
+        if is_infrastructure(exc):
+            raise
+        return refused(f"regenerate: the invoice cannot be computed: {_error(exc)}")
     if composed is None:
         return refused("regenerate: the invoice would have no line")
     invoices_repo.replace_draft(session, invoice_id, composed, now)
     return applied(f"recomputed, total {composed.total}")
 
 
-@dataclass(frozen=True)
-class BillRun:
-    entity: str
-    run_at: datetime
-    due: list[tuple[str, date]]
-
-
-def plan_bill_run(entity: str, local_date: date, now: datetime) -> BillRun | Outcome:
-    """What the entity's bill run of ``local_date`` (08:15 local) must issue, or why it
-    cannot run (an unknown entity, a run that has not come yet)."""
-    with unit_of_work() as session:
-        found = catalog_repo.entity(session, entity)
-        if found is None:
-            return refused(f"bill-run: {entity!r} is not a known entity")
-        run_at = bill_run_instant(local_date, found.timezone)
-        if run_at > now:
-            return refused(f"bill-run: the {local_date} run is at {run_at.isoformat()}, "
-                           "which has not come yet")
-        return BillRun(entity, run_at, due_invoices(session, found, run_at))
-
-
-def run_bill_run_now(entity: str, local_date: date,
-                     now: datetime) -> tuple[list[Outcome], list[Outcome]]:
-    """An entity's bill run of ``local_date`` done here and now, chunk by chunk, each sent
-    invoice delivered right after its chunk commits (what ``billing bill-run`` does).
-    Idempotent: what exists is not issued again. The outcomes of issuing, and of delivering.
-    """
-    planned = plan_bill_run(entity, local_date, now)
-    if isinstance(planned, Outcome):
-        return [planned], []
-    due, run_at = planned.due, planned.run_at
-    issued: list[Outcome] = []
-    delivered: list[Outcome] = []
-    for start in range(0, len(due), CHUNK):
-        with unit_of_work() as session:
-            chunk = issue(session, now, due[start:start + CHUNK], run_at)
-        issued.extend(chunk)
-        delivered.extend(deliveries.deliver_now(i) for o in chunk for i in o.deliver)
-    return issued, delivered
+# ---------------------------------------------------------------------------- preview
 
 
 def preview(subscription: str, at: datetime) -> ComposedInvoice:
@@ -258,9 +424,9 @@ def preview(subscription: str, at: datetime) -> ComposedInvoice:
         row = subs_repo.get(session, subscription)
         if row is None:
             raise Invalid("subscription", f"{subscription!r} is not a known subscription")
-        plan = catalog_repo.plan(session, row.plan_id)
+        plan = plan_of(session, row)
         entity = catalog_repo.entity(session, row.entity_id)
-        assert plan is not None and entity is not None
+        assert entity is not None
         k, boundary = next_boundary_after(terms_of(row, plan), entity.timezone, at)
         if row.end is not None and boundary > row.end:
             raise Invalid("subscription", f"{subscription!r} ended on {row.end}")

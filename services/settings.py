@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,7 +15,9 @@ class Settings(BaseSettings):
 
     # SQLite file by default; e.g. postgresql://user@127.0.0.1:5432/billing for production.
     database_url: str = "sqlite:///billing.db"
-    # Redis URL for the production broker; unset means an in-process broker.
+    # The production broker: redis://… or amqp://… (RabbitMQ). BILLING_REDIS_URL is read
+    # when BILLING_BROKER_URL is unset. Without either, sending a message fails loudly.
+    broker_url: str | None = None
     redis_url: str | None = None
     # Redis key namespace of the broker's queues.
     queue_namespace: str = "billing"
@@ -50,6 +53,16 @@ class Settings(BaseSettings):
     email_from: str = "billing@localhost"
     # Seconds between scheduler ticks.
     tick_seconds: float = 30.0
+    # A bill run sent but not done (its bill_run message not processed) is sent again after
+    # this many seconds: its message may have been lost.
+    bill_run_resend_seconds: float = 300.0
+
+
+    @model_validator(mode="after")
+    def _redis_url_names_the_broker(self) -> Settings:
+        if not self.broker_url and self.redis_url:
+            self.broker_url = self.redis_url
+        return self
 
 
 @cache

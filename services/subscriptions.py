@@ -1,41 +1,69 @@
-"""Subscription commands: subscribe, cancel, uncancel, and the customer's draft setting."""
+"""Subscription commands: subscribe, cancel, uncancel, and the customer's draft setting.
+
+Two rules keep a customer from being billed twice (issue #8):
+
+- **Serialized per customer.** Every command that can make two subscriptions of a
+  customer overlap (subscribe, and any cancel or uncancel that lengthens a lifetime) first
+  locks the customer's row, then checks for overlaps and writes. Two such commands for one
+  customer never interleave, on any number of workers.
+- **In the order sent.** A command carries the instant the application sent it
+  (``sent_at``). A subscription's end is derived from all its cancels and uncancels taken
+  in that order (``domain.subscriptions.end_from_commands``), so a command processed late
+  cannot undo a newer one; the latest draft setting sent wins the same way. A cancel or
+  uncancel that arrives before its subscription's subscribe is kept and applies once the
+  subscription exists (if it was sent after the subscribe).
+
+A change that would contradict an invoice already issued (an uncancel processed after the
+final invoice, a cancel whose end falls before an issued invoice) is refused with that
+reason: issued invoices are facts.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from domain.catalog import Plan
-from domain.periods import cancellation_end, midnight
-from domain.subscriptions import lifetimes_overlap, parse_subscribe
+from domain.periods import midnight
+from domain.subscriptions import (
+    CANCEL,
+    UNCANCEL,
+    LifecycleCommand,
+    end_from_commands,
+    lifetimes_overlap,
+    parse_subscribe,
+)
 from domain.validation import Invalid
 from persistence import catalog as catalog_repo
 from persistence import subscriptions as subs_repo
 from persistence.tables import SubscriptionRow
-from services.commands import Outcome, applied, refused, unchanged
+from services.commands import Outcome, applied, pending, refused, unchanged
 
 
-def _overlap(session: Session, customer: str, plan: Plan, start: Any, end: Any,
+def _overlap(session: Session, customer: str, plan: Plan, start: date, end: date | None,
              exclude: str | None = None) -> str | None:
     """Why a lifetime ``[start, end)`` on ``plan`` would overlap another subscription of the
     customer that charges a same meter, or None."""
-    for other in subs_repo.sharing_meters(session, customer, plan.meters, exclude):
+    for other, shared in subs_repo.sharing_meters(session, customer, plan.meters, exclude):
         if lifetimes_overlap(start, end, other.start, other.end):
-            other_plan = catalog_repo.plan(session, other.plan_id)
-            shared = sorted(plan.meters & (other_plan.meters if other_plan else frozenset()))
             until = f"until {other.end}" if other.end else "with no end"
             return (f"overlaps subscription {other.id!r} (from {other.start} {until}) "
                     f"on meter {', '.join(shared)}")
     return None
 
 
-def do_subscribe(session: Session, now: datetime, request: dict[str, Any]) -> Outcome:
+def do_subscribe(session: Session, now: datetime, request: dict[str, Any],
+                 sent_at: datetime | None = None, message_id: str = "") -> Outcome:
     try:
         req = parse_subscribe(request)
     except Invalid as exc:
         return refused(str(exc))
+    sent_at = sent_at or now
+    customer = catalog_repo.customer(session, req.customer, lock=True)
+    if customer is None:
+        return refused(f"subscribe.customer: {req.customer!r} is not a known customer")
     existing = subs_repo.get(session, req.id)
     if existing is not None:
         same = (existing.customer_id, existing.plan_id, existing.start, existing.discount) == (
@@ -43,60 +71,108 @@ def do_subscribe(session: Session, now: datetime, request: dict[str, Any]) -> Ou
         if same:
             return unchanged(f"subscription {req.id!r} exists with these terms")
         return refused(f"subscribe.id: subscription {req.id!r} exists with other terms")
-    customer = catalog_repo.customer(session, req.customer, lock=True)
-    if customer is None:
-        return refused(f"subscribe.customer: {req.customer!r} is not a known customer")
-    plan = catalog_repo.plan(session, req.plan)
-    if plan is None:
+    latest = catalog_repo.latest_plan(session, req.plan)
+    if latest is None:
         return refused(f"subscribe.plan: {req.plan!r} is not a known plan")
+    version, plan = latest
     entity = catalog_repo.entity(session, customer.entity)
     assert entity is not None
     reason = _overlap(session, customer.id, plan, req.start, None)
     if reason:
         return refused(f"subscribe {req.id!r} {reason}")
-    subs_repo.add(session, SubscriptionRow(
+    start_at = midnight(req.start, entity.timezone)
+    row = SubscriptionRow(
         id=req.id, customer_id=customer.id, entity_id=entity.id, plan_id=plan.id,
-        start=req.start, start_at=midnight(req.start, entity.timezone),
-        discount=req.discount.to_dict() if req.discount else None, created_at=now,
-    ))
-    return applied(f"{req.id} on {plan.id} from {req.start}")
+        plan_version=version, start=req.start, start_at=start_at,
+        discount=req.discount.to_dict() if req.discount else None, sent_at=sent_at,
+        created_at=now, next_k=0, next_boundary=req.start, next_boundary_at=start_at,
+    )
+    subs_repo.add(session, row)
+    subs_repo.add_command(session, req.id, subs_repo.SUBSCRIBE, sent_at, message_id)
+    detail = f"{req.id} on {plan.id} (version {version}) from {req.start}"
+    # cancels and uncancels sent after this subscribe that were processed before it
+    later = subs_repo.lifecycle(session, req.id)
+    if later:
+        row.end = end_from_commands(row.start, plan.interval, entity.timezone, later)
+        row.end_at = None if row.end is None else midnight(row.end, entity.timezone)
+        detail += f", ends {row.end}" if row.end else ""
+    return applied(detail)
 
 
-def do_cancel(session: Session, now: datetime, subscription: str) -> Outcome:
+def _contradiction(session: Session, row: SubscriptionRow, new_end: date | None) -> str | None:
+    """Why moving the end of ``row`` to ``new_end`` would contradict an issued invoice."""
+    old_end = row.end
+    earliest = min(d for d in (old_end, new_end) if d is not None)
+    for boundary, final in subs_repo.invoiced_from(session, row.id, earliest):
+        if final:
+            return f"its final invoice at {boundary} was already issued"
+        if new_end is not None and boundary >= new_end:
+            return (f"its invoice at {boundary} was already issued as a regular invoice, "
+                    f"so it cannot end on {new_end}")
+    return None
+
+
+def do_lifecycle(session: Session, now: datetime, subscription: str, kind: str,
+                 sent_at: datetime | None = None, message_id: str = "") -> Outcome:
+    """A cancel or an uncancel sent at ``sent_at``."""
+    sent_at = sent_at or now
+    found = subs_repo.get(session, subscription)
+    if found is None:
+        subs_repo.add_command(session, subscription, kind, sent_at, message_id)
+        return pending(f"refused for now: {kind}.subscription: {subscription!r} is not a "
+                       "known subscription (kept: it applies if a subscribe sent before it "
+                       "arrives later)")
+    catalog_repo.customer(session, found.customer_id, lock=True)  # serialize per customer
     row = subs_repo.get(session, subscription, lock=True)
-    if row is None:
-        return refused(f"cancel.subscription: {subscription!r} is not a known subscription")
-    if row.end is not None:
-        return unchanged(f"already cancelled: ends {row.end}")
-    plan = catalog_repo.plan(session, row.plan_id)
+    assert row is not None
+    plan = catalog_repo.plan(session, row.plan_id, row.plan_version)
     entity = catalog_repo.entity(session, row.entity_id)
     assert plan is not None and entity is not None
-    row.end = cancellation_end(row.start, plan.interval, entity.timezone, now)
-    row.end_at = midnight(row.end, entity.timezone)
-    return applied(f"ends {row.end}")
+    commands = subs_repo.lifecycle(session, subscription)
+    if sent_at < row.sent_at:
+        return refused(f"{kind}: sent before subscription {subscription!r} was subscribed")
+    commands.append(LifecycleCommand(kind, sent_at))
+    commands.sort(key=lambda c: c.sent_at)  # stable: a tie goes after those processed before
+    new_end = end_from_commands(row.start, plan.interval, entity.timezone, commands)
+    if new_end == row.end:
+        subs_repo.add_command(session, subscription, kind, sent_at, message_id)
+        if kind == CANCEL:
+            state = f"ends {row.end}" if row.end else "not cancelled (a later uncancel wins)"
+        else:
+            state = f"still ends {row.end}" if row.end else "not cancelled"
+        return unchanged(state)
+    problem = _contradiction(session, row, new_end)
+    if problem is None and (new_end is None or (row.end is not None and new_end > row.end)):
+        reason = _overlap(session, row.customer_id, plan, row.start, new_end, exclude=row.id)
+        problem = reason and f"{subscription!r} {reason}"
+    if problem:
+        return refused(f"{kind} {problem}")
+    subs_repo.add_command(session, subscription, kind, sent_at, message_id)
+    row.end = new_end
+    row.end_at = None if new_end is None else midnight(new_end, entity.timezone)
+    return applied(f"ends {new_end}" if new_end else "cancellation removed")
 
 
-def do_uncancel(session: Session, now: datetime, subscription: str) -> Outcome:
-    row = subs_repo.get(session, subscription, lock=True)
-    if row is None:
-        return refused(f"uncancel.subscription: {subscription!r} is not a known subscription")
-    if row.end is None or row.end_at is None:
-        return unchanged("not cancelled")
-    if now >= row.end_at:
-        return unchanged(f"already ended on {row.end}")
-    plan = catalog_repo.plan(session, row.plan_id)
-    assert plan is not None
-    reason = _overlap(session, row.customer_id, plan, row.start, None, exclude=row.id)
-    if reason:
-        return refused(f"uncancel {row.id!r} {reason}")
-    row.end = None
-    row.end_at = None
-    return applied("cancellation removed")
+def do_cancel(session: Session, now: datetime, subscription: str,
+              sent_at: datetime | None = None, message_id: str = "") -> Outcome:
+    return do_lifecycle(session, now, subscription, CANCEL, sent_at, message_id)
 
 
-def do_set_draft_invoices(session: Session, customer: str, value: Any) -> Outcome:
+def do_uncancel(session: Session, now: datetime, subscription: str,
+                sent_at: datetime | None = None, message_id: str = "") -> Outcome:
+    return do_lifecycle(session, now, subscription, UNCANCEL, sent_at, message_id)
+
+
+def do_set_draft_invoices(session: Session, now: datetime, customer: str, value: Any,
+                          sent_at: datetime | None = None) -> Outcome:
     if not isinstance(value, bool):
         return refused(f"set_draft_invoices.value: must be true or false, got {value!r}")
-    if not catalog_repo.set_draft_invoices(session, customer, value):
+    if catalog_repo.customer(session, customer, lock=True) is None:
         return refused(f"set_draft_invoices.customer: {customer!r} is not a known customer")
+    catalog_repo.add_draft_setting(session, customer, value, sent_at or now)
+    current = catalog_repo.customer(session, customer)
+    assert current is not None
+    if current.draft_invoices != value:
+        return unchanged(f"draft_invoices stays {current.draft_invoices} (set by a command "
+                         "sent later)")
     return applied(f"draft_invoices = {value}")

@@ -188,3 +188,47 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]
         clock.reset()
         if namespace:
             flush_redis_namespace(namespace)
+
+
+@dataclass
+class Pool:
+    """PostgreSQL + Redis and a worker with many threads: real concurrency, as in the
+    Procfile's worker (processes × threads), on a simulated clock."""
+
+    broker: dramatiq.Broker
+    workers: list[Worker]
+    clock: clock.SimulatedClock
+    failures: FailureRecorder
+
+    def drain(self) -> None:
+        self.broker.join(QUEUE, interval=2)  # type: ignore[call-arg]
+        for worker in self.workers:
+            worker.join()
+        assert not self.failures.failures, self.failures.failures[:3]
+
+    def at(self, when: str) -> None:
+        self.clock.set(datetime.fromisoformat(when.replace("Z", "+00:00")).astimezone(UTC))
+
+
+@pytest.fixture
+def pool(pg_store: str) -> Iterator[Pool]:
+    """Two workers of eight threads each (like ``--processes 2 --threads 8``) consuming from
+    a Redis namespace of their own, against a PostgreSQL schema of its own."""
+    namespace = f"billing-test-{uuid.uuid4().hex[:8]}"
+    broker = redis_broker(settings(), url=REDIS_URL, namespace=namespace, max_retries=0)
+    use(broker)
+    failures = FailureRecorder()
+    broker.add_middleware(failures)
+    sim = clock.SimulatedClock(datetime(2026, 1, 1, tzinfo=UTC))
+    clock.use(sim)
+    workers = [Worker(broker, worker_threads=8, worker_timeout=20) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield Pool(broker, workers, sim, failures)
+    finally:
+        for worker in workers:
+            worker.stop()
+        broker.close()
+        clock.reset()
+        flush_redis_namespace(namespace)

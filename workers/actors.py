@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from dramatiq.middleware import CurrentMessage
 
 from domain.validation import parse_date, parse_instant
 from persistence import db as _db
@@ -24,14 +23,21 @@ from services import clock, deliveries, invoicing, subscriptions, usage
 from services import logs as _logs
 from services.commands import Outcome, run_command
 from services.settings import settings as _settings
-from workers.broker import RetryLater, actor
+from workers import deadletters
+from workers.broker import RetryLater, actor, current_message, sent_at
 
 log = structlog.get_logger("billing")
 
 
 def current_message_id() -> str | None:
-    message = CurrentMessage.get_current_message()
+    message = current_message()
     return None if message is None else str(message.message_id)
+
+
+def current_sent_at() -> datetime | None:
+    """The instant the application sent the message being processed."""
+    message = current_message()
+    return None if message is None else sent_at(message)
 
 
 class DeliveryFailed(RetryLater):
@@ -63,27 +69,45 @@ def subscribe(id: str, customer: str, plan: str, start: str,
     request: dict[str, Any] = {"id": id, "customer": customer, "plan": plan, "start": start}
     if discount is not None:
         request["discount"] = discount
-    run_command("subscribe", lambda s, now: subscriptions.do_subscribe(s, now, request),
-                message_id=current_message_id(), subscription=id)
+    message_id, at = current_message_id(), current_sent_at()
+    run_command("subscribe",
+                lambda s, now: subscriptions.do_subscribe(s, now, request, at, message_id or ""),
+                message_id=message_id, subscription=id)
 
 
 @actor
 def cancel(subscription: str) -> None:
-    run_command("cancel", lambda s, now: subscriptions.do_cancel(s, now, subscription),
-                message_id=current_message_id(), subscription=subscription)
+    """Cancel at the end of the current period, as of the instant the message was sent."""
+    message_id, at = current_message_id(), current_sent_at()
+    run_command("cancel", lambda s, now: subscriptions.do_cancel(
+        s, now, subscription, at, message_id or ""), message_id=message_id,
+        subscription=subscription)
 
 
 @actor
 def uncancel(subscription: str) -> None:
-    run_command("uncancel", lambda s, now: subscriptions.do_uncancel(s, now, subscription),
-                message_id=current_message_id(), subscription=subscription)
+    message_id, at = current_message_id(), current_sent_at()
+    run_command("uncancel", lambda s, now: subscriptions.do_uncancel(
+        s, now, subscription, at, message_id or ""), message_id=message_id,
+        subscription=subscription)
 
 
 @actor
 def set_draft_invoices(customer: str, value: bool) -> None:
+    at = current_sent_at()
     run_command("set_draft_invoices",
-                lambda s, now: subscriptions.do_set_draft_invoices(s, customer, value),
+                lambda s, now: subscriptions.do_set_draft_invoices(s, now, customer, value, at),
                 message_id=current_message_id(), customer=customer)
+
+
+@actor
+def undecodable_message(raw: str, reason: str) -> None:
+    """A message the broker held that nobody can read (see ``workers.broker``): kept as a
+    dead letter with the reason, once, and acknowledged."""
+    message_id = current_message_id() or f"undecodable-{uuid.uuid4()}"
+    deadletters.keep_undecodable(message_id, raw, reason, clock.now())
+    log.error("undecodable message kept as a dead letter", message_id=message_id,
+              reason=reason)
 
 
 # ---------------------------------------------------------------------------- invoices
@@ -104,6 +128,7 @@ def bill_run(entity: str, local_date: str) -> None:
     for start in range(0, len(planned.due), invoicing.CHUNK):
         chunk = [[sub, b.isoformat()] for sub, b in planned.due[start:start + invoicing.CHUNK]]
         issue_invoices.send(chunk, planned.run_at.isoformat())
+    invoicing.finish_bill_run(entity, parse_date(local_date, "local_date"), clock.now())
 
 
 @actor
@@ -184,6 +209,7 @@ __all__ = [
     "set_draft_invoices",
     "subscribe",
     "uncancel",
+    "undecodable_message",
 ]
 
 if not _db.is_configured():  # a worker process: configure it from the environment

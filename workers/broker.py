@@ -1,21 +1,28 @@
 """The broker and its middleware, and the registry of the project's actors.
 
-- In-process (``StubBroker``) when ``BILLING_REDIS_URL`` is unset: the embedded default,
-  used by ``billing replay`` and the tests.
-- Redis otherwise, for the ``worker`` process of the Procfile.
+- **Redis** (``redis://…``) or **RabbitMQ** (``amqp://…``), chosen by
+  ``BILLING_BROKER_URL`` (``BILLING_REDIS_URL`` is read too): the production brokers.
+- **In-process** (``StubBroker``) only where it is chosen explicitly: replays, tests, the
+  demo and the embedded web try-out. Without a broker URL, sending a message fails loudly
+  instead of going nowhere.
 
-Messages are JSON in which decimals stay exact: a ``Decimal`` is written as a string and
-a JSON number is read back as a ``Decimal``.
+Messages are JSON in which numbers stay exact: a ``Decimal`` is written as a JSON number
+with its exact digits and a JSON number is read back as a ``Decimal``, so a message
+survives encode → decode → encode byte for byte (a retry re-encodes what it decoded).
 """
 
 from __future__ import annotations
 
-import json
+import base64
+import re
+import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ParamSpec
 
 import dramatiq
+import simplejson
 import structlog
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.encoder import Encoder
@@ -30,38 +37,146 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from services import clock
+from services.outages import is_infrastructure
 from services.settings import Settings, settings
 
 QUEUE = "billing"
+UNDECODABLE = "undecodable_message"  # the actor that keeps a message nobody can read
 P = ParamSpec("P")
 ACTORS: list[dramatiq.Actor[Any, Any]] = []
+log = structlog.get_logger("billing")
+
+# A JSON integer longer than this is read as a Decimal (Python's int refuses more than
+# 4,300 digits, and converting long ones costs the square of their length); the field it
+# is in then refuses it with a reason.
+_LONG_INT = 300
+_REDIS_ID = re.compile(rb'"redis_message_id"\s*:\s*"([0-9a-fA-F-]{1,64})"')
+_MESSAGE_ID = re.compile(rb'"message_id"\s*:\s*"([0-9a-zA-Z_.:-]{1,128})"')
+
+
+def _int(text: str) -> int | Decimal:
+    return int(text) if len(text) <= _LONG_INT else Decimal(text)
+
+
+def _exact(value: Any) -> Any:
+    """Floats as the decimals their shortest text spells, non-finite numbers as text (JSON
+    has none), dates as ISO text, tuples as lists: what decoding gives back, so that a
+    second encoding is the same bytes."""
+    if isinstance(value, float):
+        return Decimal(repr(value)) if value == value and abs(value) != float("inf") \
+            else repr(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else str(value)
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _exact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_exact(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
 
 
 class ExactJSONEncoder(Encoder):
+    """JSON with exact numbers (see the module's docstring). A message that cannot be
+    decoded — invalid UTF-8 or JSON, nesting too deep — is not an error of the consumer:
+    it is handed to the ``undecodable_message`` actor, which keeps it as a dead letter
+    with the reason, once, and acknowledges it."""
+
     def encode(self, data: dict[str, Any]) -> bytes:
-        return json.dumps(data, separators=(",", ":"), default=_default).encode("utf-8")
+        text: str = simplejson.dumps(_exact(data), use_decimal=True, separators=(",", ":"),
+                                     ensure_ascii=True, allow_nan=False)
+        return text.encode("ascii")
 
     def decode(self, data: bytes) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(data.decode("utf-8"), parse_float=Decimal)
-        return result
+        try:
+            result = simplejson.loads(data.decode("utf-8"), use_decimal=True, parse_int=_int)
+            problem = _not_a_message(result)
+            if problem:
+                return undecodable(data, f"not a dramatiq message: {problem}")
+            return result  # type: ignore[no-any-return]
+        except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+            return undecodable(data, f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+_FIELDS = {"queue_name": str, "actor_name": str, "args": list, "kwargs": dict, "options": dict,
+           "message_id": str, "message_timestamp": int}
+
+
+def _not_a_message(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    for name, kind in _FIELDS.items():
+        if name not in value:
+            if name in ("message_id", "message_timestamp"):
+                continue
+            return f"{name} is missing"
+        if not isinstance(value[name], kind) or isinstance(value[name], bool):
+            return f"{name} must be a {kind.__name__}"
+    unknown = sorted(set(value) - set(_FIELDS))
+    return f"unknown field {unknown[0]!r}" if unknown else None
+
+
+def undecodable(data: bytes, reason: str) -> dict[str, Any]:
+    """A message for the ``undecodable_message`` actor, carrying the raw bytes, under the
+    broker ids found in them (so that acknowledging it removes the original)."""
+    redis_id = _REDIS_ID.search(data)
+    message_id = _MESSAGE_ID.search(data)
+    options: dict[str, Any] = {"max_retries": 0}
+    if redis_id:
+        options["redis_message_id"] = redis_id.group(1).decode()
+    return {
+        "queue_name": QUEUE, "actor_name": UNDECODABLE,
+        "args": [base64.b64encode(data).decode("ascii"), reason], "kwargs": {},
+        "options": options,
+        "message_id": message_id.group(1).decode() if message_id else
+        f"undecodable-{redis_id.group(1).decode() if redis_id else 'unknown'}",
+        "message_timestamp": 0,
+    }
+
+
+class SentAt(Middleware):
+    """Stamps every message, when the application enqueues it, with the instant it was
+    sent (``options["sent_at"]``, from the sender's clock; strictly increasing within a
+    process on the real clock). Commands apply in that order, whatever order dramatiq
+    delivers them in. A retry keeps the stamp; an explicit ``sent_at`` is kept."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last = datetime.min.replace(tzinfo=UTC)
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
+        if "sent_at" in message.options:
+            return
+        now = clock.now()
+        if not clock.is_simulated():
+            with self.lock:
+                now = max(now, self.last + timedelta(microseconds=1))
+                self.last = now
+        message.options["sent_at"] = now.isoformat()
+
+
+def sent_at(message: Any) -> datetime:
+    """The instant a message was sent: its stamp, else dramatiq's own timestamp (ms)."""
+    stamp = message.options.get("sent_at")
+    if isinstance(stamp, str):
+        try:
+            parsed = datetime.fromisoformat(stamp)
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC)
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(message.message_timestamp / 1000, UTC)
 
 
 class DeadLetters(Middleware):
     """Keeps every message that failed for good (retries exhausted) in the database, with
-    its error, for ``billing dead-letters`` to list and requeue. The broker's own dead-letter
-    queue expires after a week; these rows do not."""
+    its error, for ``billing dead-letters`` to list and requeue. When the database cannot
+    take it, the broker's own dead-letter queue keeps it (``billing dead-letters`` reads
+    that too)."""
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         from persistence import db, deadletters
-        from services import clock
 
         if not db.is_configured():
             return
@@ -70,35 +185,46 @@ class DeadLetters(Middleware):
         try:
             with db.unit_of_work() as session:
                 deadletters.add(session, message.message_id, message.queue_name,
-                                message.actor_name, message.asdict(), error, clock.now())
+                                message.actor_name, message.encode().decode("ascii"), error,
+                                clock.now())
         except Exception:  # the store is down: the broker's dead-letter queue still has it
-            structlog.get_logger("billing").exception(
-                "could not store a dead letter", message_id=message.message_id)
+            log.warning("could not store a dead letter; it stays in the broker's "
+                        "dead-letter queue", message_id=message.message_id)
 
 
 def middleware(config: Settings, *, max_retries: int | None = None,
                prometheus: bool = False) -> list[Middleware]:
     """The middleware of every broker. Prometheus metrics only work in a ``dramatiq`` worker
-    process (they are set up when it boots), so only the process's own broker has them."""
+    process (they are set up when it boots), so only the process's own broker has them.
+
+    Retries: an infrastructure error is retried with capped backoff for as long as it
+    lasts (an outage never ends a message); any other error ``max_retries`` times, then
+    the message is a dead letter."""
+    retries = config.max_retries if max_retries is None else max_retries
+
+    def retry_when(attempts: int, exception: BaseException) -> bool:
+        return is_infrastructure(exception) or attempts < retries
+
     extra: list[Middleware] = []
     if prometheus:
         from dramatiq.middleware.prometheus import Prometheus
 
         extra.append(Prometheus())
     return [*extra,
+        SentAt(),
         AgeLimit(),
         TimeLimit(time_limit=config.time_limit_ms),
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
-        Retries(
-            max_retries=config.max_retries if max_retries is None else max_retries,
-            min_backoff=config.min_backoff_ms,
-            max_backoff=config.max_backoff_ms,
-        ),
+        Retries(max_retries=retries, min_backoff=config.min_backoff_ms,
+                max_backoff=config.max_backoff_ms, retry_when=retry_when),
         CurrentMessage(),
         DeadLetters(),
     ]
+
+
+DEAD_MESSAGE_TTL_MS = 10 * 365 * 86_400_000  # the broker's dead letters are kept, not expired
 
 
 def redis_broker(config: Settings, *, url: str | None = None, client: Any = None,
@@ -107,13 +233,39 @@ def redis_broker(config: Settings, *, url: str | None = None, client: Any = None
     from dramatiq.brokers.redis import RedisBroker
 
     return RedisBroker(  # type: ignore[no-untyped-call]
-        url=None if client is not None else (url or config.redis_url),
+        url=None if client is not None else (url or config.broker_url),
         client=client,
         namespace=namespace or config.queue_namespace,
         middleware=middleware(config, max_retries=max_retries, prometheus=prometheus),
         heartbeat_timeout=config.redis_heartbeat_timeout_ms,
         maintenance_chance=config.redis_maintenance_chance,
+        dead_message_ttl=DEAD_MESSAGE_TTL_MS,
     )
+
+
+def rabbitmq_broker(config: Settings, *, url: str | None = None,
+                    max_retries: int | None = None,
+                    prometheus: bool = False) -> dramatiq.Broker:
+    """RabbitMQ with durable queues, persistent messages (dramatiq's defaults) and
+    publisher confirms: ``send`` returns once RabbitMQ has the message."""
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    return RabbitmqBroker(
+        url=url or config.broker_url, confirm_delivery=True,
+        middleware=middleware(config, max_retries=max_retries, prometheus=prometheus),
+    )
+
+
+def broker_for(url: str, config: Settings, *, namespace: str | None = None,
+               max_retries: int | None = None, prometheus: bool = False) -> dramatiq.Broker:
+    """The broker a URL names: ``redis://`` / ``rediss://`` or ``amqp://`` / ``amqps://``."""
+    if url.startswith(("amqp://", "amqps://")):
+        return rabbitmq_broker(config, url=url, max_retries=max_retries, prometheus=prometheus)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return redis_broker(config, url=url, namespace=namespace, max_retries=max_retries,
+                            prometheus=prometheus)
+    raise ValueError(f"BILLING_BROKER_URL: {url.split('://')[0]}:// is not a broker "
+                     "(use redis://… or amqp://…)")
 
 
 def delete_namespace(redis_url: str, namespace: str) -> None:
@@ -129,11 +281,25 @@ def delete_namespace(redis_url: str, namespace: str) -> None:
         client.close()
 
 
+class NoBroker(StubBroker):
+    """What an application gets without a broker URL: sending fails loudly, instead of
+    putting the message in a queue of this process that nothing consumes."""
+
+    REASON = ("no message broker is configured: set BILLING_BROKER_URL (redis://… or "
+              "amqp://…); the in-process broker is only for replays, tests and the demo")
+
+    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
+        raise RuntimeError(self.REASON)
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 100) -> Any:
+        raise RuntimeError(self.REASON)
+
+
 def build_broker(config: Settings) -> dramatiq.Broker:
-    """Redis when ``BILLING_REDIS_URL`` is set, else in-process."""
-    if config.redis_url:
-        return redis_broker(config, prometheus=config.prometheus)
-    return StubBroker(middleware=middleware(config))
+    """The broker of ``BILLING_BROKER_URL``, else one that refuses to send."""
+    if config.broker_url:
+        return broker_for(config.broker_url, config, prometheus=config.prometheus)
+    return NoBroker(middleware=middleware(config))
 
 
 def stub_broker(*, max_retries: int = 0) -> StubBroker:
@@ -167,6 +333,10 @@ class FailureRecorder(Middleware):
                               result: Any = None, exception: BaseException | None = None) -> None:
         if exception is not None and not isinstance(exception, RetryLater):
             self.failures.append(f"{message}: {type(exception).__name__}: {exception}")
+
+
+def current_message() -> Any:
+    return CurrentMessage.get_current_message()
 
 
 def actor(fn: Callable[P, None]) -> dramatiq.Actor[P, None]:

@@ -349,28 +349,23 @@ def scalar(conn: psycopg.Connection[Any], sql: str, *args: Any) -> Any:
 def setup_store() -> dict[str, tuple[str, str, date, str]]:
     """Schema, catalog and one subscription per customer, created well before the run.
     Returns subscription id -> (customer, plan, start, entity)."""
-    from domain.catalog import parse_catalog
-    from domain.periods import midnight
     from persistence import db
-    from persistence.catalog import apply_catalog
-    from persistence.tables import SubscriptionRow
+    from services import catalog
+    from services.subscriptions import do_subscribe
 
     db.create_schema()
-    with db.unit_of_work() as session:
-        apply_catalog(session, parse_catalog(CATALOG))
+    created = datetime(2026, 8, 15, tzinfo=UTC)
+    catalog.apply_document(CATALOG, created)
     subs: dict[str, tuple[str, str, date, str]] = {}
-    rows = []
-    for i in range(world.N_CUSTOMERS):
-        plan, start = KINDS[(i // 2) % 4]
-        entity = world.entity_of(i)
-        sub_id = f"sub-{i:04d}"
-        subs[sub_id] = (world.customer_id(i), plan, start, entity)
-        rows.append(SubscriptionRow(
-            id=sub_id, customer_id=world.customer_id(i), entity_id=entity, plan_id=plan,
-            start=start, start_at=midnight(start, world.ENTITIES[entity][0]),
-            created_at=datetime(2026, 8, 15, tzinfo=UTC)))
     with db.unit_of_work() as session:
-        session.add_all(rows)
+        for i in range(world.N_CUSTOMERS):
+            plan, start = KINDS[(i // 2) % 4]
+            entity = world.entity_of(i)
+            sub_id = f"sub-{i:04d}"
+            subs[sub_id] = (world.customer_id(i), plan, start, entity)
+            outcome = do_subscribe(session, created, {"id": sub_id, "customer":
+                                   world.customer_id(i), "plan": plan, "start": start.isoformat()})
+            assert outcome.status == "applied", outcome
     return subs
 
 
@@ -511,7 +506,7 @@ def test_kill_9_during_ingest_and_bill_run_loses_and_doubles_nothing(
         sent = invalid[key]
         named = reason.startswith(f"{sent.invalid_field}:") or \
             f"; {sent.invalid_field}:" in reason
-        if not named or payload != sent.event or message_id != messages[sent.batch]:
+        if not named or json.loads(payload) != sent.event or message_id != messages[sent.batch]:
             bad_reasons.append((key[:40], sent.invalid_field, reason, payload, message_id))
     assert not bad_reasons, f"{len(bad_reasons)} rejections are wrong: {bad_reasons[:5]}"
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,12 +21,10 @@ import psycopg
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from domain.catalog import parse_catalog
-from domain.periods import midnight
-from persistence import catalog as catalog_repo
 from persistence import db
 from persistence.db import unit_of_work
-from persistence.tables import SubscriptionRow
+from services import catalog as catalog_service
+from services.subscriptions import do_subscribe
 from tests.conftest import REDIS_URL
 from tests.e2e.test_crash_recovery import Broker, Processes
 
@@ -89,18 +87,17 @@ def test_worker_killed_mid_delivery(database: str, namespace: str, processes: Pr
                                     receiver: StallingReceiver,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     db.create_schema()
+    created = datetime(2026, 9, 1, tzinfo=UTC)
+    catalog_service.apply_document({
+        "entities": [{"id": "hooked", "timezone": "UTC", "delivery": {
+            "channel": "webhook", "url": receiver.url, "secret": SECRET}}],
+        "plans": [{"id": "flat", "currency": "USD", "interval": "month",
+                   "charges": [{"id": "fee", "type": "recurring", "amount": "10.00"}]}],
+        "customers": [{"id": "c-1", "entity": "hooked"}],
+    }, created)
     with unit_of_work() as session:
-        catalog_repo.apply_catalog(session, parse_catalog({
-            "entities": [{"id": "hooked", "timezone": "UTC", "delivery": {
-                "channel": "webhook", "url": receiver.url, "secret": SECRET}}],
-            "plans": [{"id": "flat", "currency": "USD", "interval": "month",
-                       "charges": [{"id": "fee", "type": "recurring", "amount": "10.00"}]}],
-            "customers": [{"id": "c-1", "entity": "hooked"}],
-        }))
-        session.add(SubscriptionRow(
-            id="s-1", customer_id="c-1", entity_id="hooked", plan_id="flat",
-            start=date(2026, 10, 1), start_at=midnight(date(2026, 10, 1), "UTC"),
-            created_at=datetime(2026, 9, 1, tzinfo=UTC)))
+        do_subscribe(session, created, {"id": "s-1", "customer": "c-1", "plan": "flat",
+                                        "start": "2026-10-01"})
     processes.env.update({"BILLING_DELIVERY_CHANNEL": "outbox", "NO_PROXY": "127.0.0.1",
                           "BILLING_WEBHOOK_TIMEOUT_S": "30"})
     first = processes.worker("worker-a")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 
-from domain.catalog import parse_catalog
-from persistence import catalog as catalog_repo
 from persistence.db import unit_of_work
 from persistence.tables import (
     BillRunRow,
@@ -20,6 +19,7 @@ from persistence.tables import (
     UsageConflictRow,
     UsageEventRow,
 )
+from services import catalog as catalog_service
 
 CATALOG: dict[str, Any] = {
     "entities": [{"id": "acme", "timezone": "Europe/Oslo", "invoice_prefix": "AC"}],
@@ -49,8 +49,7 @@ CATALOG: dict[str, Any] = {
 
 
 def apply_catalog(data: dict[str, Any] | None = None) -> None:
-    with unit_of_work() as session:
-        catalog_repo.apply_catalog(session, parse_catalog(data or CATALOG))
+    catalog_service.apply_document(data or CATALOG, datetime(2000, 1, 1, tzinfo=UTC))
 
 
 def snapshot() -> dict[str, list[tuple[Any, ...]]]:

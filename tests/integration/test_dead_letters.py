@@ -1,5 +1,6 @@
-"""A message that fails after every retry is kept with its error; requeued after a fix, it
-is processed (same message id, so still exactly once)."""
+"""A message that fails after every retry (a bug, not an outage) is kept with its error;
+requeued after a fix, it is processed (same message id, so still exactly once). An outage
+is retried for as long as it lasts: it never ends a message."""
 
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ def test_dead_letter_kept_then_requeued(sqlite_store: str,
     worker = Worker(broker, worker_threads=1, worker_timeout=20)
     worker.start()
     try:
-        def outage(*args: Any, **kwargs: Any) -> Any:
-            raise ConnectionError("database went away")
+        def bug(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug in this release")
 
-        monkeypatch.setattr(usage, "ingest", outage)
+        monkeypatch.setattr(usage, "ingest", bug)
         message = actors.record_usage.send([EVENT])
         broker.join(QUEUE, fail_fast=False)
         worker.join()
@@ -41,15 +42,52 @@ def test_dead_letter_kept_then_requeued(sqlite_store: str,
             (letter,) = deadletters.all(session)
         assert letter.message_id == message.message_id
         assert letter.actor_name == "record_usage"
-        assert "ConnectionError: database went away" in letter.error
+        assert "RuntimeError: a bug in this release" in letter.error
 
-        monkeypatch.undo()  # the outage is over
+        monkeypatch.undo()  # the fix is deployed
         assert requeue(broker) == 1
         broker.join(QUEUE, fail_fast=False)
         worker.join()
         with unit_of_work() as session:
             assert deadletters.all(session) == []
             assert usage_repo.outcome_counts(session)["accepted"] == 1
+    finally:
+        worker.stop()
+        clock.reset()
+
+
+def test_an_outage_is_retried_until_it_ends(sqlite_store: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Far more attempts than ``max_retries`` allows: an infrastructure error never turns a
+    usage message into a dead letter."""
+    from dramatiq.brokers.stub import StubBroker
+
+    from services.settings import settings
+    from workers.broker import middleware
+
+    apply_catalog()
+    config = settings().model_copy(update={"min_backoff_ms": 1, "max_backoff_ms": 5})
+    broker = use(StubBroker(middleware=middleware(config, max_retries=2)))
+    clock.use(clock.SimulatedClock(datetime(2026, 1, 6, tzinfo=UTC)))
+    worker = Worker(broker, worker_threads=1, worker_timeout=20)
+    worker.start()
+    attempts = []
+    real = usage.ingest
+    try:
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            attempts.append(1)
+            if len(attempts) < 12:
+                raise ConnectionError("database went away")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(usage, "ingest", flaky)
+        actors.record_usage.send([EVENT])
+        broker.join(QUEUE, fail_fast=False)
+        worker.join()
+        with unit_of_work() as session:
+            assert deadletters.all(session) == []
+            assert usage_repo.outcome_counts(session)["accepted"] == 1
+        assert len(attempts) == 12
     finally:
         worker.stop()
         clock.reset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -64,7 +65,7 @@ def test_each_outcome(store: None) -> None:
         assert reasons["m"].startswith("meter:")
         assert reasons["c"].startswith("customer:")
         assert reasons[None].startswith("event:") or "key" in reasons[None]
-        payloads = {r.key: r.payload for r in session.scalars(select(RejectedUsageRow))}
+        payloads = {r.key: json.loads(r.payload) for r in session.scalars(select(RejectedUsageRow))}
         assert payloads["nan"]["quantity"] == "NaN"  # the raw payload is kept
 
 

@@ -72,7 +72,31 @@ def test_refusal_is_logged_with_its_reason(runtime: object) -> None:
     from workers import actors
 
     apply_catalog()
-    runtime.deliver(actors.cancel.message("nobody"))  # type: ignore[attr-defined]
+    runtime.deliver(actors.subscribe.message("s-1", "c-1", "no-such-plan",  # type: ignore[attr-defined]
+                                             "2026-01-01"))
     with unit_of_work() as session:
         entry = session.scalars(select(CommandLogRow)).one()
-    assert entry.outcome == "refused" and "not a known subscription" in entry.detail
+    assert entry.outcome == "refused" and "not a known plan" in entry.detail
+
+
+def test_a_cancel_before_its_subscribe_is_kept_and_applies(runtime: object) -> None:
+    """dramatiq may deliver a cancel before the subscribe the application sent first: the
+    cancel is kept (pending) and applies when the subscription is created."""
+    from datetime import timedelta
+
+    from workers import actors
+
+    apply_catalog()
+    sent = datetime(2026, 1, 10, 12, tzinfo=UTC)
+    subscribe = actors.subscribe.message_with_options(
+        args=("s-1", "c-1", "pro", "2026-01-01"), sent_at=sent.isoformat())
+    cancel = actors.cancel.message_with_options(
+        args=("s-1",), sent_at=(sent + timedelta(seconds=1)).isoformat())
+    runtime.deliver(cancel)  # type: ignore[attr-defined]
+    with unit_of_work() as session:
+        entry = session.scalars(select(CommandLogRow)).one()
+    assert entry.outcome == "pending" and "not a known subscription" in entry.detail
+    runtime.deliver(subscribe)  # type: ignore[attr-defined]
+    with unit_of_work() as session:
+        row = session.get(SubscriptionRow, "s-1")
+        assert row is not None and row.end is not None and row.end.isoformat() == "2026-02-01"
