@@ -105,7 +105,7 @@ class Bench:
 
     # -- processes ----------------------------------------------------------------------
     @contextmanager
-    def workers(self, module: str = "workers.actors") -> Iterator[list[int]]:
+    def workers(self, module: str = "workers.worker") -> Iterator[list[int]]:
         """The Procfile's worker: dramatiq, 2 processes × N threads."""
         proc = subprocess.Popen(
             [DRAMATIQ, module, "--queues", "billing", "--processes", "2",

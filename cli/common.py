@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 from datetime import datetime
-from typing import Literal, NoReturn, overload
+from typing import Any, Literal, NoReturn, overload
 
 import dramatiq
 import typer
@@ -24,11 +27,111 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def connect() -> None:
-    """Use the configured database (BILLING_DATABASE_URL)."""
+def connect(*, migrated: bool = True) -> None:
+    """Use the configured database (BILLING_DATABASE_URL); unless ``migrated`` is False,
+    refuse one whose schema is missing or older than the code (say to upgrade it)."""
+    from persistence import migrate
+
     config = settings()
     logs.configure("console", "WARNING")
+    file = db.sqlite_file(config.database_url)
+    if migrated and file is not None and not file.exists():  # do not leave an empty one
+        fail(f"there is no database at {file} (BILLING_DATABASE_URL={config.database_url}): "
+             "run `billing db upgrade` to create it, or `billing demo` for a demo database")
     db.configure(config.database_url)
+    if not migrated:
+        return
+    current, head = migrate.state()
+    where = db.engine().url.render_as_string(hide_password=True)
+    if current is None:
+        fail(f"the database at {where} has no billing tables: run `billing db upgrade` "
+             "(or point BILLING_DATABASE_URL at the right database)")
+    if current != head:
+        fail(f"the database at {where} is at schema {current}, this version needs {head}: "
+             "run `billing db upgrade`")
+
+
+def describe_error(exc: BaseException) -> tuple[str, int]:
+    """One line for an error a command did not handle itself, and the exit status."""
+    from sqlalchemy import exc as sa
+
+    url = settings().database_url
+    if isinstance(exc, sa.DBAPIError):
+        first = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() \
+            else type(exc.orig or exc).__name__
+        first = first.removeprefix("connection failed: ")
+        if isinstance(exc, sa.OperationalError | sa.InterfaceError):
+            return f"cannot use the database at {_hide(url)}: {first}", 3
+        if "no such table" in first or "does not exist" in first:
+            return (f"the database at {_hide(url)} is missing billing tables ({first}): "
+                    "run `billing db upgrade`"), 3
+        return f"the database refused the command: {first}", 3
+    if isinstance(exc, sa.ArgumentError | sa.NoSuchModuleError):
+        return f"BILLING_DATABASE_URL: {exc}", 2
+    name = type(exc).__module__.split(".")[0]
+    if name in ("redis", "pika") or isinstance(exc, ConnectionError):
+        return (f"cannot reach the broker at {_hide(settings().broker_url or '')}: "
+                f"{' '.join(str(exc).split()) or type(exc).__name__}"), 3
+    if isinstance(exc, OSError):
+        target = f" {exc.filename}" if exc.filename else ""
+        return f"cannot use{target}: {exc.strerror or exc}", 2
+    return (f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+            "(BILLING_DEBUG=1 shows the traceback)"), 1
+
+
+def _hide(url: str) -> str:
+    """A URL without its password (or token)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return redact(url)
+
+
+def redact(url: str) -> str:
+    """A URL with its password and query values replaced by ***."""
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':')[0]}:***@{host}" if ":" in user else f"***@{host}"
+    query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it redacted."""
+    return _URL.sub(lambda m: redact(m.group()), text)
+
+
+class Billing(typer.Typer):
+    """The ``billing`` application: an error no command handled is one line on standard
+    error and a non-zero exit, never a traceback (BILLING_DEBUG=1 shows it)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except (SystemExit, typer.Exit):
+            raise
+        except KeyboardInterrupt:
+            err.print("interrupted", highlight=False)
+            sys.exit(130)
+        except Exception as exc:
+            if os.environ.get("BILLING_DEBUG") == "1":
+                raise
+            message, code = describe_error(exc)
+            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            sys.exit(code)
 
 
 @overload

@@ -7,21 +7,27 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import connect, err, fail, out
+from cli.common import connect, err, fail, out, redact, redact_text
+from cli.invoices import find
 from persistence import deliveries as deliveries_repo
 from persistence.db import unit_of_work
 from services import clock
 from services.deliveries import deliver_now
 
+STATUSES = ("pending", "done", "failed")
 app = typer.Typer(help="Deliveries of sent invoices: list, retry.", no_args_is_help=True)
 
 
 @app.command("list")
 def list_(
     status: Annotated[str | None, typer.Option(help="pending, done or failed.")] = None,
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 100,
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1,
+                                       max=100_000)] = 100,
 ) -> None:
-    """List deliveries with their channel, attempts and last error."""
+    """List deliveries with their channel, attempts and last error (secrets in webhook
+    URLs are shown as ***)."""
+    if status is not None and status not in STATUSES:
+        fail(f"--status: must be one of {', '.join(STATUSES)}, got {status!r}")
     connect()
     with unit_of_work() as session:
         rows = deliveries_repo.rows(session, status, limit)
@@ -32,18 +38,21 @@ def list_(
     for r in rows:
         colour = {"done": "green", "failed": "red"}.get(r.status, "yellow")
         table.add_row(str(r.invoice_id), f"[{colour}]{r.status}[/]", r.channel or "—",
-                      r.target or "—", str(r.attempts), r.last_error or "",
+                      redact(r.target) if r.target else "—", str(r.attempts),
+                      redact_text(r.last_error or ""),
                       f"{r.updated_at:%Y-%m-%d %H:%M:%S}")
     out.print(table)
 
 
 @app.command("retry")
 def retry(
-    invoice_ids: Annotated[list[int] | None, typer.Argument(
-        help="Invoice ids (default: every failed delivery).")] = None,
+    references: Annotated[list[str] | None, typer.Argument(
+        help="Invoices: number, id or SUBSCRIPTION@YYYY-MM-DD (default: every failed "
+             "delivery).")] = None,
 ) -> None:
     """Attempt failed (or stuck pending) deliveries again, now."""
     connect()
+    invoice_ids = [find(ref).id for ref in references or []]
     with unit_of_work() as session:
         wanted = invoice_ids or [r.invoice_id for r in deliveries_repo.rows(
             session, "failed", limit=10_000)]
@@ -55,6 +64,6 @@ def retry(
         outcome = deliver_now(invoice_id)
         failures += outcome.status == "refused"
         mark = "[red]✗[/]" if outcome.status == "refused" else "[green]✓[/]"
-        err.print(f"{mark} {outcome.detail}", highlight=False)
+        err.print(f"{mark} {redact_text(outcome.detail)}", highlight=False)
     if failures:
         raise typer.Exit(1)

@@ -14,11 +14,11 @@ from cli.common import connect, err, fail, instant, out
 from cli.demo import invoice_table
 from domain.documents import InvoiceRecord, invoice_document, preview_document
 from domain.money import format_money
-from domain.validation import Invalid, parse_date
+from domain.validation import Invalid
 from persistence import catalog as catalog_repo
-from persistence import invoices as invoices_repo
 from persistence.db import unit_of_work
 from services import clock
+from services import invoices as invoices_service
 from services.commands import Outcome, run_command
 from services.deliveries import deliver_now
 from services.delivery import render_html
@@ -30,21 +30,26 @@ app = typer.Typer(help="Invoices: list, show, release, regenerate, preview.",
 
 def find(reference: str) -> InvoiceRecord:
     """An invoice by number (EU-000001), database id, or SUBSCRIPTION@BOUNDARY."""
-    with unit_of_work() as session:
-        if "@" in reference:
-            subscription, _, boundary = reference.rpartition("@")
-            try:
-                day = parse_date(boundary, "boundary")
-            except Invalid as exc:
-                fail(str(exc))
-            found = invoices_repo.records(session, subscription=subscription, boundary=day)
-        elif reference.isdigit():
-            found = invoices_repo.records(session, ids=[int(reference)])
-        else:
-            found = invoices_repo.records(session, number=reference)
-    if not found:
+    try:
+        found = invoices_service.find(reference)
+    except Invalid as exc:
+        fail(f"{reference!r}: {exc.message}")
+    if found is None:
         fail(f"no invoice {reference!r} (give a number, an id or SUBSCRIPTION@YYYY-MM-DD)")
-    return found[0]
+    return found
+
+
+def draft_of(reference: str, boundary: str | None) -> tuple[str, str]:
+    """(subscription, boundary) named by REF, or by the older SUBSCRIPTION BOUNDARY pair."""
+    if boundary is not None:
+        return reference, boundary
+    record = find(reference)
+    return record.subscription, record.boundary.isoformat()
+
+
+REF = typer.Argument(help="The invoice: its number, id, or SUBSCRIPTION@YYYY-MM-DD.")
+OLD_BOUNDARY = typer.Argument(help="(Older form: REF is the subscription and this its "
+                                   "boundary.)", show_default=False)
 
 
 @app.command("list")
@@ -55,10 +60,11 @@ def list_(
     status: Annotated[str | None, typer.Option(help="draft or sent.")] = None,
 ) -> None:
     """List invoices, oldest boundary first per subscription."""
+    if status is not None and status not in invoices_service.STATUSES:
+        fail(f"--status: must be draft or sent, got {status!r}")
     connect()
-    with unit_of_work() as session:
-        records = invoices_repo.records(session, entity=entity, customer=customer,
-                                        subscription=subscription, status=status)
+    records = invoices_service.listing(entity=entity, customer=customer,
+                                       subscription=subscription, status=status)
     table = Table(title=f"{len(records)} invoices", title_justify="left")
     for name in ("reference", "customer", "subscription", "boundary", "issued (UTC)", "status"):
         table.add_column(name)
@@ -72,7 +78,7 @@ def list_(
 
 @app.command("show")
 def show(
-    reference: Annotated[str, typer.Argument(help="Number, id, or SUBSCRIPTION@BOUNDARY.")],
+    reference: Annotated[str, REF],
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
     html: Annotated[bool, typer.Option(
         "--html", help="The readable invoice (HTML), to stdout or --out.")] = False,
@@ -108,9 +114,11 @@ def _command(actor: str, outcome_of: Outcome) -> None:
 
 
 @app.command("release")
-def release(subscription: str, boundary: str) -> None:
+def release(reference: Annotated[str, REF],
+            boundary: Annotated[str | None, OLD_BOUNDARY] = None) -> None:
     """Send a draft invoice (it gets the entity's next number)."""
     connect()
+    subscription, boundary = draft_of(reference, boundary)
     outcome = run_command(
         "release_invoice", lambda s, now: do_release(s, now, subscription, boundary),
         subscription=subscription, boundary=boundary)
@@ -120,9 +128,11 @@ def release(subscription: str, boundary: str) -> None:
 
 
 @app.command("regenerate")
-def regenerate(subscription: str, boundary: str) -> None:
+def regenerate(reference: Annotated[str, REF],
+               boundary: Annotated[str | None, OLD_BOUNDARY] = None) -> None:
     """Recompute a draft invoice from the data as it is now (late usage included)."""
     connect()
+    subscription, boundary = draft_of(reference, boundary)
     _command("regenerate", run_command(
         "regenerate_invoice", lambda s, now: do_regenerate(s, now, subscription, boundary),
         subscription=subscription, boundary=boundary))

@@ -12,14 +12,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli import catalog, deadletters, deliveries, invoices, usage
-from cli.common import connect, err, fail
+from cli.common import Billing, connect, err, fail
 from scheduler.replay import Step, replay
 from scheduler.scenario import ScenarioError, load_scenario
 from services import logs
 from services.settings import settings
 from workers.broker import delete_namespace, redis_broker
 
-app = typer.Typer(
+app = Billing(
     help="A usage-based billing engine: replay scenarios, run the demo, operate the engine.",
     no_args_is_help=True,
     add_completion=False,

@@ -19,7 +19,8 @@ app = typer.Typer(help="Usage events: rejected ones, re-submission.", no_args_is
 
 @app.command("rejected")
 def rejected(
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1,
+                                       max=100_000)] = 50,
 ) -> None:
     """List rejected events with their reason."""
     connect()
@@ -49,7 +50,8 @@ def _fix(text: str) -> tuple[str, Any]:
 
 @app.command("resubmit")
 def resubmit_command(
-    rejected_id: Annotated[int, typer.Argument(help="The id shown by `usage rejected`.")],
+    rejected_id: Annotated[int, typer.Argument(help="The id shown by `usage rejected`.",
+                                               min=1, max=2**31 - 1)],
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="FIELD=VALUE to fix (JSON values allowed), repeatable.")] = None,
 ) -> None:

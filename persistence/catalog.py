@@ -21,6 +21,7 @@ from domain.catalog import (
     parse_plan,
     plan_to_dict,
 )
+from domain.validation import UNSTORABLE
 from persistence import db
 from persistence.tables import (
     CustomerRow,
@@ -241,7 +242,9 @@ def known_ids(session: Session, model: type[CustomerRow] | type[MeterRow],
               ids: Iterable[object]) -> set[str]:
     """Which of ``ids`` exist (anything not a string does not). Ids found once are
     remembered for the process (catalog items are never deleted)."""
-    wanted = {i for i in ids if isinstance(i, str)}
+    # an id that could not be stored (too long, NUL, a lone surrogate) exists nowhere
+    wanted = {i for i in ids if isinstance(i, str) and 0 < len(i) <= 255
+              and UNSTORABLE.search(i) is None}
     remembered = db.known().setdefault(model.__name__, set())
     found = wanted & remembered
     chunk = sorted(wanted - remembered)

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal, localcontext
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -95,9 +96,27 @@ def _begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for another database or an in-memory one)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def make_engine(url: str, schema: str | None = None) -> Engine:
     """An engine for ``url``; on PostgreSQL ``schema`` (created if missing) isolates a replay
     or a test run from every other table in the database."""
+    if not url.startswith(("postgresql:", "postgresql+psycopg:", "sqlite:")):
+        from sqlalchemy.exc import ArgumentError
+
+        raise ArgumentError(f"{url.split(':')[0]!r} databases are not supported: use "
+                            "postgresql://… or sqlite:///…")
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):

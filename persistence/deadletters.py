@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from persistence.sql import insert_ignore
+from persistence.sql import insert_ignore, storable
 from persistence.tables import DeadLetterRow
 
 
@@ -17,7 +17,7 @@ def add(session: Session, message_id: str, queue_name: str, actor_name: str,
     """Keep a dead letter; ``message`` is the broker's JSON text of it (ASCII)."""
     session.execute(insert_ignore(session, DeadLetterRow, "message_id").values(
         message_id=message_id, queue_name=queue_name, actor_name=actor_name,
-        message=message, error=error, failed_at=now,
+        message=message, error=storable(error), failed_at=now,
     ))
 
 

@@ -14,7 +14,7 @@ from sqlmodel import col
 from domain.documents import InvoiceRecord
 from domain.invoices import ComposedInvoice, Line
 from persistence import deliveries
-from persistence.sql import insert_ignore, is_postgres, rowcount
+from persistence.sql import insert_ignore, is_postgres, rowcount, storable
 from persistence.tables import (
     InvoiceCounterRow,
     InvoiceFailureRow,
@@ -151,9 +151,18 @@ def find(session: Session, subscription_id: str, boundary: date, *,
 def records(session: Session, *, ids: list[int] | None = None, entity: str | None = None,
             customer: str | None = None, subscription: str | None = None,
             status: str | None = None, number: str | None = None,
-            boundary: date | None = None) -> list[InvoiceRecord]:
-    """Invoices with their lines, sorted by (subscription, boundary)."""
-    stmt = select(I).order_by(col(I.subscription_id), col(I.boundary))
+            boundary: date | None = None, limit: int | None = None,
+            after: int | None = None) -> list[InvoiceRecord]:
+    """Invoices with their lines, sorted by (subscription, boundary) — or, for pages
+    (``limit``, ``after`` an id), by id."""
+    if limit is None and after is None:
+        stmt = select(I).order_by(col(I.subscription_id), col(I.boundary))
+    else:
+        stmt = select(I).order_by(col(I.id))
+        if after is not None:
+            stmt = stmt.where(col(I.id) > after)
+        if limit is not None:
+            stmt = stmt.limit(limit)
     filters = {"entity_id": entity, "customer_id": customer, "subscription_id": subscription,
                "status": status, "number": number, "boundary": boundary}
     for name, value in filters.items():
@@ -189,6 +198,7 @@ def record_failure(session: Session, subscription_id: str, boundary: date, run_a
                    error: str, now: datetime) -> None:
     """Keep (or count again) the failure to compute an invoice."""
     F = InvoiceFailureRow
+    error = storable(error)
     row = session.get(F, (subscription_id, boundary))
     if row is None:
         session.add(F(subscription_id=subscription_id, boundary=boundary, run_at=run_at,

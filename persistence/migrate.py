@@ -30,6 +30,22 @@ def upgrade(revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def state() -> tuple[str | None, str]:
+    """(the database's revision — None when it has no billing tables —, the code's head)."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(config()).get_current_head()
+    assert head is not None
+    with db.engine().connect() as connection:
+        names = set(inspect(connection).get_table_names())
+        if "invoices" not in names:
+            return None, head
+        if "alembic_version" not in names:
+            return head, head  # made by create_schema(): the models as they are
+        return MigrationContext.configure(connection).get_current_revision(), head
+
+
 def revision(message: str) -> None:
     """Write a new migration from the difference between the models and the database."""
     command.revision(config(), message=message, autogenerate=True)

@@ -8,6 +8,8 @@ from sqlalchemy import CursorResult, Result
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from domain.validation import UNSTORABLE
+
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
@@ -23,3 +25,9 @@ def rowcount(result: Result[Any]) -> int:
     """How many rows an UPDATE or DELETE touched."""
     assert isinstance(result, CursorResult)
     return int(result.rowcount)
+
+
+def storable(text: str) -> str:
+    """Text a database can hold: NUL and lone surrogates written as escapes (an error or a
+    reason may quote the bad input that caused it)."""
+    return UNSTORABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from domain.subscriptions import LifecycleCommand
-from persistence.sql import insert_ignore
+from persistence.sql import insert_ignore, storable
 from persistence.tables import (
     CommandLogRow,
     InvoiceRow,
@@ -36,7 +36,7 @@ def claim_message(session: Session, message_id: str, actor: str, now: datetime) 
 def record_outcome(session: Session, message_id: str, outcome: str, detail: str) -> None:
     session.execute(
         update(CommandLogRow).where(col(CommandLogRow.message_id) == message_id)
-        .values(outcome=outcome, detail=detail)
+        .values(outcome=outcome, detail=storable(detail))
     )
 
 

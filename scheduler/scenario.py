@@ -7,6 +7,7 @@ and where (the file, and the field path or the YAML line).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -27,6 +28,7 @@ from domain.validation import (
 ACTIONS = ("subscribe", "usage", "cancel", "uncancel", "set_draft_invoices", "release",
            "regenerate")
 # The parameters an action needs to be sent at all; their values are the engine's to judge.
+# Others than these and OPTIONAL are ignored, with a warning.
 REQUIRED = {
     "subscribe": ("id", "customer", "plan", "start"),
     "cancel": ("subscription",),
@@ -35,6 +37,7 @@ REQUIRED = {
     "release": ("subscription", "boundary"),
     "regenerate": ("subscription", "boundary"),
 }
+OPTIONAL = {"subscribe": ("discount",)}
 
 
 class ScenarioError(Exception):
@@ -61,37 +64,122 @@ class Scenario:
         return min((a.at for a in self.actions), default=self.until)
 
 
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_DEPTH = 64  # nesting of mappings and lists: a catalog needs 6
+_LONG_INT = 300  # longer digit strings are read as Decimal (int() of them is quadratic)
+
+
 class _ExactLoader(yaml.SafeLoader):
-    """YAML with floats read as exact decimals from their text and no implicit dates or
-    timestamps (an unquoted 2026-03-01 stays the string the engine validates)."""
+    """YAML for catalogs and scenarios, read safely from any file:
+
+    - numbers are exact decimals from their text; only plain decimal spellings are numbers
+      (``0x1F``, ``1_000``, ``1:30`` stay strings, which the fields then refuse), and no
+      implicit dates or timestamps (an unquoted 2026-03-01 stays the string the engine
+      validates);
+    - aliases (``*name``) are refused, so a few hundred bytes cannot expand into gigabytes
+      ("billion laughs"); nesting deeper than MAX_DEPTH is refused;
+    - a key repeated in a mapping is an error, not a silent overwrite."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed", self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nests deeper than {MAX_DEPTH} levels",
+                    self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | Decimal:
+    text = str(loader.construct_scalar(node)).lstrip("+")
+    return int(text) if len(text) <= _LONG_INT else Decimal(text)
 
 
 def _decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
-    text = str(loader.construct_scalar(node)).replace("_", "").lower()
+    text = str(loader.construct_scalar(node)).lower()
     special = {".inf": "Infinity", "+.inf": "Infinity", "-.inf": "-Infinity", ".nan": "NaN"}
-    return Decimal(special.get(text, text))
+    return Decimal(special.get(text, text.lstrip("+")))
 
 
+_INT = re.compile(r"^[-+]?[0-9]+$")
+_FLOAT = re.compile(r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+                    r"|[-+]?[0-9]+[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+_ExactLoader.add_constructor("tag:yaml.org,2002:int", _int)
 _ExactLoader.add_constructor("tag:yaml.org,2002:float", _decimal)
 _ExactLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, rx) for tag, rx in resolvers
+            if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:int",
+                           "tag:yaml.org,2002:float")]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+for _first in "-+0123456789.":
+    _ExactLoader.yaml_implicit_resolvers.setdefault(_first, [])
+    _ExactLoader.yaml_implicit_resolvers[_first] += [("tag:yaml.org,2002:int", _INT),
+                                                     ("tag:yaml.org,2002:float", _FLOAT)]
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _json_int(text: str) -> int | Decimal:
+    return int(text) if len(text) <= _LONG_INT else Decimal(text)
 
 
 def read_document(path: Path) -> Any:
-    """The parsed file; YAML (the default) or JSON (``.json``)."""
+    """The parsed file — YAML (the default) or JSON (``.json``) — or a ``ScenarioError``
+    whose one line names the file and what is wrong, in bounded time and memory."""
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ScenarioError(f"{path}: is {size:,} bytes; at most "
+                                f"{MAX_FILE_BYTES // (1024 * 1024)} MiB are read")
+        data = path.read_bytes()
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+                            f"offset {exc.start})") from None
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(text, parse_float=Decimal)
+            return json.loads(text, parse_float=Decimal, parse_int=_json_int,
+                              object_pairs_hook=_json_object)
         except json.JSONDecodeError as exc:
             raise ScenarioError(
                 f"{path}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"
             ) from None
+        except RecursionError:
+            raise ScenarioError(f"{path}: invalid JSON: nests too deep") from None
+        except ValueError as exc:
+            raise ScenarioError(f"{path}: invalid JSON: {exc}") from None
     try:
         return yaml.load(text, Loader=_ExactLoader)
     except yaml.MarkedYAMLError as exc:
@@ -99,7 +187,9 @@ def read_document(path: Path) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ScenarioError(f"{path}: {where}invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: invalid YAML: {exc}") from None
+        raise ScenarioError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: invalid YAML: nests too deep") from None
 
 
 def _action(path: str, item: Any, index: int) -> Action:
@@ -123,7 +213,11 @@ def _action(path: str, item: Any, index: int) -> Action:
                 p.fail(name, f"must be true or false, got {describe(value)}")
         elif not isinstance(value, str):
             p.fail(name, f"must be a string, got {describe(value)}")
-    return Action(at, kind, dict(params), index)
+    for name in OPTIONAL.get(kind, ()):
+        p.raw(name)
+    p.check_unknown()  # an unknown parameter is ignored, with a warning
+    known = (*REQUIRED[kind], *OPTIONAL.get(kind, ()))
+    return Action(at, kind, {k: v for k, v in params.items() if k in known}, index)
 
 
 def parse_scenario(document: Any, source: str = "scenario") -> Scenario:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
@@ -21,6 +22,7 @@ from persistence import catalog as catalog_repo
 from persistence import deliveries as deliveries_repo
 from persistence import invoices as invoices_repo
 from persistence.db import unit_of_work
+from persistence.sql import storable
 from services import clock
 from services.commands import Outcome, applied, refused, unchanged
 from services.delivery import (
@@ -65,6 +67,9 @@ def _send(delivery: Delivery, document: dict[str, Any], entity: Entity,
         if not delivery.url or not delivery.secret:
             return Result(ok=False, retry=False,
                           detail="webhook channel without url or secret"), "—"
+        if "@" in urlsplit(delivery.url).netloc:  # a secret in the URL: refused, not retried
+            return Result(ok=False, retry=False, detail="refused: the webhook URL carries a "
+                          "user or password (user:password@); sign with the secret instead"), "—"
         result = send_webhook(delivery.url, delivery.secret, webhook_id_for(document, EVENT),
                               webhook_body(document, EVENT), timeout=config.webhook_timeout_s)
         return result, delivery.url
@@ -107,7 +112,7 @@ def attempt(session: Session, invoice_id: int, now: datetime) -> tuple[Outcome, 
     if result.ok:
         row.status, row.last_error = "done", ""
         return applied(f"{record.reference} delivered by {delivery.channel} to {target}"), result
-    row.last_error = result.detail
+    row.last_error = storable(result.detail)
     if not result.retry:
         row.status = "failed"
     return refused(f"{record.reference} by {delivery.channel}: {result.detail}"), result

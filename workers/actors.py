@@ -11,6 +11,7 @@ enqueues follow-up messages after the service's transaction has committed.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import datetime
 from typing import Any
@@ -18,13 +19,10 @@ from typing import Any
 import structlog
 
 from domain.validation import parse_date, parse_instant
-from persistence import db as _db
 from services import clock, deliveries, invoicing, subscriptions, usage
-from services import logs as _logs
 from services.commands import Outcome, run_command
-from services.settings import settings as _settings
 from workers import deadletters
-from workers.broker import RetryLater, actor, current_message, sent_at
+from workers.broker import RetryLater, actor, claim_undecodable, current_message, sent_at
 
 log = structlog.get_logger("billing")
 
@@ -104,7 +102,10 @@ def set_draft_invoices(customer: str, value: bool) -> None:
 def undecodable_message(raw: str, reason: str) -> None:
     """A message the broker held that nobody can read (see ``workers.broker``): kept as a
     dead letter with the reason, once, and acknowledged."""
+    message = current_message()
     message_id = current_message_id() or f"undecodable-{uuid.uuid4()}"
+    if message is not None:
+        claim_undecodable(message, base64.b64decode(raw))
     deadletters.keep_undecodable(message_id, raw, reason, clock.now())
     log.error("undecodable message kept as a dead letter", message_id=message_id,
               reason=reason)
@@ -211,7 +212,3 @@ __all__ = [
     "uncancel",
     "undecodable_message",
 ]
-
-if not _db.is_configured():  # a worker process: configure it from the environment
-    _db.configure(_settings().database_url)
-    _logs.configure(_settings().log_format, _settings().log_level)

@@ -14,6 +14,7 @@ survives encode → decode → encode byte for byte (a retry re-encodes what it 
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import threading
 from collections.abc import Callable
@@ -125,14 +126,27 @@ def undecodable(data: bytes, reason: str) -> dict[str, Any]:
     options: dict[str, Any] = {"max_retries": 0}
     if redis_id:
         options["redis_message_id"] = redis_id.group(1).decode()
+    fallback = f"undecodable-{hashlib.sha256(data).hexdigest()[:24]}"
     return {
         "queue_name": QUEUE, "actor_name": UNDECODABLE,
         "args": [base64.b64encode(data).decode("ascii"), reason], "kwargs": {},
         "options": options,
-        "message_id": message_id.group(1).decode() if message_id else
-        f"undecodable-{redis_id.group(1).decode() if redis_id else 'unknown'}",
+        "message_id": message_id.group(1).decode() if message_id else fallback,
         "message_timestamp": 0,
     }
+
+
+def claim_undecodable(message: Any, raw: bytes) -> None:
+    """Make an undecodable message acknowledgeable: on Redis, the broker's id of raw bytes
+    that carry none is found by looking for those bytes among the queue's messages."""
+    broker: Any = dramatiq.get_broker()
+    if "redis_message_id" in message.options or not hasattr(broker, "client"):
+        return
+    key = f"{broker.namespace}:{QUEUE}.msgs"
+    for field, value in broker.client.hscan_iter(key, count=1000):
+        if value == raw:
+            message.options["redis_message_id"] = field.decode()
+            return
 
 
 class SentAt(Middleware):
@@ -324,15 +338,21 @@ class RetryLater(Exception):
 
 class FailureRecorder(Middleware):
     """Remembers actor exceptions, so that a replay or a test stops at them (on any broker)
-    instead of going on past a dead-lettered message. ``RetryLater`` is not a bug."""
+    instead of going on past a dead-lettered message. ``RetryLater`` and an outage (both
+    retried until they pass) are not bugs."""
 
     def __init__(self) -> None:
         self.failures: list[str] = []
 
     def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
                               result: Any = None, exception: BaseException | None = None) -> None:
-        if exception is not None and not isinstance(exception, RetryLater):
+        if exception is not None and not isinstance(exception, RetryLater) \
+                and not is_infrastructure(exception):
             self.failures.append(f"{message}: {type(exception).__name__}: {exception}")
+
+
+def current_broker() -> dramatiq.Broker:
+    return dramatiq.get_broker()
 
 
 def current_message() -> Any:

@@ -1,6 +1,6 @@
 """Crash recovery, end to end, on this machine's PostgreSQL and Redis.
 
-The real Procfile processes run as child processes: two ``dramatiq workers.actors``
+The real Procfile processes run as child processes: two ``dramatiq workers.worker``
 worker groups (one process, four threads each) and ``python -m scheduler`` on the real
 clock. A separate producer process (``tests/e2e/producer.py``) sends 100,000 usage events
 through ``UsageBatcher``: originals, 5% exact re-sends (plus a few re-sends equal by
@@ -186,7 +186,7 @@ class Processes:
         return proc
 
     def worker(self, name: str) -> Proc:
-        return self.start(name, [str(BIN / "dramatiq"), "workers.actors", "--queues", "billing",
+        return self.start(name, [str(BIN / "dramatiq"), "workers.worker", "--queues", "billing",
                                  "--processes", "1", "--threads", "4"])
 
     def tails(self, lines: int = 25) -> str:

@@ -2,7 +2,7 @@
 lost, it is retried by another worker with the same ``webhook-id`` (so the receiver can
 drop the repeat), and it ends up done exactly once.
 
-Real processes: ``dramatiq workers.actors`` against this machine's Redis and PostgreSQL; a
+Real processes: ``dramatiq workers.worker`` against this machine's Redis and PostgreSQL; a
 Standard Webhooks receiver on loopback in the test process.
 """
 

@@ -1,0 +1,52 @@
+"""Reading invoices: naming one — by its number (``EU-000002``), its id, or
+``SUBSCRIPTION@BOUNDARY`` — and listing them with filters, page by page."""
+
+from __future__ import annotations
+
+from domain.documents import InvoiceRecord
+from domain.validation import Invalid, parse_date
+from persistence import invoices as invoices_repo
+from persistence.db import unit_of_work
+
+MAX_ID = 2**31 - 1
+STATUSES = ("draft", "sent")
+
+
+def find(reference: str) -> InvoiceRecord | None:
+    """The invoice a reference names, or None; ``Invalid`` for a malformed reference."""
+    reference = reference.strip()
+    if not reference or len(reference) > 600:
+        raise Invalid("invoice", "give a number, an id or SUBSCRIPTION@YYYY-MM-DD")
+    with unit_of_work() as session:
+        if "@" in reference:
+            subscription, _, boundary = reference.rpartition("@")
+            day = parse_date(boundary, "boundary")
+            found = invoices_repo.records(session, subscription=subscription, boundary=day)
+        elif reference.isascii() and reference.isdigit():
+            number = int(reference)
+            found = invoices_repo.records(session, ids=[number]) if number <= MAX_ID else []
+            found = found or invoices_repo.records(session, number=reference)
+        else:
+            found = invoices_repo.records(session, number=reference)
+    return found[0] if found else None
+
+
+def parse_reference(reference: str, boundary: str | None = None) -> tuple[str, str] | None:
+    """(subscription, boundary) of a reference, for the commands on drafts (release,
+    regenerate); ``REF`` alone, or the older ``SUBSCRIPTION BOUNDARY`` pair."""
+    if boundary is not None:
+        return reference, boundary
+    found = find(reference)
+    return None if found is None else (found.subscription, found.boundary.isoformat())
+
+
+def listing(*, entity: str | None = None, customer: str | None = None,
+            subscription: str | None = None, status: str | None = None,
+            limit: int | None = None, after: int | None = None) -> list[InvoiceRecord]:
+    """Invoices sorted by (subscription, boundary); ``after`` an invoice id, for pages."""
+    if status is not None and status not in STATUSES:
+        raise Invalid("status", f"must be draft or sent, got {status!r}")
+    with unit_of_work() as session:
+        return invoices_repo.records(session, entity=entity, customer=customer,
+                                     subscription=subscription, status=status, limit=limit,
+                                     after=after)
