@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cli.common import connect, err, fail, out
+from domain.money import format_quantity
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
-from services import clock
+from services import clock, late
 from services.usage import resubmit
 
 app = typer.Typer(help="Usage events: rejected ones, re-submission.", no_args_is_help=True)
@@ -68,3 +70,39 @@ def resubmit_command(
             reason = usage_repo.rejected(session, 1)[0].reason
         fail(f"still rejected: {reason}", code=1)
     err.print(f"[green]✓[/] event re-submitted: {outcome}", highlight=False)
+
+
+@app.command("late")
+def late_command(
+    customer: Annotated[str | None, typer.Option(help="Only this customer's.")] = None,
+    subscription: Annotated[str | None, typer.Option(help="Only this subscription's.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1,
+                                       max=100_000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Late events (they arrived after their period's invoice was computed) with their
+    covering invoice and what billed them: a regeneration or an adjustment line."""
+    connect()
+    rows = late.report(customer=customer, subscription=subscription, limit=limit)
+    if as_json:
+        out.print_json(json.dumps([{
+            "key": r.key, "customer": r.customer, "meter": r.meter,
+            "quantity": format_quantity(r.quantity), "timestamp": iso(r.timestamp),
+            "ingested_at": iso(r.ingested_at), "subscription": r.subscription,
+            "period_start": r.period_start.isoformat(), "period_end": r.period_end.isoformat(),
+            "covering_invoice": r.covering, "billed_by": r.billed_by} for r in rows]))
+        return
+    table = Table(title=f"{len(rows)} late events (newest first)", title_justify="left")
+    for name in ("key", "customer", "meter", "quantity", "timestamp (UTC)", "ingested (UTC)",
+                 "period", "covering invoice", "billed by"):
+        table.add_column(name, overflow="fold", justify="right" if name == "quantity"
+                         else "left")
+    for r in rows:
+        table.add_row(r.key, r.customer, r.meter, format_quantity(r.quantity),
+                      f"{r.timestamp:%Y-%m-%d %H:%M:%S}", f"{r.ingested_at:%Y-%m-%d %H:%M:%S}",
+                      f"{r.period_start} → {r.period_end}", r.covering, r.billed_by)
+    out.print(table)
+
+
+def iso(instant: datetime) -> str:
+    return instant.strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")

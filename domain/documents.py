@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from domain.invoices import ComposedInvoice, Line
+from domain.invoices import ComposedInvoice, Line, line_order
 from domain.money import format_money, format_quantity
 
 
@@ -43,7 +43,7 @@ def _amounts(lines: tuple[Line, ...], subtotal: Decimal, discount: Decimal, tota
              "period_end": ln.period_end.isoformat(),
              "quantity": format_quantity(ln.quantity),
              "amount": format_money(ln.amount, currency)}
-            for ln in sorted(lines, key=lambda x: (x.type, x.charge))
+            for ln in sorted(lines, key=line_order)
         ],
         "subtotal": format_money(subtotal, currency),
         "discount": format_money(discount, currency),

@@ -1,20 +1,22 @@
-"""Invoice composition and which invoices are due (SPEC §6, §7).
+"""Invoice composition and which invoices are due (SPEC §6, §7, §11).
 
 One invoice per subscription per boundary ``b_k`` it reaches:
 - usage lines when k ≥ 1, for period k−1 (even at quantity 0);
 - recurring lines, in advance for period k, when the subscription continues past ``b_k``;
+- adjustment lines for earlier periods whose usage changed after their invoice was sent
+  (late usage, §11): the period priced again, minus what the other invoices billed;
 - the invoice at the end of a cancelled subscription is ``final``: usage only;
 - an invoice without a line (the opening invoice of a usage-only plan) is not issued.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, localcontext
 
-from domain.catalog import Plan
+from domain.catalog import Plan, UsageCharge
 from domain.money import EXACT, round_money
 from domain.periods import boundaries, boundary, midnight
 from domain.pricing import price_usage
@@ -22,11 +24,12 @@ from domain.subscriptions import Discount
 
 RECURRING = "recurring"
 USAGE = "usage"
+ADJUSTMENT = "adjustment"
 
 
 @dataclass(frozen=True)
 class Line:
-    type: str  # "recurring" | "usage"
+    type: str  # "recurring" | "usage" | "adjustment"
     charge: str
     period_start: date
     period_end: date  # exclusive
@@ -70,11 +73,39 @@ class Terms:
         return recurring or (k >= 1 and bool(self.plan.usage_charges))
 
 
+def line_order(line: Line) -> tuple[str, str, date]:
+    """Lines are listed by (type, charge, period_start), in plain string order."""
+    return line.type, line.charge, line.period_start
+
+
+@dataclass(frozen=True)
+class Billed:
+    """What a subscription's other invoices hold for one (charge, period): the sum of the
+    quantities and of the amounts of its usage line and adjustment lines."""
+
+    quantity: Decimal
+    amount: Decimal
+
+
+def adjustment(charge: UsageCharge, period_start: date, period_end: date, quantity: Decimal,
+               billed: Billed, currency: str) -> Line | None:
+    """SPEC §11: the period's charge priced again on ``quantity`` (everything ingested by
+    now), less what was billed for it; None when the amounts are equal (even if the
+    quantities differ: a minimum, a cap or an allowance absorbed the late usage)."""
+    now = price_usage(charge, quantity, currency)
+    if now == billed.amount:
+        return None
+    with localcontext(EXACT):
+        return Line(ADJUSTMENT, charge.id, period_start, period_end,
+                    quantity - billed.quantity, now - billed.amount)
+
+
 def compose_invoice(
-    terms: Terms, k: int, usage: Mapping[str, Decimal]
+    terms: Terms, k: int, usage: Mapping[str, Decimal], adjustments: Sequence[Line] = ()
 ) -> ComposedInvoice | None:
     """The invoice at ``b_k``; ``usage`` holds the aggregated quantity of period k−1 per
-    usage charge id (missing = 0). None when the invoice would have no line."""
+    usage charge id (missing = 0); ``adjustments`` the adjustment lines it carries. None
+    when the invoice would have no line."""
     plan = terms.plan
     at = terms.boundary(k)
     final = terms.end is not None and at == terms.end
@@ -90,13 +121,15 @@ def compose_invoice(
         for u in plan.usage_charges:
             q = usage.get(u.id, Decimal(0))
             lines.append(Line(USAGE, u.id, prev, at, q, price_usage(u, q, plan.currency)))
+    lines.extend(adjustments)
     if not lines:
         return None
-    lines.sort(key=lambda line: (line.type, line.charge))
+    lines.sort(key=line_order)
     with localcontext(EXACT):  # never the 28-digit default context: amounts can be long
         subtotal = sum((line.amount for line in lines), Decimal(0))
         discount = Decimal(0)
-        if terms.discount is not None and terms.discount.applies_to(k):
+        # a subtotal ≤ 0 (a credit, through negative adjustments) gets no discount
+        if terms.discount is not None and terms.discount.applies_to(k) and subtotal > 0:
             discount = terms.discount.of(subtotal, plan.currency)
         discount = round_money(discount, plan.currency)  # "0.00", not "0"
         total = subtotal - discount

@@ -57,14 +57,16 @@ def parse_currency(value: object, field: str) -> str:
 
 
 def round_money(amount: Decimal, currency: str) -> Decimal:
-    """Round half-up to the currency's minor units."""
-    return amount.quantize(
+    """Round half-up to the currency's minor units (a zero is never negative)."""
+    rounded = amount.quantize(
         Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP, context=ROUNDING
     )
+    return abs(rounded) if rounded.is_zero() else rounded
 
 
 def format_money(amount: Decimal, currency: str) -> str:
-    """Exactly the currency's minor digits: "20.00", "1500" for JPY."""
+    """Exactly the currency's minor digits: "20.00", "1500" for JPY, "-2.50" for a credit;
+    never "-0.00"."""
     return format(round_money(amount, currency), "f")
 
 

@@ -61,6 +61,25 @@ def boundaries(start: date, interval: Interval) -> Iterator[tuple[int, date]]:
         k += 1
 
 
+def period_of(start: date, interval: Interval, tz: str, at: datetime) -> int | None:
+    """The k of the period ``[b_k 00:00, b_(k+1) 00:00)`` local that contains the instant
+    ``at``; None before ``b_0``."""
+    if at < midnight(start, tz):
+        return None
+    local = at.astimezone(zone(tz)).date()
+    if interval is Interval.WEEK:
+        k = (local - start).days // 7
+    else:
+        months = {Interval.MONTH: 1, Interval.QUARTER: 3, Interval.YEAR: 12}[interval]
+        k = ((local.year - start.year) * 12 + local.month - start.month) // months
+    k = max(k, 0)
+    while k > 0 and midnight(boundary(start, interval, k), tz) > at:
+        k -= 1
+    while midnight(boundary(start, interval, k + 1), tz) <= at:
+        k += 1
+    return k
+
+
 def boundary_index(start: date, interval: Interval, day: date) -> int | None:
     """k such that ``b_k == day``, or None when ``day`` is not a boundary."""
     for k, b in boundaries(start, interval):

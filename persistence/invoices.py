@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from domain.documents import InvoiceRecord
-from domain.invoices import ComposedInvoice, Line
+from domain.invoices import ADJUSTMENT, USAGE, Billed, ComposedInvoice, Line, line_order
 from persistence import deliveries
-from persistence.sql import insert_ignore, is_postgres, rowcount, storable
+from persistence.sql import decimal_aggregate, insert_ignore, is_postgres, rowcount, storable
 from persistence.tables import (
     InvoiceCounterRow,
     InvoiceFailureRow,
@@ -187,7 +187,7 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
             id=r.id or 0, entity=r.entity_id, customer=r.customer_id,
             subscription=r.subscription_id, boundary=r.boundary, issued_at=r.issued_at,
             status=r.status, number=r.number, final=r.final, currency=r.currency,
-            lines=tuple(sorted(lines[r.id or 0], key=lambda x: (x.type, x.charge))),
+            lines=tuple(sorted(lines[r.id or 0], key=line_order)),
             subtotal=r.subtotal, discount=r.discount, total=r.total,
         )
         for r in rows
@@ -229,3 +229,52 @@ def failed_in_run(session: Session, run_at: datetime) -> set[tuple[str, date]]:
     F = InvoiceFailureRow
     stmt = select(col(F.subscription_id), col(F.boundary)).where(col(F.run_at) == run_at)
     return {(s, b) for s, b in session.execute(stmt)}
+
+
+def statuses(session: Session, pairs: Collection[tuple[str, date]]
+             ) -> dict[tuple[str, date], tuple[int, str]]:
+    """(id, status) of the invoices at these (subscription, boundary) pairs."""
+    found: dict[tuple[str, date], tuple[int, str]] = {}
+    wanted = sorted({s for s, _ in pairs})
+    days = sorted({d for _, d in pairs})
+    for start in range(0, len(wanted), 500):
+        stmt = select(col(I.subscription_id), col(I.boundary), col(I.id), col(I.status)).where(
+            col(I.subscription_id).in_(wanted[start:start + 500]), col(I.boundary).in_(days))
+        for sub, day, invoice_id, status in session.execute(stmt):
+            if (sub, day) in pairs and invoice_id is not None:
+                found[(sub, day)] = (invoice_id, status)
+    return found
+
+
+def billed(session: Session, subscriptions: Collection[str], periods: Collection[date],
+           exclude: Collection[int] = ()) -> dict[tuple[str, str, date], Billed]:
+    """Per (subscription, charge, period start): the sum of the quantities and amounts of
+    the usage and adjustment lines for it on the subscription's invoices (but those of
+    ``exclude``): what was billed for that period so far (SPEC §11)."""
+    L = InvoiceLineRow
+    result: dict[tuple[str, str, date], Billed] = {}
+    wanted = sorted(set(subscriptions))
+    if not wanted or not periods:
+        return result
+    for start in range(0, len(wanted), 500):
+        stmt = (select(col(I.subscription_id), col(L.charge_id), col(L.period_start),
+                       decimal_aggregate(session, "sum", col(L.quantity)),
+                       decimal_aggregate(session, "sum", col(L.amount)))
+                .join(I, col(I.id) == col(L.invoice_id))
+                .where(col(I.subscription_id).in_(wanted[start:start + 500]),
+                       col(L.type).in_([USAGE, ADJUSTMENT]),
+                       col(L.period_start).in_(sorted(set(periods))))
+                .group_by(col(I.subscription_id), col(L.charge_id), col(L.period_start)))
+        if exclude:
+            stmt = stmt.where(col(I.id).not_in(sorted(exclude)))
+        for sub, charge, period_start, quantity, amount in session.execute(stmt):
+            result[(sub, charge, period_start)] = Billed(quantity, amount)
+    return result
+
+
+def adjustment_periods(session: Session, invoice_id: int) -> set[tuple[str, date, date]]:
+    """(charge, period start, period end) of the adjustment lines of an invoice."""
+    L = InvoiceLineRow
+    stmt = select(col(L.charge_id), col(L.period_start), col(L.period_end)).where(
+        col(L.invoice_id) == invoice_id, col(L.type) == ADJUSTMENT)
+    return {(c, s, e) for c, s, e in session.execute(stmt)}

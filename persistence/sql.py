@@ -31,3 +31,15 @@ def storable(text: str) -> str:
     """Text a database can hold: NUL and lone surrogates written as escapes (an error or a
     reason may quote the bad input that caused it)."""
     return UNSTORABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def decimal_aggregate(session: Session, name: str, column: Any) -> Any:
+    """SUM/MAX/MIN over exact decimals: native on PostgreSQL NUMERIC, the exact aggregates
+    registered by ``persistence.db`` on SQLite (where decimals are text)."""
+    from sqlalchemy import func
+
+    from persistence.types import ExactDecimal
+
+    if is_postgres(session):
+        return getattr(func, name)(column, type_=ExactDecimal())
+    return getattr(func, f"dec_{name}")(column, type_=ExactDecimal())

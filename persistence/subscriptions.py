@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from domain.subscriptions import LifecycleCommand
-from persistence.sql import insert_ignore, storable
+from persistence.sql import insert_ignore, is_postgres, storable
 from persistence.tables import (
     CommandLogRow,
     InvoiceRow,
@@ -134,11 +135,23 @@ def due(session: Session, entity_id: str, run_at: datetime) -> list[Subscription
     return list(session.scalars(stmt))
 
 
-def advance(session: Session, subscription_id: str, k: int, boundary: date,
-            at: datetime) -> None:
-    """Mark every boundary before ``b_k`` as dealt with (never moving back)."""
+def advance(session: Session, subscription_id: str, k: int, boundary: date, at: datetime,
+            closed_until_at: datetime | None = None) -> None:
+    """Mark every boundary before ``b_k`` as dealt with (never moving back); usage before
+    ``closed_until_at`` is invoiced, when given."""
+    values: dict[str, Any] = {"next_k": k, "next_boundary": boundary, "next_boundary_at": at}
+    if closed_until_at is not None:
+        values["closed_until_at"] = closed_until_at
     session.execute(update(S).where(col(S.id) == subscription_id, col(S.next_k) < k)
-                    .values(next_k=k, next_boundary=boundary, next_boundary_at=at))
+                    .values(**values))
+
+
+def lock(session: Session, ids: Sequence[str]) -> None:
+    """Lock these subscriptions for update, in id order (no deadlock with an ingest that
+    share-locks them): from here no event of theirs closing now can commit unseen."""
+    if ids and is_postgres(session):
+        session.execute(select(col(S.id)).where(col(S.id).in_(sorted(set(ids))))
+                        .order_by(col(S.id)).with_for_update())
 
 
 def count(session: Session) -> int:

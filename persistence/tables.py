@@ -115,6 +115,9 @@ class SubscriptionRow(SQLModel, table=True):
     next_k: int = 0
     next_boundary: date
     next_boundary_at: datetime = Field(sa_type=UTCDateTime)
+    # Usage before this instant has been invoiced (the end of the latest period whose
+    # invoice was computed): an event dated before it that arrives now is late (SPEC §11).
+    closed_until_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class SubscriptionCommandRow(SQLModel, table=True):
@@ -142,6 +145,23 @@ class UsageEventRow(SQLModel, table=True):
     timestamp: datetime = Field(sa_type=UTCDateTime)
     properties: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     ingested_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class LateUsageRow(SQLModel, table=True):
+    """An accepted event that arrived after its period's invoice was computed (SPEC §11),
+    with the period it belongs to; ``accounted_by`` is the invoice that billed it — the
+    regenerated covering draft, or the later invoice whose adjustment line counts it —
+    until then NULL. Proportional to what arrived late, not to history."""
+
+    __tablename__ = "late_usage"
+    __table_args__ = (Index("ix_late_usage_open", "subscription_id", "accounted_by"),)
+    key: str = Field(primary_key=True, foreign_key="usage_events.key", max_length=255)
+    subscription_id: str = Field(foreign_key="subscriptions.id")
+    meter_id: str
+    period_start: date  # b_j
+    period_end: date  # b_(j+1): the boundary of the covering invoice
+    ingested_at: datetime = Field(sa_type=UTCDateTime)
+    accounted_by: int | None = Field(default=None, foreign_key="invoices.id")
 
 
 class RejectedUsageRow(SQLModel, table=True):

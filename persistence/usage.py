@@ -7,7 +7,7 @@ import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
@@ -29,16 +30,18 @@ from sqlmodel import col
 from domain.aggregation import average
 from domain.catalog import Aggregation, Meter
 from domain.usage import Rejection, UsageEvent
-from persistence.sql import insert_ignore, is_postgres
+from persistence.sql import decimal_aggregate, insert_ignore, is_postgres
 from persistence.tables import (
+    EntityRow,
     IngestBatchRow,
+    LateUsageRow,
     PlanMeterRow,
+    PlanVersionRow,
     RejectedUsageRow,
     SubscriptionRow,
     UsageConflictRow,
     UsageEventRow,
 )
-from persistence.types import ExactDecimal
 
 E = UsageEventRow
 CHUNK = 1000
@@ -134,14 +137,6 @@ def store_conflicts(session: Session, conflicts: Sequence[tuple[UsageEvent, Usag
         )
 
 
-def _decimal(session: Session, name: str, column: Any) -> Any:
-    """SUM/MAX/MIN over exact decimals: native on PostgreSQL NUMERIC, the exact
-    aggregates registered by ``persistence.db`` on SQLite (where decimals are text)."""
-    if is_postgres(session):
-        return getattr(func, name)(column, type_=ExactDecimal())
-    return getattr(func, f"dec_{name}")(column, type_=ExactDecimal())
-
-
 def _unique_value(session: Session, prop: str) -> Any:
     """``properties[prop]`` as a comparable value; absent or JSON null is SQL NULL."""
     if is_postgres(session):
@@ -156,12 +151,13 @@ def _unique_value(session: Session, prop: str) -> Any:
 
 @dataclass(frozen=True)
 class Period:
-    """What to aggregate: events with a timestamp in ``[start_at, end_at)`` that were
-    ingested no later than ``ingested_by``."""
+    """What to aggregate: events with a timestamp in ``[start_at, end_at)``, ingested no
+    later than ``ingested_by`` — or, when it is None, every event stored (committed) by now:
+    what an invoice computed now counts."""
 
     start_at: datetime
     end_at: datetime
-    ingested_by: datetime
+    ingested_by: datetime | None = None
 
 
 def aggregate_many(
@@ -173,12 +169,13 @@ def aggregate_many(
     result = {(c, m.id): Decimal(0) for c in customers for m in meters}
     if not result:
         return result
-    base = (
+    base: tuple[Any, ...] = (
         col(E.customer_id).in_(sorted(set(customers))),
         col(E.timestamp) >= period.start_at,
         col(E.timestamp) < period.end_at,
-        col(E.ingested_at) <= period.ingested_by,
     )
+    if period.ingested_by is not None:
+        base = (*base, col(E.ingested_at) <= period.ingested_by)
     group = (col(E.customer_id), col(E.meter_id))
     by_kind: dict[Aggregation, list[Meter]] = defaultdict(list)
     for meter in meters:
@@ -186,9 +183,10 @@ def aggregate_many(
     simple = [m for m in meters if m.aggregation in SIMPLE]
     if simple:
         where = (*base, col(E.meter_id).in_(sorted({m.id for m in simple})))
-        stmt = select(*group, _decimal(session, "sum", col(E.quantity)), func.count(),
-                      _decimal(session, "max", col(E.quantity)),
-                      _decimal(session, "min", col(E.quantity))).where(*where).group_by(*group)
+        stmt = select(*group, decimal_aggregate(session, "sum", col(E.quantity)), func.count(),
+                      decimal_aggregate(session, "max", col(E.quantity)),
+                      decimal_aggregate(session, "min", col(E.quantity))
+                      ).where(*where).group_by(*group)
         kinds = {m.id: m.aggregation for m in simple}
         for customer, meter_id, total, count, largest, smallest in session.execute(stmt):
             result[(customer, meter_id)] = {
@@ -260,3 +258,127 @@ def payload_text(payload: Any) -> str:
     """A raw payload as JSON text in ASCII: every character escaped, so that any input —
     NUL or a lone surrogate included — can be stored (JSONB and text columns refuse NUL)."""
     return json.dumps(payload, ensure_ascii=True, default=str)
+
+
+# ---------------------------------------------------------------------------- late usage
+
+
+@dataclass(frozen=True)
+class Billing:
+    """A subscription that bills a (customer, meter), with what lateness needs of it."""
+
+    subscription: str
+    customer: str
+    meter: str
+    start: date
+    start_at: datetime
+    end_at: datetime | None
+    closed_until_at: datetime | None
+    next_boundary_at: datetime
+    interval: str
+    timezone: str
+
+
+def billing_subscriptions(session: Session, customers: Collection[str]) -> list[Billing]:
+    """The subscriptions of these customers with the meters their plan versions charge."""
+    S, PM, V = SubscriptionRow, PlanMeterRow, PlanVersionRow
+    result: list[Billing] = []
+    wanted = sorted(set(customers))
+    for start in range(0, len(wanted), CHUNK):
+        stmt = (select(col(S.id), col(S.customer_id), col(PM.meter_id), col(S.start),
+                       col(S.start_at), col(S.end_at), col(S.closed_until_at),
+                       col(S.next_boundary_at), col(V.interval), col(EntityRow.timezone))
+                .join(PM, (col(PM.plan_id) == col(S.plan_id))
+                      & (col(PM.version) == col(S.plan_version)))
+                .join(V, (col(V.plan_id) == col(S.plan_id))
+                      & (col(V.version) == col(S.plan_version)))
+                .join(EntityRow, col(EntityRow.id) == col(S.entity_id))
+                .where(col(S.customer_id).in_(wanted[start:start + CHUNK])))
+        result.extend(Billing(sub, c, m, st, sa, ea, cu, nb, iv, tz)
+                      for sub, c, m, st, sa, ea, cu, nb, iv, tz in session.execute(stmt))
+    return result
+
+
+def lock_closing(session: Session, subscription_ids: Collection[str]
+                 ) -> dict[str, datetime | None]:
+    """Share-lock subscriptions whose invoice a bill run may be computing right now, and
+    read their ``closed_until_at`` afresh. A bill run locks them for update before it
+    aggregates: so an event is either seen by that invoice, or seen as late — never lost
+    between the two (PostgreSQL; SQLite runs one writer at a time anyway)."""
+    if not subscription_ids or not is_postgres(session):
+        return {}
+    S = SubscriptionRow
+    stmt = (select(col(S.id), col(S.closed_until_at)).where(col(S.id).in_(
+        sorted(subscription_ids))).order_by(col(S.id)).with_for_update(read=True))
+    return {sub: closed for sub, closed in session.execute(stmt)}
+
+
+def add_late(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(LateUsageRow), list(rows))
+
+
+def open_late(session: Session, subscription_ids: Collection[str],
+              accounted_by: Collection[int] = ()) -> dict[str, dict[tuple[str, date, date],
+                                                                  list[str]]]:
+    """Late events not billed yet (or billed by ``accounted_by``, being recomputed), by
+    subscription and (meter, period start, period end)."""
+    L = LateUsageRow
+    found: dict[str, dict[tuple[str, date, date], list[str]]] = defaultdict(
+        lambda: defaultdict(list))
+    if not subscription_ids:
+        return found
+    open_: Any = col(L.accounted_by).is_(None)
+    if accounted_by:
+        open_ = open_ | col(L.accounted_by).in_(sorted(accounted_by))
+    wanted = sorted(set(subscription_ids))
+    for start in range(0, len(wanted), CHUNK):
+        stmt = select(col(L.subscription_id), col(L.meter_id), col(L.period_start),
+                      col(L.period_end), col(L.key)).where(
+            col(L.subscription_id).in_(wanted[start:start + CHUNK]), open_)
+        for sub, meter, period_start, period_end, key in session.execute(stmt):
+            found[sub][(meter, period_start, period_end)].append(key)
+    return found
+
+
+def account_late(session: Session, keys: Collection[str], invoice_id: int) -> None:
+    """These late events are billed by ``invoice_id``."""
+    L = LateUsageRow
+    wanted = sorted(set(keys))
+    for start in range(0, len(wanted), CHUNK):
+        session.execute(update(L).where(col(L.key).in_(wanted[start:start + CHUNK]))
+                        .values(accounted_by=invoice_id))
+
+
+def count_late(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(LateUsageRow)) or 0)
+
+
+@dataclass(frozen=True)
+class LateEvent:
+    key: str
+    customer: str
+    meter: str
+    quantity: Decimal
+    timestamp: datetime
+    ingested_at: datetime
+    subscription: str
+    period_start: date
+    period_end: date
+    accounted_by: int | None
+
+
+def late_events(session: Session, *, customer: str | None = None,
+                subscription: str | None = None, limit: int = 100) -> list[LateEvent]:
+    L = LateUsageRow
+    stmt = (select(col(L.key), col(E.customer_id), col(L.meter_id), col(E.quantity),
+                   col(E.timestamp), col(L.ingested_at), col(L.subscription_id),
+                   col(L.period_start), col(L.period_end), col(L.accounted_by))
+            .join(E, col(E.key) == col(L.key)).order_by(col(L.ingested_at).desc(), col(L.key))
+            .limit(limit))
+    if customer is not None:
+        stmt = stmt.where(col(E.customer_id) == customer)
+    if subscription is not None:
+        stmt = stmt.where(col(L.subscription_id) == subscription)
+    return [LateEvent(key, c, m, q, ts, at, sub, ps, pe, by)
+            for key, c, m, q, ts, at, sub, ps, pe, by in session.execute(stmt)]

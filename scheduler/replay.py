@@ -18,7 +18,6 @@ from typing import Any
 
 import dramatiq
 from dramatiq import Worker
-from dramatiq.brokers.stub import StubBroker
 
 from domain.documents import invoice_document
 from domain.periods import bill_run_instant, zone
@@ -32,7 +31,7 @@ from scheduler.tick import tick
 from services import catalog as catalog_service
 from services import clock, deliveries
 from workers import actors
-from workers.broker import QUEUE, FailureRecorder, stub_broker, use
+from workers.broker import FailureRecorder, join, stub_broker, use
 
 
 @dataclass(frozen=True)
@@ -112,11 +111,7 @@ class ReplayError(RuntimeError):
 def drain(broker: dramatiq.Broker, worker: Worker, failures: FailureRecorder) -> None:
     """Wait until every message, including the follow-ups they sent, is processed and
     acknowledged."""
-    if isinstance(broker, StubBroker):
-        broker.join(QUEUE, fail_fast=False)
-    else:
-        broker.join(QUEUE, interval=2)  # type: ignore[call-arg]
-    worker.join()
+    join(broker, [worker])
     if failures.failures:
         raise ReplayError(failures.failures[0])
 
@@ -127,6 +122,7 @@ def report() -> dict[str, Any]:
         invoices = [invoice_document(inv) for inv in invoices_repo.records(session)]
         counts = usage_repo.outcome_counts(session)
         counts["unbilled"] = usage_repo.count_unbilled(session)
+        counts["late"] = usage_repo.count_late(session)
     return {"invoices": invoices, "usage": counts}
 
 

@@ -32,7 +32,7 @@ from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import SubscriptionRow
 from persistence.usage import Period
-from services import deliveries
+from services import deliveries, late
 from services.commands import Outcome, applied, refused
 from services.outages import is_infrastructure
 
@@ -62,13 +62,22 @@ class ToCompose:
     row: SubscriptionRow
     plan: Plan
     k: int
+    invoice_id: int | None = None  # when it exists (a regeneration)
+
+
+@dataclass(frozen=True)
+class Computed:
+    invoice: ComposedInvoice | None  # None: the invoice would have no line
+    accounts: tuple[str, ...] = ()  # the late events its adjustment lines bill
 
 
 def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
-                 ingested_by: datetime) -> list[ComposedInvoice | Exception | None]:
-    """Compose the invoices at ``b_k`` of many subscriptions of one entity, aggregating
-    their closing periods set-wise (one round of ``GROUP BY`` per distinct period). An item
-    that cannot be composed gets its exception instead (the others are unaffected)."""
+                 ingested_by: datetime | None = None) -> list[Computed | Exception]:
+    """Compose the invoices at ``b_k`` of many subscriptions of one entity: their closing
+    periods aggregated set-wise (one round of ``GROUP BY`` per distinct period) and their
+    adjustment lines for late usage (SPEC §11). Everything stored counts, unless
+    ``ingested_by`` (a preview of the past) limits it. An item that cannot be composed gets
+    its exception instead (the others are unaffected)."""
     meters = catalog_repo.meters(session)
     periods: dict[Period, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
     item_period: list[Period | None] = []
@@ -88,24 +97,55 @@ def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
                                           [meters[m] for m in sorted(meter_ids)])
         for period, (customers, meter_ids) in periods.items()
     }
-    composed: list[ComposedInvoice | Exception | None] = []
-    for item, closing in zip(items, item_period, strict=True):
+    adjusting = [late.ToAdjust(i.row, i.plan, i.k, i.invoice_id) for i in items]
+    _adjust(session, entity, adjusting, ingested_by)
+    composed: list[Computed | Exception] = []
+    for item, closing, adjusted in zip(items, item_period, adjusting, strict=True):
+        if isinstance(adjusted.error, Exception):
+            composed.append(adjusted.error)
+            continue
         usage: dict[str, Decimal] = {}
         if closing is not None:
             totals = aggregated[closing]
             usage = {c.id: totals[(item.row.customer_id, c.meter)]
                      for c in item.plan.usage_charges}
         try:
-            composed.append(compose_invoice(terms_of(item.row, item.plan), item.k, usage))
+            invoice = compose_invoice(terms_of(item.row, item.plan), item.k, usage,
+                                      adjusted.lines)
+            composed.append(Computed(invoice, tuple(adjusted.accounts)))
         except Exception as exc:  # this subscription's data cannot be billed
             composed.append(exc)
     return composed
 
 
+def _adjust(session: Session, entity: Entity, items: list[late.ToAdjust],
+            ingested_by: datetime | None) -> None:
+    """Adjustment lines for all items at once; if that fails, item by item, so that one
+    subscription whose data cannot be billed does not hold the others back."""
+    try:
+        with session.begin_nested():
+            late.adjust(session, entity, items, ingested_by)
+        return
+    except Exception as exc:
+        if is_infrastructure(exc):
+            raise
+    for item in items:
+        item.lines.clear()
+        item.accounts.clear()
+        try:
+            with session.begin_nested():
+                late.adjust(session, entity, [item], ingested_by)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            item.error = exc
+
+
 def compute(session: Session, row: SubscriptionRow, plan: Plan, entity: Entity, k: int,
-            ingested_by: datetime) -> ComposedInvoice | None:
+            ingested_by: datetime | None = None, invoice_id: int | None = None) -> Computed:
     """Aggregate period k−1 in SQL and compose the invoice at ``b_k``."""
-    result = compute_many(session, entity, [ToCompose(row, plan, k)], ingested_by)[0]
+    result = compute_many(session, entity, [ToCompose(row, plan, k, invoice_id)],
+                          ingested_by)[0]
     if isinstance(result, Exception):
         raise result
     return result
@@ -207,6 +247,7 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
     bulk, then the sent ones numbered in the order of ``pairs`` under one counter lock.
     A subscription whose invoice cannot be computed or stored is recorded as failed; the
     others are issued."""
+    subs_repo.lock(session, [s for s, _ in pairs])  # see services.late: no event lost
     subs = subs_repo.get_many(session, [s for s, _ in pairs])
     exists = invoices_repo.existing(session, pairs)
     plans = catalog_repo.plans(session, {(r.plan_id, r.plan_version) for r in subs.values()})
@@ -253,6 +294,7 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
         position[subscription] += 1
 
     issued: dict[int, tuple[int, invoices_repo.NewInvoice]] = {}  # pair index -> (id, new)
+    accounts: dict[int, tuple[str, ...]] = {}  # pair index -> late events it bills
     for turn in sorted(rounds):  # a subscription's boundaries in order, round by round
         new: list[tuple[int, invoices_repo.NewInvoice]] = []
         by_entity: dict[str, list[tuple[int, ToCompose]]] = defaultdict(list)
@@ -265,26 +307,29 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
         for entity_id, items in by_entity.items():
             entity = entities[entity_id]
             assert entity is not None
-            composed = compute_many(session, entity, [item for _, item in items], now)
-            for (index, item), invoice in zip(items, composed, strict=True):
+            composed = compute_many(session, entity, [item for _, item in items])
+            for (index, item), result in zip(items, composed, strict=True):
                 label = f"{item.row.id}@{pairs[index][1]}"
-                if isinstance(invoice, Exception):
-                    if is_infrastructure(invoice):
-                        raise invoice
-                    fail(index, item.row, pairs[index][1], _error(invoice))
+                if isinstance(result, Exception):
+                    if is_infrastructure(result):
+                        raise result
+                    fail(index, item.row, pairs[index][1], _error(result))
                     continue
                 advance[item.row.id] = (item.k + 1, terms_of(item.row, item.plan))
-                if invoice is None:
+                if result.invoice is None:
                     outcomes[index] = Outcome("unchanged", f"{label}: no line to invoice")
                 else:
+                    accounts[index] = result.accounts
                     new.append((index, invoices_repo.NewInvoice(
                         item.row.id, entity_id, item.row.customer_id, item.row.plan_version,
-                        invoice)))
+                        result.invoice)))
         ids, errors = _store(session, [n for _, n in new], issued_at, now)
         for index, n in new:
             key = (n.subscription, n.invoice.boundary)
             if key in ids:
                 issued[index] = (ids[key], n)
+                # the late events it bills, before the next round reads what is open
+                usage_repo.account_late(session, accounts.get(index, ()), ids[key])
             elif key in errors:
                 row = subs[n.subscription]
                 advance[row.id] = (advance[row.id][0] - 1, advance[row.id][1])
@@ -315,7 +360,8 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
         entity = entities[subs[subscription].entity_id]
         assert entity is not None
         b = terms.boundary(k)
-        subs_repo.advance(session, subscription, k, b, midnight(b, entity.timezone))
+        closed = midnight(terms.boundary(k - 1), entity.timezone) if k >= 2 else None
+        subs_repo.advance(session, subscription, k, b, midnight(b, entity.timezone), closed)
     return outcomes
 
 
@@ -402,16 +448,20 @@ def do_regenerate(session: Session, now: datetime, subscription: str, boundary: 
     assert entity is not None
     k = boundary_index(row.start, plan.interval, parse_date(boundary, "boundary"))
     assert k is not None
+    # the late events of the period it covers, read before it is recomputed: it bills them
+    covered = late.account_regenerated_covering(session, row.id, parse_date(boundary,
+                                                "boundary"), invoice_id)
     try:
-        composed = compute(session, row, plan, entity, k, now)
+        computed = compute(session, row, plan, entity, k, invoice_id=invoice_id)
     except Exception as exc:
         if is_infrastructure(exc):
             raise
         return refused(f"regenerate: the invoice cannot be computed: {_error(exc)}")
-    if composed is None:
+    if computed.invoice is None:
         return refused("regenerate: the invoice would have no line")
-    invoices_repo.replace_draft(session, invoice_id, composed, now)
-    return applied(f"recomputed, total {composed.total}")
+    invoices_repo.replace_draft(session, invoice_id, computed.invoice, now)
+    usage_repo.account_late(session, [*covered, *computed.accounts], invoice_id)
+    return applied(f"recomputed, total {computed.invoice.total}")
 
 
 # ---------------------------------------------------------------------------- preview
@@ -430,7 +480,7 @@ def preview(subscription: str, at: datetime) -> ComposedInvoice:
         k, boundary = next_boundary_after(terms_of(row, plan), entity.timezone, at)
         if row.end is not None and boundary > row.end:
             raise Invalid("subscription", f"{subscription!r} ended on {row.end}")
-        composed = compute(session, row, plan, entity, k, at)
+        composed = compute(session, row, plan, entity, k, ingested_by=at).invoice
     if composed is None:
         raise Invalid("subscription", f"the invoice at {boundary} would have no line")
     return composed

@@ -14,6 +14,7 @@ from persistence import catalog as catalog_repo
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import CustomerRow, MeterRow
+from services import late
 
 
 def ingest(session: Session, raw_events: Any, now: datetime,
@@ -50,6 +51,7 @@ def ingest(session: Session, raw_events: Any, now: datetime,
             duplicates += 1
         else:
             conflicts.append((kept, event))
+    late.flag_late(session, [first[key] for key in sorted(inserted)], now)
     usage_repo.store_rejections(session, rejections, now, message_id)
     usage_repo.store_conflicts(session, conflicts, now)
     return {"accepted": len(inserted), "duplicate": duplicates, "conflict": len(conflicts),

@@ -10,6 +10,8 @@ The PostgreSQL + Redis tier runs when both servers answer at
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,15 +23,15 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq import Worker
-from dramatiq.brokers.stub import StubBroker
 
 from persistence import db
 from services import clock
 from services.settings import settings
 from workers.broker import (
-    QUEUE,
     FailureRecorder,
     delete_namespace,
+    join,
+    rabbitmq_broker,
     redis_broker,
     stub_broker,
     use,
@@ -37,6 +39,7 @@ from workers.broker import (
 
 PG_URL = os.environ.get("BILLING_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BILLING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("BILLING_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REQUIRE_SERVICES = os.environ.get("BILLING_REQUIRE_SERVICES") == "1"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -60,6 +63,31 @@ def services_problem() -> str | None:
     return None
 
 
+@cache
+def rabbitmq_problem() -> str | None:
+    """Why the RabbitMQ tier cannot run here, or None when it can: a broker that answers at
+    BILLING_TEST_RABBITMQ_URL and ``rabbitmqctl`` to give each test run a vhost of its own."""
+    try:
+        import pika
+
+        pika.BlockingConnection(pika.URLParameters(
+            RABBITMQ_URL + "?socket_timeout=3&connection_attempts=1")).close()
+    except Exception as exc:
+        return f"RabbitMQ at {RABBITMQ_URL} is unreachable ({type(exc).__name__})"
+    if shutil.which("rabbitmqctl") is None:
+        return "rabbitmqctl is not installed (each test run needs a vhost of its own)"
+    return None
+
+
+def require_rabbitmq() -> None:
+    problem = rabbitmq_problem()
+    if problem is None:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"RabbitMQ tier required (BILLING_REQUIRE_SERVICES=1): {problem}")
+    pytest.skip(f"RabbitMQ tier skipped: {problem}")
+
+
 def require_services() -> None:
     problem = services_problem()
     if problem is None:
@@ -69,13 +97,18 @@ def require_services() -> None:
     pytest.skip(f"PostgreSQL + Redis tier skipped: {problem}")
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    problem = services_problem()
-    if problem is None:
-        return f"PostgreSQL + Redis tier: ON ({PG_URL}, {REDIS_URL})"
-    if REQUIRE_SERVICES:
-        return f"PostgreSQL + Redis tier: REQUIRED but unavailable: {problem}"
-    return f"PostgreSQL + Redis tier: SKIPPED — {problem}"
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = []
+    for tier, problem, where in (
+            ("PostgreSQL + Redis", services_problem(), f"{PG_URL}, {REDIS_URL}"),
+            ("RabbitMQ", rabbitmq_problem(), RABBITMQ_URL)):
+        if problem is None:
+            lines.append(f"{tier} tier: ON ({where})")
+        elif REQUIRE_SERVICES:
+            lines.append(f"{tier} tier: REQUIRED but unavailable: {problem}")
+        else:
+            lines.append(f"{tier} tier: SKIPPED — {problem}")
+    return lines
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -132,11 +165,7 @@ class Runtime:
     failures: FailureRecorder
 
     def drain(self) -> None:
-        if isinstance(self.broker, StubBroker):
-            self.broker.join(QUEUE, fail_fast=False)
-        else:
-            self.broker.join(QUEUE, interval=2)  # type: ignore[call-arg]
-        self.worker.join()
+        join(self.broker, [self.worker])
         assert not self.failures.failures, self.failures.failures
 
     def at(self, when: str) -> None:
@@ -148,10 +177,31 @@ class Runtime:
         self.drain()
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_vhost() -> Iterator[str]:
+    """A RabbitMQ vhost of this test run (guest may use it); deleted at the end."""
+    require_rabbitmq()
+    vhost = f"billing-test-{uuid.uuid4().hex[:10]}"
+    subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    try:
+        yield RABBITMQ_URL.rstrip("/") + "/" + vhost
+    finally:
+        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True)
+
+
+def rabbitmq_test_broker(url: str) -> dramatiq.Broker:
+    broker = rabbitmq_broker(settings(), url=url, max_retries=0)
+    broker.flush_all()  # type: ignore[attr-defined]
+    return broker
+
+
 RUNTIMES = [
     "sqlite+stub",
     "sqlite+fakeredis",
     pytest.param("postgres+redis", marks=pytest.mark.postgres),
+    pytest.param("postgres+rabbitmq", marks=[pytest.mark.postgres, pytest.mark.rabbitmq]),
 ]
 
 
@@ -165,6 +215,8 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]
         request.getfixturevalue("sqlite_store")
     if name.endswith("+stub"):
         broker: dramatiq.Broker = stub_broker(max_retries=0)
+    elif name.endswith("+rabbitmq"):
+        broker = rabbitmq_test_broker(request.getfixturevalue("rabbitmq_vhost"))
     elif name.endswith("+fakeredis"):
         import fakeredis
 
@@ -201,9 +253,7 @@ class Pool:
     failures: FailureRecorder
 
     def drain(self) -> None:
-        self.broker.join(QUEUE, interval=2)  # type: ignore[call-arg]
-        for worker in self.workers:
-            worker.join()
+        join(self.broker, self.workers)
         assert not self.failures.failures, self.failures.failures[:3]
 
     def at(self, when: str) -> None:

@@ -17,7 +17,7 @@ import base64
 import hashlib
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ParamSpec
@@ -329,6 +329,24 @@ def use(broker: dramatiq.Broker) -> dramatiq.Broker:
         actor.broker = broker
         broker.declare_actor(actor)
     return broker
+
+
+def join(broker: dramatiq.Broker, workers: Sequence[dramatiq.Worker]) -> None:
+    """Wait until every message, and every follow-up message it sent, is processed (replays
+    and tests: they drain the broker before the clock moves on)."""
+    if isinstance(broker, StubBroker):
+        broker.join(QUEUE, fail_fast=False)
+    elif hasattr(broker, "client"):  # Redis: its counts include unacknowledged messages
+        broker.join(QUEUE, interval=2)  # type: ignore[call-arg]
+    else:  # RabbitMQ: its counts leave out unacknowledged messages, so ask again after
+        while True:
+            broker.join(QUEUE, min_successes=3, idle_time=20)  # type: ignore[call-arg]
+            for worker in workers:
+                worker.join()
+            if not sum(broker.get_queue_message_counts(QUEUE)[:-1]):  # type: ignore[attr-defined]
+                break
+    for worker in workers:
+        worker.join()
 
 
 class RetryLater(Exception):

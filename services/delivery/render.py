@@ -189,6 +189,22 @@ class InvoiceView:
     subtotal: str
     discount: str
     total: str
+    credit: str | None  # the amount owed to the customer when the total is negative
+    adjusted: bool  # it carries adjustment lines (late usage of earlier periods)
+
+    @property
+    def total_label(self) -> str:
+        return "Total (credit)" if self.credit else "Total"
+
+    @property
+    def notes(self) -> list[str]:
+        notes = []
+        if self.adjusted:
+            notes.append("Adjustment lines correct an earlier period: usage that arrived after "
+                         "its invoice was sent, priced again with the whole period.")
+        if self.credit:
+            notes.append(f"This invoice is a credit: {self.credit} is owed to the customer.")
+        return notes
 
 
 def _text(document: Mapping[str, Any], key: str) -> str:
@@ -235,6 +251,7 @@ def invoice_view(
             amount=format_amount(ln.get("amount"), currency, locale),
         ))
     discount = to_decimal(document.get("discount", "0"), "discount")
+    total = to_decimal(document.get("total"), "total")
     status = _text(document, "status")
     final = bool(document.get("final", False))
     invoice_id = document.get("id")
@@ -260,6 +277,8 @@ def invoice_view(
         subtotal=format_amount(document.get("subtotal"), currency, locale),
         discount=format_amount(-discount, currency, locale),
         total=format_amount(document.get("total"), currency, locale),
+        credit=format_amount(-total, currency, locale) if total < 0 else None,
+        adjusted=any(line.type == "adjustment" for line in lines),
     )
 
 
@@ -319,9 +338,11 @@ def render_text(
     widths = [max([len(t), *(len(r[i]) for r in rows)]) for i, t in enumerate(titles)]
     columns = [_Column(t, w, r) for t, w, r in zip(titles, widths, right, strict=True)]
     table_width = sum(widths) + 2 * (len(widths) - 1)
-    pairs = [("Subtotal", view.subtotal), ("Discount", view.discount), ("Total", view.total)]
+    pairs = [("Subtotal", view.subtotal), ("Discount", view.discount),
+             (view.total_label, view.total)]
     value_width = max(len(v) for _, v in pairs)
-    totals = [f"{label:>8}  {value:>{value_width}}" for label, value in pairs]
+    label_width = max(len(label) for label, _ in pairs)
+    totals = [f"{label:>{label_width}}  {value:>{value_width}}" for label, value in pairs]
     table_width = max(table_width, *(len(t) for t in totals))
     return _text_env().get_template(TEXT_TEMPLATE).render(
         inv=view, columns=columns, rows=rows, totals=totals, table_width=table_width,
@@ -335,4 +356,5 @@ def email_subject(
     sub-1@2026-03-01 …" for a draft)."""
     view = invoice_view(document, entity_name=entity_name, locale=locale)
     what = f"Invoice {view.number}" if view.number else f"Draft invoice {view.reference}"
-    return f"{what} from {view.entity.name or view.entity.id}: {view.total}"
+    amount = f"a credit of {view.credit}" if view.credit else view.total
+    return f"{what} from {view.entity.name or view.entity.id}: {amount}"

@@ -14,7 +14,14 @@ import pytest
 from scheduler.replay import replay
 from scheduler.scenario import load_scenario
 from services.settings import settings
-from tests.conftest import PG_URL, REDIS_URL, SHARED, flush_redis_namespace, require_services
+from tests.conftest import (
+    PG_URL,
+    REDIS_URL,
+    SHARED,
+    flush_redis_namespace,
+    rabbitmq_test_broker,
+    require_services,
+)
 from workers.broker import redis_broker
 
 OWN = Path(__file__).parent / "scenarios"
@@ -62,4 +69,14 @@ def test_replay_on_postgres_and_redis_is_identical(path: Path) -> None:
     finally:
         flush_redis_namespace(namespace)
     assert result == replay(load_scenario(path))
+    assert by_value(result) == by_value(expected(path))
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_replay_on_postgres_and_rabbitmq_is_identical(path: Path, rabbitmq_vhost: str) -> None:
+    require_services()
+    result = replay(load_scenario(path), database_url=PG_URL,
+                    broker=rabbitmq_test_broker(rabbitmq_vhost))
     assert by_value(result) == by_value(expected(path))

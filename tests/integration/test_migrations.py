@@ -84,4 +84,6 @@ def test_data_of_a_0002_database_is_carried_over(empty_database: None) -> None:
         assert row is not None and row.plan_version == 1
         assert (row.next_k, row.next_boundary.isoformat()) == (2, "2026-03-01")
         assert row.next_boundary_at.isoformat() == "2026-03-01T00:00:00+00:00"
+        assert row.closed_until_at is not None
+        assert row.closed_until_at.isoformat() == "2026-02-01T00:00:00+00:00"
         assert catalog_repo.customer(session, "c").draft_invoices is True  # type: ignore[union-attr]

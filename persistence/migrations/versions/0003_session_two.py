@@ -1,5 +1,5 @@
-"""plan versions, commands in the order sent, bill-run progress, invoice failures, dead
-letters and rejected payloads stored as text
+"""plan versions, commands in the order sent, bill-run progress, invoice failures, late
+usage, dead letters and rejected payloads stored as text
 
 Revision ID: 0003
 Revises: 0002
@@ -142,9 +142,27 @@ def upgrade() -> None:
                                       server_default="1900-01-01"))
         batch_op.add_column(sa.Column('next_boundary_at', persistence.types.UTCDateTime(timezone=True),
                                       nullable=False, server_default=epoch))
+        batch_op.add_column(sa.Column('closed_until_at', persistence.types.UTCDateTime(timezone=True),
+                                      nullable=True))
         batch_op.drop_index(batch_op.f('ix_subscriptions_entity_id'))
         batch_op.create_index('ix_subscriptions_due', ['entity_id', 'next_boundary_at'], unique=False)
     _carry_subscriptions_over()
+
+    op.create_table('late_usage',
+    sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+    sa.Column('subscription_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('meter_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('period_start', sa.Date(), nullable=False),
+    sa.Column('period_end', sa.Date(), nullable=False),
+    sa.Column('ingested_at', persistence.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('accounted_by', sa.Integer(), nullable=True),
+    sa.ForeignKeyConstraint(['accounted_by'], ['invoices.id'], ),
+    sa.ForeignKeyConstraint(['key'], ['usage_events.key'], ),
+    sa.ForeignKeyConstraint(['subscription_id'], ['subscriptions.id'], ),
+    sa.PrimaryKeyConstraint('key')
+    )
+    with op.batch_alter_table('late_usage', schema=None) as batch_op:
+        batch_op.create_index('ix_late_usage_open', ['subscription_id', 'accounted_by'], unique=False)
 
     _text('dead_letters', 'message')
     _text('rejected_usage', 'payload')
@@ -174,6 +192,7 @@ def _carry_subscriptions_over() -> None:
         k = 0 if last is None else (boundary_index(start, interval, last) or 0) + 1
         nxt = boundary(start, interval, k)
         at = midnight(nxt, zones[entity_id])
+        closed = midnight(boundary(start, interval, k - 1), zones[entity_id]) if k >= 2 else None
         if isinstance(created_at, str):
             created_at = datetime.fromisoformat(created_at)
         if created_at.tzinfo is None:
@@ -181,10 +200,10 @@ def _carry_subscriptions_over() -> None:
         instant = persistence.types.UTCDateTime()
         bind.execute(sa.text(
             "UPDATE subscriptions SET sent_at = :sent, next_k = :k, next_boundary = :b, "
-            "next_boundary_at = :at WHERE id = :id").bindparams(
+            "next_boundary_at = :at, closed_until_at = :closed WHERE id = :id").bindparams(
                 sa.bindparam("sent", type_=instant), sa.bindparam("at", type_=instant),
-                sa.bindparam("b", type_=sa.Date())),
-            {"sent": created_at, "k": k, "b": nxt, "at": at, "id": sub_id})
+                sa.bindparam("closed", type_=instant), sa.bindparam("b", type_=sa.Date())),
+            {"sent": created_at, "k": k, "b": nxt, "at": at, "closed": closed, "id": sub_id})
 
 
 def downgrade() -> None:

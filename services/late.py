@@ -1,0 +1,209 @@
+"""Late usage (SPEC §11): finding it when it is ingested, and billing it as adjustment
+lines on the next invoices — at a cost proportional to what arrived late, not to history.
+
+At ingest, an accepted event dated before its subscription's ``closed_until_at`` (the end
+of the latest period whose invoice was computed) is late: it is recorded with its period
+in ``late_usage``. An invoice computed later looks only at the late periods of its
+subscription that no invoice has billed yet: it prices each such period again on
+everything stored and carries the difference with what was billed as an adjustment line.
+
+Races: while a subscription's next invoice may be being computed (from an hour before
+its next boundary until the invoice is issued), ingest share-locks the subscription and a
+bill run locks it for update before it aggregates, so an event is either counted by that
+invoice or recorded as late, never neither.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from domain.catalog import Entity, Plan
+from domain.invoices import Billed, Line, Terms, adjustment
+from domain.periods import Interval, boundary, midnight, period_of
+from domain.usage import UsageEvent
+from persistence import catalog as catalog_repo
+from persistence import invoices as invoices_repo
+from persistence import usage as usage_repo
+from persistence.tables import SubscriptionRow
+from persistence.usage import Period
+
+# How long before a subscription's next boundary an invoice of it may already be computed
+# (clock differences between machines, a run processed early): ingest locks it from then.
+CLOSING_MARGIN = timedelta(hours=1)
+
+
+def flag_late(session: Session, events: Sequence[UsageEvent], now: datetime) -> int:
+    """Record which of these newly stored events are late, with their period; how many."""
+    if not events:
+        return 0
+    subs = usage_repo.billing_subscriptions(session, {e.customer for e in events})
+    if not subs:
+        return 0
+    closing = {s.subscription for s in subs if s.next_boundary_at <= now + CLOSING_MARGIN}
+    fresh = usage_repo.lock_closing(session, closing)
+    by_meter: dict[tuple[str, str], list[usage_repo.Billing]] = defaultdict(list)
+    for s in subs:
+        by_meter[(s.customer, s.meter)].append(s)
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        for s in by_meter.get((event.customer, event.meter), ()):
+            if not s.start_at <= event.timestamp or (s.end_at and event.timestamp >= s.end_at):
+                continue
+            closed = fresh.get(s.subscription, s.closed_until_at)
+            if closed is not None and event.timestamp < closed:
+                interval = Interval(s.interval)
+                j = period_of(s.start, interval, s.timezone, event.timestamp)
+                assert j is not None
+                rows.append({"key": event.key, "subscription_id": s.subscription,
+                             "meter_id": event.meter, "ingested_at": now,
+                             "period_start": boundary(s.start, interval, j),
+                             "period_end": boundary(s.start, interval, j + 1)})
+            break  # an event is billed by one subscription (overlaps are refused)
+    usage_repo.add_late(session, rows)
+    return len(rows)
+
+
+@dataclass
+class ToAdjust:
+    """One invoice being computed: subscription, plan, its boundary index, and (when it
+    exists: a regeneration) its id."""
+
+    row: SubscriptionRow
+    plan: Plan
+    k: int
+    invoice_id: int | None = None
+    lines: list[Line] = field(default_factory=list)
+    accounts: list[str] = field(default_factory=list)  # the late events it bills
+    error: Exception | None = None  # its adjustments could not be computed
+
+
+def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
+           ingested_by: datetime | None = None) -> None:
+    """Fill each item's adjustment lines (SPEC §11) and the late events they bill, set-wise
+    over the items (one entity). Only periods j ≤ k − 2 with late events not billed yet —
+    or that this invoice adjusted before, when it is regenerated — are priced again, and
+    only while their covering invoice is sent. ``ingested_by`` limits the events counted
+    (a preview of the past); None counts everything stored."""
+    items = [i for i in items if i.k >= 2 and i.plan.usage_charges]
+    if not items:
+        return
+    own = [i.invoice_id for i in items if i.invoice_id is not None]
+    late = usage_repo.open_late(session, [i.row.id for i in items], own)
+    own_periods = {i.invoice_id: invoices_repo.adjustment_periods(session, i.invoice_id)
+                   for i in items if i.invoice_id is not None}
+    # (item, charge, period start, period end, late keys) to price again
+    wanted: list[tuple[ToAdjust, str, date, date, list[str]]] = []
+    for item in items:
+        terms = Terms(item.row.start, item.row.end, item.plan)
+        last = terms.boundary(item.k - 1)  # a period adjusted here ends by b_(k-1)
+        periods: dict[tuple[str, date, date], list[str]] = defaultdict(list)
+        for (meter, start, end), keys in late.get(item.row.id, {}).items():
+            for charge in item.plan.usage_charges:
+                if charge.meter == meter and end <= last:
+                    periods[(charge.id, start, end)].extend(keys)
+        for charge_id, start, end in (own_periods.get(item.invoice_id, set())
+                                      if item.invoice_id is not None else set()):
+            periods.setdefault((charge_id, start, end), [])
+        wanted += [(item, c, s, e, keys) for (c, s, e), keys in sorted(periods.items())]
+    if not wanted:
+        return
+    covering = invoices_repo.statuses(session, {(i.row.id, e) for i, _, _, e, _ in wanted})
+    wanted = [w for w in wanted if covering.get((w[0].row.id, w[3]), (0, ""))[1] == "sent"]
+    meters = catalog_repo.meters(session)
+    charges = {(i.row.id, c.id): c for i in items for c in i.plan.usage_charges}
+    by_period: dict[tuple[date, date], tuple[set[str], set[str]]] = defaultdict(
+        lambda: (set(), set()))
+    for item, charge_id, start, end, _ in wanted:
+        customers, meter_ids = by_period[(start, end)]
+        customers.add(item.row.customer_id)
+        meter_ids.add(charges[(item.row.id, charge_id)].meter)
+    quantities: dict[tuple[date, str, str], Decimal] = {}
+    for (start, end), (customers, meter_ids) in by_period.items():
+        period = Period(midnight(start, entity.timezone), midnight(end, entity.timezone),
+                        ingested_by)
+        totals = usage_repo.aggregate_many(session, period, customers,
+                                           [meters[m] for m in sorted(meter_ids)])
+        quantities.update(((start, c, m), q) for (c, m), q in totals.items())
+    billed = invoices_repo.billed(session, {i.row.id for i, *_ in wanted},
+                                  {s for _, _, s, _, _ in wanted}, own)
+    for item, charge_id, start, end, keys in wanted:
+        charge = charges[(item.row.id, charge_id)]
+        q_now = quantities[(start, item.row.customer_id, charge.meter)]
+        so_far = billed.get((item.row.id, charge_id, start), Billed(Decimal(0), Decimal(0)))
+        line = adjustment(charge, start, end, q_now, so_far, item.plan.currency)
+        if line is not None:
+            item.lines.append(line)
+        item.accounts.extend(keys)
+
+
+def account_regenerated_covering(session: Session, subscription: str, boundary_: date,
+                                 invoice_id: int) -> list[str]:
+    """The late events of the period a draft covers, read before it is recomputed: its
+    regeneration bills them."""
+    late = usage_repo.open_late(session, [subscription])
+    return [key for (_, _, end), keys in late.get(subscription, {}).items()
+            if end == boundary_ for key in keys]
+
+
+@dataclass(frozen=True)
+class LateReport:
+    key: str
+    customer: str
+    meter: str
+    quantity: Decimal
+    timestamp: datetime
+    ingested_at: datetime
+    subscription: str
+    period_start: date
+    period_end: date
+    covering: str  # the covering invoice (its number, or SUB@DATE while a draft)
+    billed_by: str  # how it was (or will be) billed
+
+
+def report(*, customer: str | None = None, subscription: str | None = None,
+           limit: int = 100) -> list[LateReport]:
+    """Late events, newest first, with their covering invoice and what billed them: the
+    covering draft's regeneration, an adjustment line on a later invoice — or not yet, or
+    never (the subscription ended)."""
+    from persistence.db import unit_of_work
+    from persistence.subscriptions import get_many
+
+    with unit_of_work() as session:
+        rows = usage_repo.late_events(session, customer=customer, subscription=subscription,
+                                      limit=limit)
+        covering = invoices_repo.statuses(session, {(r.subscription, r.period_end)
+                                                   for r in rows})
+        ids = sorted({r.accounted_by for r in rows if r.accounted_by is not None}
+                     | {i for i, _ in covering.values()})
+        records = {r.id: r for r in invoices_repo.records(session, ids=ids)} if ids else {}
+        subs = get_many(session, [r.subscription for r in rows])
+    result: list[LateReport] = []
+    for r in rows:
+        cover_id, cover_status = covering.get((r.subscription, r.period_end), (None, ""))
+        cover = records[cover_id].reference if cover_id in records else \
+            f"{r.subscription}@{r.period_end}"
+        sub = subs.get(r.subscription)
+        ended = sub is not None and sub.end_at is not None \
+            and sub.next_boundary_at > sub.end_at
+        if r.accounted_by is not None and r.accounted_by == cover_id:
+            how = f"regeneration of {cover}"
+        elif r.accounted_by is not None:
+            record = records.get(r.accounted_by)
+            how = f"adjustment on {record.reference if record else r.accounted_by}"
+        elif ended:
+            how = "never: the subscription ended (its final invoice was issued)"
+        elif cover_status == "draft":
+            how = f"not yet: regenerate the draft {cover}, or the invoice after its release"
+        else:
+            how = "not yet: the subscription's next invoice"
+        result.append(LateReport(r.key, r.customer, r.meter, r.quantity, r.timestamp,
+                                 r.ingested_at, r.subscription, r.period_start, r.period_end,
+                                 cover, how))
+    return result
