@@ -164,7 +164,8 @@ def _plainly_valid(raw: dict[str, Any], now: datetime, customers: Container[str]
         raw.get("properties")
     if not (type(key) is str and 0 < len(key) <= 255 and _storable(key)
             and type(customer) is str and customer in customers and type(meter) is str
-            and meter in meters and type(timestamp) is str and len(timestamp) <= 32):
+            and meter in meters and type(timestamp) is str and len(timestamp) <= 32
+            and not _sub_microsecond(timestamp)):
         return None
     if properties is not None and not (
         type(properties) is dict and len(properties) <= 50
@@ -195,6 +196,21 @@ def _plainly_valid(raw: dict[str, Any], now: datetime, customers: Container[str]
         return None
     return UsageEvent(key, customer, meter, Decimal(0) if q.is_zero() else q, at,
                       dict(properties) if properties else {})
+
+
+def _sub_microsecond(timestamp: str) -> bool:
+    """More than six fractional digits (the full validation decides what that means)."""
+    point = timestamp.find(".")
+    if point < 0:
+        point = timestamp.find(",")
+    if point < 0:
+        return False
+    digits = 0
+    for char in timestamp[point + 1:]:
+        if not char.isdigit():
+            break
+        digits += 1
+    return digits > 6
 
 
 def _storable(text: str) -> bool:

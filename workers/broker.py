@@ -14,9 +14,11 @@ survives encode → decode → encode byte for byte (a retry re-encodes what it 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -211,9 +213,8 @@ def middleware(config: Settings, *, max_retries: int | None = None,
     """The middleware of every broker. Prometheus metrics only work in a ``dramatiq`` worker
     process (they are set up when it boots), so only the process's own broker has them.
 
-    Retries: an infrastructure error is retried with capped backoff for as long as it
-    lasts (an outage never ends a message); any other error ``max_retries`` times, then
-    the message is a dead letter."""
+    Retries: an infrastructure error is ridden out in the worker (``rides_out_outages``);
+    any other error is retried ``max_retries`` times, then the message is a dead letter."""
     retries = config.max_retries if max_retries is None else max_retries
 
     def retry_when(attempts: int, exception: BaseException) -> bool:
@@ -377,9 +378,46 @@ def current_message() -> Any:
     return CurrentMessage.get_current_message()
 
 
+def rides_out_outages(fn: Callable[P, None]) -> Callable[P, None]:
+    """Run ``fn`` until it gets through an outage: an infrastructure error (the database or
+    the broker unreachable) is tried again in this thread, with capped exponential backoff
+    and no expiry, its time limit starting again with each attempt. The message stays with
+    this worker, unacknowledged — never in a delay queue or a dead-letter set — so a
+    restarted broker or a killed worker loses nothing, and an outage of any length ends in
+    the message being processed (issue #9). Any other error is the message's own: retried
+    a few times by dramatiq, then a dead letter."""
+
+    @functools.wraps(fn)
+    def attempt(*args: P.args, **kwargs: P.kwargs) -> None:
+        config = settings()
+        delay = config.min_backoff_ms / 1000
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if not is_infrastructure(exc):
+                    raise
+                log.warning("outage: trying again", actor=fn.__name__, in_seconds=delay,
+                            error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            time.sleep(delay)
+            delay = min(delay * 2, config.max_backoff_ms / 1000)
+            _restart_time_limit()
+
+    return attempt
+
+
+def _restart_time_limit() -> None:
+    """A new attempt after an outage gets the whole time limit again."""
+    for middleware_ in dramatiq.get_broker().middleware:
+        if isinstance(middleware_, TimeLimit):
+            middleware_.manager.add_timeout(  # type: ignore[no-untyped-call]
+                threading.get_ident(), middleware_.time_limit)
+
+
 def actor(fn: Callable[P, None]) -> dramatiq.Actor[P, None]:
-    """Declare a project actor on the billing queue."""
-    declared: dramatiq.Actor[P, None] = dramatiq.actor(queue_name=QUEUE)(fn)
+    """Declare a project actor on the billing queue; it rides out outages."""
+    declared: dramatiq.Actor[P, None] = dramatiq.actor(queue_name=QUEUE, actor_name=fn.__name__)(
+        rides_out_outages(fn))
     ACTORS.append(declared)
     return declared
 

@@ -59,14 +59,16 @@ def test_dead_letter_kept_then_requeued(sqlite_store: str,
 def test_an_outage_is_retried_until_it_ends(sqlite_store: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Far more attempts than ``max_retries`` allows: an infrastructure error never turns a
-    usage message into a dead letter."""
+    usage message into a dead letter; the worker tries again until the outage is over."""
     from dramatiq.brokers.stub import StubBroker
 
     from services.settings import settings
+    from workers import broker as broker_module
     from workers.broker import middleware
 
     apply_catalog()
     config = settings().model_copy(update={"min_backoff_ms": 1, "max_backoff_ms": 5})
+    monkeypatch.setattr(broker_module, "settings", lambda: config)
     broker = use(StubBroker(middleware=middleware(config, max_retries=2)))
     clock.use(clock.SimulatedClock(datetime(2026, 1, 6, tzinfo=UTC)))
     worker = Worker(broker, worker_threads=1, worker_timeout=20)

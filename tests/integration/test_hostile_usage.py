@@ -50,18 +50,16 @@ def rejected() -> dict[str | None, RejectedUsageRow]:
 
 def test_a_retried_message_stores_the_events_it_was_sent_with(
         runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first attempt fails on a database blip; the retry (a re-encoded copy of the
-    decoded message) stores properties as the numbers they were, and an exact re-send of
-    the events afterwards is a duplicate, not a conflict."""
+    """The first attempt fails on a database blip and is tried again; the events stored keep
+    their properties as the numbers they were (a retry never re-encodes a number as text),
+    and an exact re-send of the events afterwards is a duplicate, not a conflict."""
     from services.settings import settings
     from workers import broker as broker_module
 
     apply_catalog()
     runtime.at("2026-01-06T00:00:00Z")
     fast = settings().model_copy(update={"min_backoff_ms": 1, "max_backoff_ms": 5})
-    retries = broker_module.middleware(fast, max_retries=3)[7]
-    runtime.broker.middleware[:] = [retries if type(m) is type(retries) else m
-                                    for m in runtime.broker.middleware]
+    monkeypatch.setattr(broker_module, "settings", lambda: fast)
     real, calls = usage.ingest, []
 
     def blip(*args: Any, **kwargs: Any) -> Any:
