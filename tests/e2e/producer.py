@@ -322,7 +322,7 @@ def main() -> None:
     send(events.stage2)
     manifest = {
         "seed": args.seed,
-        "broker_id": dramatiq.get_broker().broker_id,
+        "broker_id": getattr(dramatiq.get_broker(), "broker_id", None),
         "events": len(events.all),
         "messages": sent_ids,
         "stage1_messages": stage1_messages,
