@@ -119,3 +119,11 @@ def cancellation_end(start: date, interval: Interval, tz: str, at: datetime) -> 
         if k >= 1 and midnight(b, tz) > at:
             return b
     raise AssertionError("unreachable")
+
+
+def next_run_at(tz: str, not_before: datetime) -> datetime:
+    """The first daily bill run (08:15 local) at or after ``not_before``."""
+    day = not_before.astimezone(zone(tz)).date()
+    while bill_run_instant(day, tz) < not_before:
+        day += timedelta(days=1)
+    return bill_run_instant(day, tz)

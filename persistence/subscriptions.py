@@ -135,6 +135,15 @@ def due(session: Session, entity_id: str, run_at: datetime) -> list[Subscription
     return list(session.scalars(stmt))
 
 
+def created_after_run(session: Session, entity_id: str, run_at: datetime,
+                      limit: int = 20) -> list[SubscriptionRow]:
+    """Subscriptions with a boundary due by ``run_at`` that were created after it: their
+    invoices come with the next run."""
+    stmt = (select(S).where(col(S.entity_id) == entity_id, col(S.next_boundary_at) <= run_at,
+                            col(S.created_at) > run_at).order_by(col(S.id)).limit(limit))
+    return list(session.scalars(stmt))
+
+
 def advance(session: Session, subscription_id: str, k: int, boundary: date, at: datetime,
             closed_until_at: datetime | None = None) -> None:
     """Mark every boundary before ``b_k`` as dealt with (never moving back); usage before

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import Entity, Plan
 from domain.invoices import ComposedInvoice, Terms, compose_invoice, next_boundary_after, reached
-from domain.periods import bill_run_instant, boundary_index, midnight
+from domain.periods import bill_run_instant, boundary_index, midnight, next_run_at
 from domain.subscriptions import parse_discount
 from domain.validation import Invalid, parse_date
 from persistence import billruns
@@ -159,6 +159,7 @@ class BillRun:
     entity: str
     run_at: datetime
     due: list[tuple[str, date]]
+    notes: tuple[str, ...] = ()  # why something due is not in this run
 
 
 def due_invoices(session: Session, entity: Entity, run_at: datetime,
@@ -205,7 +206,17 @@ def plan_bill_run(entity: str, local_date: date, now: datetime) -> BillRun | Out
         if run_at > now:
             return refused(f"bill-run: the {local_date} run is at {run_at.isoformat()}, "
                            "which has not come yet")
-        return BillRun(entity, run_at, due_invoices(session, found, run_at, now))
+        due = due_invoices(session, found, run_at, now)
+        notes = tuple(
+            f"{row.id}: created at {row.created_at:%Y-%m-%d %H:%M} UTC, after this run "
+            f"({run_at:%Y-%m-%d %H:%M} UTC): its invoice at {row.next_boundary} comes with "
+            f"the next run, {_utc(next_run_at(found.timezone, max(row.created_at, now)))}"
+            for row in subs_repo.created_after_run(session, entity, run_at))
+        return BillRun(entity, run_at, due, notes)
+
+
+def _utc(instant: datetime) -> str:
+    return f"{instant:%Y-%m-%d %H:%M} UTC"
 
 
 def finish_bill_run(entity: str, local_date: date, now: datetime) -> None:
@@ -373,14 +384,15 @@ def issue_chunk(pairs: Sequence[tuple[str, date]], issued_at: datetime,
 
 
 def run_bill_run_now(entity: str, local_date: date,
-                     now: datetime) -> tuple[list[Outcome], list[Outcome]]:
+                     now: datetime) -> tuple[list[Outcome], list[Outcome], tuple[str, ...]]:
     """An entity's bill run of ``local_date`` done here and now, chunk by chunk, each sent
     invoice delivered right after its chunk commits (what ``billing bill-run`` does).
-    Idempotent: what exists is not issued again. The outcomes of issuing, and of delivering.
+    Idempotent: what exists is not issued again. The outcomes of issuing, of delivering,
+    and notes on what is due but not in this run (a subscription created after it).
     """
     planned = plan_bill_run(entity, local_date, now)
     if isinstance(planned, Outcome):
-        return [planned], []
+        return [planned], [], ()
     due, run_at = planned.due, planned.run_at
     issued: list[Outcome] = []
     delivered: list[Outcome] = []
@@ -389,7 +401,7 @@ def run_bill_run_now(entity: str, local_date: date,
         issued.extend(chunk)
         delivered.extend(deliveries.deliver_now(i) for o in chunk for i in o.deliver)
     finish_bill_run(entity, local_date, now)
-    return issued, delivered
+    return issued, delivered, planned.notes
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,15 @@ reason: issued invoices are facts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from domain.catalog import Plan
-from domain.periods import midnight
+from domain.invoices import Terms
+from domain.periods import bill_run_instant, midnight, next_run_at
 from domain.subscriptions import (
     CANCEL,
     UNCANCEL,
@@ -176,3 +178,60 @@ def do_set_draft_invoices(session: Session, now: datetime, customer: str, value:
         return unchanged(f"draft_invoices stays {current.draft_invoices} (set by a command "
                          "sent later)")
     return applied(f"draft_invoices = {value}")
+
+
+@dataclass(frozen=True)
+class SubscriptionView:
+    """A subscription as an operator (or the API) sees it."""
+
+    id: str
+    customer: str
+    entity: str
+    plan: str
+    plan_version: int
+    start: date
+    end: date | None
+    status: str  # scheduled | active | cancelled | ended
+    next_boundary: date | None  # the next invoice's boundary (None once ended)
+    next_run: datetime | None  # the bill run that will issue it
+    discount: dict[str, Any] | None
+    created_at: datetime
+
+
+def view(row: SubscriptionRow, plan: Plan, timezone: str, now: datetime) -> SubscriptionView:
+    """Where a subscription stands at ``now``: its status, its next invoice and the run
+    that will issue it (a subscription created after its boundary's 08:15 run gets that
+    invoice at the next day's run)."""
+    if row.end_at is not None and now >= row.end_at:
+        status = "ended"
+    elif row.end is not None:
+        status = "cancelled"
+    elif now < row.start_at:
+        status = "scheduled"
+    else:
+        status = "active"
+    terms = Terms(row.start, row.end, plan)
+    k = row.next_k
+    while terms.reaches(terms.boundary(k)) and not terms.has_lines(k):
+        k += 1  # e.g. the opening invoice of a usage-only plan is not issued
+    next_boundary = terms.boundary(k) if terms.reaches(terms.boundary(k)) else None
+    next_run = None
+    if next_boundary is not None:
+        next_run = next_run_at(timezone, max(bill_run_instant(next_boundary, timezone),
+                                             row.created_at, now))
+    return SubscriptionView(row.id, row.customer_id, row.entity_id, row.plan_id,
+                            row.plan_version, row.start, row.end, status, next_boundary,
+                            next_run, row.discount, row.created_at)
+
+
+def views(now: datetime, *, customer: str | None = None, entity: str | None = None,
+          ids: list[str] | None = None, limit: int = 1000) -> list[SubscriptionView]:
+    from persistence.db import unit_of_work
+
+    with unit_of_work() as session:
+        rows = (list(subs_repo.get_many(session, ids).values()) if ids is not None else
+                subs_repo.listing(session, customer=customer, entity=entity, limit=limit))
+        zones = {e.id: e.timezone for e in catalog_repo.entities(session)}
+        plans = catalog_repo.plans(session, {(r.plan_id, r.plan_version) for r in rows})
+    return [view(r, plans[(r.plan_id, r.plan_version)], zones[r.entity_id], now)
+            for r in sorted(rows, key=lambda r: r.id)]

@@ -350,9 +350,9 @@ def join(broker: dramatiq.Broker, workers: Sequence[dramatiq.Worker]) -> None:
         worker.join()
 
 
-class RetryLater(Exception):
+class RetryLater(dramatiq.Retry):
     """A transient failure of the outside world (a receiver down): retried with backoff,
-    and not a bug."""
+    logged as a warning with its reason (not an error with a traceback), and not a bug."""
 
 
 class FailureRecorder(Middleware):

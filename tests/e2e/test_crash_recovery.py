@@ -186,7 +186,7 @@ class Processes:
         return proc
 
     def worker(self, name: str) -> Proc:
-        return self.start(name, [str(BIN / "dramatiq"), "workers.worker", "--queues", "billing",
+        return self.start(name, [sys.executable, "-m", "workers",
                                  "--processes", "1", "--threads", "4"])
 
     def tails(self, lines: int = 25) -> str:

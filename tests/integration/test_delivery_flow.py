@@ -212,7 +212,7 @@ def test_outbox_is_the_default_channel(sqlite_store: str, tmp_path: Path) -> Non
         with unit_of_work() as session:
             do_subscribe(session, datetime(2026, 1, 1, tzinfo=UTC),
                          {"id": "s-1", "customer": "c-1", "plan": "pro", "start": "2026-01-01"})
-        issued, delivered = run_bill_run_now("acme", datetime(2026, 1, 1).date(),
+        issued, delivered, _ = run_bill_run_now("acme", datetime(2026, 1, 1).date(),
                                              datetime(2026, 1, 2, tzinfo=UTC))
         assert [o.status for o in issued + delivered] == ["applied", "applied"]
     finally:
@@ -255,7 +255,7 @@ def test_email_channel_sends_text_and_html_to_the_customer(
         with unit_of_work() as session:
             do_subscribe(session, datetime(2026, 1, 1, tzinfo=UTC),
                          {"id": "s-1", "customer": "c-1", "plan": "pro", "start": "2026-01-01"})
-        issued, delivered = run_bill_run_now("acme", datetime(2026, 1, 1).date(),
+        issued, delivered, _ = run_bill_run_now("acme", datetime(2026, 1, 1).date(),
                                              datetime(2026, 1, 2, tzinfo=UTC))
         assert [o.status for o in issued + delivered] == ["applied", "applied"], delivered
     finally:
