@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cli.common import connect, err, fail, out
@@ -61,12 +62,12 @@ def apply(file: Annotated[Path, FILE]) -> None:
             changes = catalog_service.apply(session, catalog, clock.now())
     except catalog_service.CatalogRefused as exc:
         for change in exc.diff.refused[1:]:
-            err.print(f"[red]refused:[/] {file}: {change.path}: {change.detail}",
+            err.print(f"[red]refused:[/] {escape(f'{file}: {change.path}: {change.detail}')}",
                       highlight=False, soft_wrap=True)
         fail(f"{file}: {exc.diff.refused[0].path}: {exc.diff.refused[0].detail}")
     for change in changes.changes:
         if change.action != catalog_service.UNCHANGED:
-            err.print(f"  {change.line()}", highlight=False, soft_wrap=True)
+            err.print(f"  {escape(change.line())}", highlight=False, soft_wrap=True)
     err.print(f"[green]✓[/] applied: {changes.count('new')} new, {changes.count('changed')} "
               f"changed, {changes.count('unchanged')} unchanged", highlight=False)
 

@@ -6,11 +6,14 @@ import os
 import re
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, NoReturn, overload
 
 import dramatiq
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer._click import exceptions as click  # the click that typer parses with (vendored)
 
 from domain.validation import Invalid, parse_instant
 from persistence import db
@@ -23,8 +26,19 @@ err = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """One line on standard error, and a non-zero exit."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def writable(path: Path | None, option: str = "--out") -> None:
+    """Refuse, before any work is done, an output file that cannot be written: its folder
+    is missing, or it is a folder."""
+    if path is None:
+        return
+    if path.is_dir():
+        fail(f"{option} {path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        fail(f"{option} {path}: the folder {path.parent} does not exist")
 
 
 def connect(*, migrated: bool = True) -> None:
@@ -114,15 +128,42 @@ def redact_text(text: str) -> str:
     return _URL.sub(lambda m: redact(m.group()), text)
 
 
+def usage_error(exc: click.ClickException) -> str:
+    """One line for a command line the parser refused (an option out of range, a missing
+    argument, an unknown command), naming the command."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message
+    return f"{message} (see `{ctx.command_path} --help`)"
+
+
 class Billing(typer.Typer):
-    """The ``billing`` application: an error no command handled is one line on standard
-    error and a non-zero exit, never a traceback (BILLING_DEBUG=1 shows it)."""
+    """The ``billing`` application: an error no command handled — and a command line the
+    parser refused — is one line on standard error and a non-zero exit, never a traceback
+    or a box (BILLING_DEBUG=1 shows the traceback)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        standalone = kwargs.pop("standalone_mode", True)
         try:
-            return super().__call__(*args, **kwargs)
+            result = super().__call__(*args, standalone_mode=False, **kwargs)
         except (SystemExit, typer.Exit):
             raise
+        except click.NoArgsIsHelpError as exc:  # the help is printed already
+            if not standalone:
+                raise
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            if not standalone:
+                raise
+            err.print(f"[bold red]error:[/] {escape(usage_error(exc))}", highlight=False,
+                      soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            if not standalone:
+                raise
+            err.print("aborted", highlight=False)
+            sys.exit(1)
         except KeyboardInterrupt:
             err.print("interrupted", highlight=False)
             sys.exit(130)
@@ -130,8 +171,12 @@ class Billing(typer.Typer):
             if os.environ.get("BILLING_DEBUG") == "1":
                 raise
             message, code = describe_error(exc)
-            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(message)}", highlight=False,
+                      soft_wrap=True)
             sys.exit(code)
+        if not standalone:
+            return result
+        sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
 
 
 @overload

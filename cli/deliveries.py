@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cli.common import connect, err, fail, out, redact, redact_text
@@ -64,6 +65,7 @@ def retry(
         outcome = deliver_now(invoice_id)
         failures += outcome.status == "refused"
         mark = "[red]✗[/]" if outcome.status == "refused" else "[green]✓[/]"
-        err.print(f"{mark} {redact_text(outcome.detail)}", highlight=False)
+        err.print(f"{mark} {escape(redact_text(outcome.detail))}", highlight=False,
+                  soft_wrap=True)
     if failures:
         raise typer.Exit(1)

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, err, fail, instant, out
+from cli.common import connect, err, fail, instant, out, writable
 from cli.demo import invoice_table
 from domain.documents import InvoiceRecord, invoice_document, preview_document
 from domain.money import format_money
@@ -86,6 +87,7 @@ def show(
         "--out", "-o", help="With --html: write it to this file.")] = None,
 ) -> None:
     """Show one invoice with its lines."""
+    writable(out_file)
     connect()
     record = find(reference)
     document = invoice_document(record)
@@ -110,7 +112,8 @@ def show(
 def _command(actor: str, outcome_of: Outcome) -> None:
     if outcome_of.status == "refused":
         fail(outcome_of.detail, code=1)
-    err.print(f"[green]✓[/] {actor}: {outcome_of.status} — {outcome_of.detail}", highlight=False)
+    err.print(f"[green]✓[/] {actor}: {outcome_of.status} — {escape(outcome_of.detail)}",
+              highlight=False, soft_wrap=True)
 
 
 @app.command("release")

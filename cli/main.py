@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli import catalog, deadletters, deliveries, invoices, usage
-from cli.common import Billing, connect, err, fail
+from cli import apikeys, catalog, deadletters, deliveries, invoices, usage
+from cli.common import Billing, connect, err, fail, writable
 from scheduler.replay import Step, replay
 from scheduler.scenario import ScenarioError, load_scenario
 from services import logs
@@ -34,8 +35,8 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
     except ScenarioError as exc:
         fail(str(exc))
     for field in scenario.ignored:
-        err.print(f"[yellow]warning:[/] {path}: {field}: is not a known field (ignored)",
-                  highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(str(path))}: {escape(field)}: is not a known "
+                  "field (ignored)", highlight=False, soft_wrap=True)
     show = not quiet and sys.stderr.isatty()
     with Progress(
         TextColumn("[bold]replay[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -78,6 +79,7 @@ def replay_command(
     """Replay a scenario on a fresh store and write every invoice as JSON.
 
     The default store is a new SQLite file with an in-process broker."""
+    writable(out)
     logs.configure("console", "INFO" if verbose else "WARNING")
     result = run_replay(scenario, database_url=database_url, redis_url=redis_url,
                         outbox=outbox)
@@ -115,6 +117,7 @@ app.add_typer(invoices.app, name="invoices")
 app.add_typer(usage.app, name="usage")
 app.add_typer(deadletters.app, name="dead-letters")
 app.add_typer(deliveries.app, name="deliveries")
+app.add_typer(apikeys.app, name="api-keys")
 
 
 @app.command("bill-run")
@@ -124,7 +127,7 @@ def bill_run_command(
 ) -> None:
     """Run one entity's bill run of DATE on live data, now (idempotent)."""
     from domain.validation import Invalid, parse_date
-    from services import clock
+    from services import clock, invoicing
     from services.invoicing import run_bill_run_now
 
     try:
@@ -132,12 +135,18 @@ def bill_run_command(
     except Invalid as exc:
         fail(str(exc))
     connect()
-    outcomes, delivered = run_bill_run_now(entity, day, clock.now())
+    outcomes, delivered, notes = run_bill_run_now(entity, day, clock.now())
     refused = [o for o in outcomes if o.status == "refused"]
     for o in [*outcomes, *delivered]:
-        err.print(f"  {o.status}: {o.detail}", highlight=False)
+        err.print(f"  {o.status}: {escape(o.detail)}", highlight=False, soft_wrap=True)
     if refused and len(refused) == len(outcomes):
         raise typer.Exit(1)
+    for note in notes:
+        err.print(f"  note: {escape(note)}", highlight=False, soft_wrap=True)
+    for failure in invoicing.failures(entity):
+        err.print(f"  [red]failed:[/] {escape(failure.subscription)}@{failure.boundary} "
+                  f"({failure.attempts} attempts): {escape(failure.error)}", highlight=False,
+                  soft_wrap=True)
     issued = sum(o.status == "applied" for o in outcomes)
     sent = sum(o.status == "applied" for o in delivered)
     err.print(f"[green]✓[/] {entity} {day}: {issued} invoices issued, {sent} delivered",

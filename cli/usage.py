@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -37,13 +38,17 @@ def rejected(
     out.print(table)
 
 
+def _exact_int(text: str) -> int | Decimal:
+    return int(text) if len(text) <= 300 else Decimal(text)  # int() of more is slow, or fails
+
+
 def _fix(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     if not sep or not name:
         fail(f"--set {text!r}: write FIELD=VALUE, e.g. quantity=5")
-    try:
-        parsed: Any = json.loads(value)
-    except json.JSONDecodeError:
+    try:  # numbers exactly, as a message carries them (1e500000 is not "Infinity")
+        parsed: Any = json.loads(value, parse_float=Decimal, parse_int=_exact_int)
+    except (ValueError, RecursionError):  # not JSON (or too deep): the text itself
         parsed = value
     if name == "quantity" and not isinstance(parsed, str):
         parsed = value  # quantities stay exact decimal text

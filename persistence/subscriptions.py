@@ -34,10 +34,12 @@ def claim_message(session: Session, message_id: str, actor: str, now: datetime) 
     return session.execute(stmt).first() is not None
 
 
-def record_outcome(session: Session, message_id: str, outcome: str, detail: str) -> None:
+def record_outcome(session: Session, message_id: str, outcome: str, detail: str,
+                   code: str = "", field: str | None = None) -> None:
     session.execute(
         update(CommandLogRow).where(col(CommandLogRow.message_id) == message_id)
-        .values(outcome=outcome, detail=storable(detail))
+        .values(outcome=outcome, detail=storable(detail), code=code,
+                field=None if field is None else storable(field))
     )
 
 

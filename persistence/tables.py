@@ -209,8 +209,32 @@ class CommandLogRow(SQLModel, table=True):
     message_id: str = Field(primary_key=True)
     actor: str
     received_at: datetime = Field(sa_type=UTCDateTime)
-    outcome: str = ""  # applied | unchanged | refused
+    outcome: str = ""  # applied | unchanged | refused | pending
     detail: str = Field(default="", sa_type=Text)
+    code: str = ""  # a refusal's kind: invalid | not_found | conflict
+    field: str | None = Field(default=None, sa_type=Text)
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """An HTTP API key: only its SHA-256 is kept (the key is shown once, at creation)."""
+
+    __tablename__ = "api_keys"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=255)
+    prefix: str  # the key's first characters, to tell keys apart in a listing
+    key_hash: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class HttpBatchRow(SQLModel, table=True):
+    """A usage batch received over HTTP (queued until the ingest worker records it)."""
+
+    __tablename__ = "http_batches"
+    id: str = Field(primary_key=True, max_length=255)  # the ingest message's id
+    events: int
+    received_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class InvoiceRow(SQLModel, table=True):

@@ -33,6 +33,7 @@ from domain.usage import Rejection, UsageEvent
 from persistence.sql import decimal_aggregate, insert_ignore, is_postgres
 from persistence.tables import (
     EntityRow,
+    HttpBatchRow,
     IngestBatchRow,
     LateUsageRow,
     PlanMeterRow,
@@ -382,3 +383,28 @@ def late_events(session: Session, *, customer: str | None = None,
         stmt = stmt.where(col(L.subscription_id) == subscription)
     return [LateEvent(key, c, m, q, ts, at, sub, ps, pe, by)
             for key, c, m, q, ts, at, sub, ps, pe, by in session.execute(stmt)]
+
+
+def receive_batch(session: Session, batch_id: str, events: int, now: datetime) -> None:
+    session.execute(insert_ignore(session, HttpBatchRow, "id").values(
+        id=batch_id, events=events, received_at=now))
+
+
+def batch_status(session: Session, batch_id: str) -> dict[str, Any] | None:
+    done = session.get(IngestBatchRow, batch_id)
+    received = session.get(HttpBatchRow, batch_id)
+    if done is None and received is None:
+        return None
+    if done is None:
+        assert received is not None
+        return {"batch": batch_id, "status": "queued", "events": received.events,
+                "accepted": None, "duplicate": None, "conflict": None, "rejected": None,
+                "rejections": []}
+    rows = session.execute(select(col(RejectedUsageRow.key), col(RejectedUsageRow.reason))
+                           .where(col(RejectedUsageRow.message_id) == batch_id)
+                           .order_by(col(RejectedUsageRow.id))).all()
+    total = done.accepted + done.duplicate + done.conflict + done.rejected
+    return {"batch": batch_id, "status": "processed",
+            "events": received.events if received else total, "accepted": done.accepted,
+            "duplicate": done.duplicate, "conflict": done.conflict, "rejected": done.rejected,
+            "rejections": [{"key": key, "reason": reason} for key, reason in rows]}

@@ -13,15 +13,11 @@ from services import clock, logs
 from services.settings import settings
 
 
-def main() -> None:
+def loop(stop: threading.Event | None = None) -> None:
+    """Tick every ``BILLING_TICK_SECONDS`` until ``stop`` is set."""
     config = settings()
-    logs.configure(config.log_format, config.log_level)
-    db.configure(config.database_url)
-    migrate.upgrade()
     log = structlog.get_logger("billing")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop or threading.Event()
     log.info("scheduler started", tick_seconds=config.tick_seconds)
     while not stop.is_set():
         try:
@@ -32,6 +28,17 @@ def main() -> None:
             log.exception("tick failed")
         stop.wait(config.tick_seconds)
     log.info("scheduler stopped")
+
+
+def main() -> None:
+    config = settings()
+    logs.configure(config.log_format, config.log_level)
+    db.configure(config.database_url)
+    migrate.upgrade()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    loop(stop)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
+from domain.validation import Invalid
 from persistence import subscriptions as log_repo
 from persistence.db import unit_of_work
 from services import clock
@@ -24,11 +25,18 @@ from services import clock
 log = structlog.get_logger("billing")
 
 
+# Why a command was refused, for an HTTP answer: invalid (422, naming the field),
+# not_found (404), conflict (409: an overlap, other terms, an issued invoice in the way).
+INVALID, NOT_FOUND, CONFLICT = "invalid", "not_found", "conflict"
+
+
 @dataclass(frozen=True)
 class Outcome:
     status: str  # applied | unchanged | refused | pending
     detail: str = ""
     deliver: tuple[int, ...] = ()  # invoices sent by it: to deliver once it is committed
+    code: str = ""  # for a refusal: invalid | not_found | conflict
+    field: str | None = None  # for an invalid one: the field it is about
 
 
 def applied(detail: str = "", deliver: tuple[int, ...] = ()) -> Outcome:
@@ -39,13 +47,32 @@ def unchanged(detail: str) -> Outcome:
     return Outcome("unchanged", detail)
 
 
-def refused(detail: str) -> Outcome:
-    return Outcome("refused", detail)
+def refused(detail: str, code: str = CONFLICT, field: str | None = None) -> Outcome:
+    return Outcome("refused", detail, code=code, field=field)
+
+
+def invalid(exc: Invalid) -> Outcome:
+    """A refusal of input that breaks a rule, naming the field."""
+    return refused(str(exc), INVALID, exc.field or None)
+
+
+def not_found(detail: str, field: str | None = None) -> Outcome:
+    return refused(detail, NOT_FOUND, field)
 
 
 def pending(detail: str) -> Outcome:
     """Kept, changing nothing yet: a command for a subscription not created so far."""
     return Outcome("pending", detail)
+
+
+def recorded(message_id: str) -> Outcome | None:
+    """The outcome a command message had when it was processed (an HTTP request retried
+    with its Idempotency-Key gets the first answer again); None if it never was."""
+    with unit_of_work() as session:
+        row = log_repo.command_outcome(session, message_id)
+        if row is None or not row.outcome:
+            return None
+        return Outcome(row.outcome, row.detail, code=row.code, field=row.field)
 
 
 def run_command(actor: str, handler: Callable[[Session, datetime], Outcome], *,
@@ -58,7 +85,8 @@ def run_command(actor: str, handler: Callable[[Session, datetime], Outcome], *,
             return unchanged("message already processed")
         outcome = handler(session, now)
         if message_id is not None:
-            log_repo.record_outcome(session, message_id, outcome.status, outcome.detail)
+            log_repo.record_outcome(session, message_id, outcome.status, outcome.detail,
+                                    outcome.code, outcome.field)
     if outcome.status in ("refused", "pending"):
         bound.warning(f"{actor} {outcome.status}", reason=outcome.detail)
     else:

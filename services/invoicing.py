@@ -33,7 +33,7 @@ from persistence.db import unit_of_work
 from persistence.tables import SubscriptionRow
 from persistence.usage import Period
 from services import deliveries, late
-from services.commands import Outcome, applied, refused
+from services.commands import Outcome, applied, invalid, not_found, refused
 from services.outages import is_infrastructure
 
 CHUNK = 250  # (subscription, boundary) pairs per issue_invoices message
@@ -428,10 +428,11 @@ def _draft(session: Session, subscription: str, boundary: str,
     try:
         day = parse_date(boundary, f"{action}.boundary")
     except Invalid as exc:
-        return refused(str(exc))
+        return invalid(exc)
     invoice = invoices_repo.find(session, subscription, day, lock=True)
     if invoice is None or invoice.id is None:
-        return refused(f"{action}: no invoice of subscription {subscription!r} at {boundary}")
+        return not_found(f"{action}: no invoice of subscription {subscription!r} at "
+                         f"{boundary}")
     if invoice.status != "draft":
         return refused(f"{action}: invoice {invoice.number} is {invoice.status}, not a draft")
     row = subs_repo.get(session, subscription)
@@ -496,3 +497,20 @@ def preview(subscription: str, at: datetime) -> ComposedInvoice:
     if composed is None:
         raise Invalid("subscription", f"the invoice at {boundary} would have no line")
     return composed
+
+
+def preview_customer(customer: str, at: datetime) -> list[tuple[str, ComposedInvoice]]:
+    """SPEC §10 for every live subscription of a customer: (subscription, estimate)."""
+    with unit_of_work() as session:
+        if catalog_repo.customer(session, customer) is None:
+            raise Invalid("customer", f"{customer!r} is not a known customer")
+        rows = subs_repo.listing(session, customer=customer)
+    result = []
+    for row in rows:
+        if row.end_at is not None and at >= row.end_at:
+            continue  # ended: no next invoice to estimate
+        try:
+            result.append((row.id, preview(row.id, at)))
+        except Invalid:
+            continue  # its next invoice would have no line
+    return result

@@ -41,7 +41,16 @@ from domain.validation import Invalid
 from persistence import catalog as catalog_repo
 from persistence import subscriptions as subs_repo
 from persistence.tables import SubscriptionRow
-from services.commands import Outcome, applied, pending, refused, unchanged
+from services.commands import (
+    INVALID,
+    Outcome,
+    applied,
+    invalid,
+    not_found,
+    pending,
+    refused,
+    unchanged,
+)
 
 
 def _overlap(session: Session, customer: str, plan: Plan, start: date, end: date | None,
@@ -61,11 +70,12 @@ def do_subscribe(session: Session, now: datetime, request: dict[str, Any],
     try:
         req = parse_subscribe(request)
     except Invalid as exc:
-        return refused(str(exc))
+        return invalid(exc)
     sent_at = sent_at or now
     customer = catalog_repo.customer(session, req.customer, lock=True)
     if customer is None:
-        return refused(f"subscribe.customer: {req.customer!r} is not a known customer")
+        return not_found(f"subscribe.customer: {req.customer!r} is not a known customer",
+                         "customer")
     existing = subs_repo.get(session, req.id)
     if existing is not None:
         same = (existing.customer_id, existing.plan_id, existing.start, existing.discount) == (
@@ -75,7 +85,7 @@ def do_subscribe(session: Session, now: datetime, request: dict[str, Any],
         return refused(f"subscribe.id: subscription {req.id!r} exists with other terms")
     latest = catalog_repo.latest_plan(session, req.plan)
     if latest is None:
-        return refused(f"subscribe.plan: {req.plan!r} is not a known plan")
+        return not_found(f"subscribe.plan: {req.plan!r} is not a known plan", "plan")
     version, plan = latest
     entity = catalog_repo.entity(session, customer.entity)
     assert entity is not None
@@ -115,10 +125,15 @@ def _contradiction(session: Session, row: SubscriptionRow, new_end: date | None)
 
 
 def do_lifecycle(session: Session, now: datetime, subscription: str, kind: str,
-                 sent_at: datetime | None = None, message_id: str = "") -> Outcome:
-    """A cancel or an uncancel sent at ``sent_at``."""
+                 sent_at: datetime | None = None, message_id: str = "",
+                 keep_pending: bool = True) -> Outcome:
+    """A cancel or an uncancel sent at ``sent_at``. For an unknown subscription it is kept
+    pending (a message may arrive before its subscribe) unless ``keep_pending`` is False
+    (an HTTP request is answered now: not found)."""
     sent_at = sent_at or now
     found = subs_repo.get(session, subscription)
+    if found is None and not keep_pending:
+        return not_found(f"{kind}.subscription: {subscription!r} is not a known subscription")
     if found is None:
         subs_repo.add_command(session, subscription, kind, sent_at, message_id)
         return pending(f"refused for now: {kind}.subscription: {subscription!r} is not a "
@@ -156,21 +171,25 @@ def do_lifecycle(session: Session, now: datetime, subscription: str, kind: str,
 
 
 def do_cancel(session: Session, now: datetime, subscription: str,
-              sent_at: datetime | None = None, message_id: str = "") -> Outcome:
-    return do_lifecycle(session, now, subscription, CANCEL, sent_at, message_id)
+              sent_at: datetime | None = None, message_id: str = "",
+              keep_pending: bool = True) -> Outcome:
+    return do_lifecycle(session, now, subscription, CANCEL, sent_at, message_id, keep_pending)
 
 
 def do_uncancel(session: Session, now: datetime, subscription: str,
-                sent_at: datetime | None = None, message_id: str = "") -> Outcome:
-    return do_lifecycle(session, now, subscription, UNCANCEL, sent_at, message_id)
+                sent_at: datetime | None = None, message_id: str = "",
+                keep_pending: bool = True) -> Outcome:
+    return do_lifecycle(session, now, subscription, UNCANCEL, sent_at, message_id,
+                        keep_pending)
 
 
 def do_set_draft_invoices(session: Session, now: datetime, customer: str, value: Any,
                           sent_at: datetime | None = None) -> Outcome:
     if not isinstance(value, bool):
-        return refused(f"set_draft_invoices.value: must be true or false, got {value!r}")
+        return refused(f"set_draft_invoices.value: must be true or false, got {value!r}",
+                       INVALID, "value")
     if catalog_repo.customer(session, customer, lock=True) is None:
-        return refused(f"set_draft_invoices.customer: {customer!r} is not a known customer")
+        return not_found(f"set_draft_invoices.customer: {customer!r} is not a known customer")
     catalog_repo.add_draft_setting(session, customer, value, sent_at or now)
     current = catalog_repo.customer(session, customer)
     assert current is not None

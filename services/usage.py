@@ -87,3 +87,16 @@ def resubmit(rejected_id: int, fixes: dict[str, Any], now: datetime) -> dict[str
         counts = ingest(session, [event], now, message_id)
         usage_repo.record_batch(session, message_id, now, counts)
     return counts
+
+
+def receive_batch(batch_id: str, events: int, now: datetime) -> None:
+    """Note a batch received over HTTP, so that its status is "queued" until processed."""
+    with unit_of_work() as session:
+        usage_repo.receive_batch(session, batch_id, events, now)
+
+
+def batch_status(batch_id: str) -> dict[str, Any] | None:
+    """A batch's outcome counts and rejections once processed, "queued" before; None for a
+    batch never received."""
+    with unit_of_work() as session:
+        return usage_repo.batch_status(session, batch_id)

@@ -1,5 +1,5 @@
 """plan versions, commands in the order sent, bill-run progress, invoice failures, late
-usage, dead letters and rejected payloads stored as text
+usage, API keys, dead letters and rejected payloads stored as text
 
 Revision ID: 0003
 Revises: 0002
@@ -163,6 +163,29 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('late_usage', schema=None) as batch_op:
         batch_op.create_index('ix_late_usage_open', ['subscription_id', 'accounted_by'], unique=False)
+
+    op.create_table('api_keys',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+    sa.Column('prefix', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('key_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('created_at', persistence.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', persistence.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_used_at', persistence.types.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('key_hash'),
+    sa.UniqueConstraint('name')
+    )
+    op.create_table('http_batches',
+    sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+    sa.Column('events', sa.Integer(), nullable=False),
+    sa.Column('received_at', persistence.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('command_log', recreate="never") as batch_op:
+        batch_op.add_column(sa.Column('code', sqlmodel.sql.sqltypes.AutoString(), nullable=False,
+                                      server_default=""))
+        batch_op.add_column(sa.Column('field', sa.Text(), nullable=True))
 
     _text('dead_letters', 'message')
     _text('rejected_usage', 'payload')

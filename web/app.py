@@ -1,0 +1,498 @@
+"""The HTTP API (``/v1``) on FastAPI: handlers parse, authorize, call the service layer
+(or enqueue usage for the ingest workers), and render. No SQL, no pricing here.
+
+Every endpoint but ``/healthz`` needs ``Authorization: Bearer <API key>``. Errors have one
+shape: ``{"error": {"code", "message", "field"}}``. A command (subscribe, cancel, …) is
+applied once however often it is retried with the same ``Idempotency-Key``; a retry gets
+the first answer again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import simplejson
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from domain.documents import InvoiceRecord, invoice_document, preview_document
+from domain.validation import UNSTORABLE, Invalid, check_text, parse_instant
+from persistence import catalog as catalog_repo
+from persistence import db
+from persistence.db import unit_of_work
+from services import api_keys, clock, invoicing, subscriptions
+from services import catalog as catalog_service
+from services import invoices as invoices_service
+from services import usage as usage_service
+from services.commands import CONFLICT, INVALID, NOT_FOUND, Outcome, recorded, run_command
+from services.delivery import render_html
+from services.outages import is_infrastructure
+from web import schemas
+from workers import actors
+
+MAX_BODY = 1024 * 1024  # bytes of a request body
+MAX_EVENTS = 1000  # events of one usage request
+bearer = HTTPBearer(auto_error=False, description="an API key: `billing api-keys create`")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = headers
+
+
+def error(status: int, code: str, message: str, field: str | None = None,
+          headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "field": field}},
+                        status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """Refuses a request body larger than MAX_BODY with 413, whatever it claims."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return await error(413, "too_large", f"the body is larger than {MAX_BODY} "
+                                                 "bytes")(scope, receive, send)
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise ApiError(413, "too_large", f"the body is larger than {MAX_BODY} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                      Depends(bearer)]) -> api_keys.ApiKey:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>",
+                       headers={"WWW-Authenticate": "Bearer"})
+    key = api_keys.verify(credentials.credentials, clock.now())
+    if key is None:
+        raise ApiError(401, "unauthorized", "this API key is not valid (or was revoked)",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return key
+
+
+Key = Annotated[api_keys.ApiKey, Depends(authorized)]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=200,
+    description="the same key on every retry of one request: it is applied once")]
+
+
+def message_id(key: api_keys.ApiKey, idempotency_key: str | None, kind: str) -> str:
+    """The command's id: from the Idempotency-Key (the same on a retry), else new."""
+    if idempotency_key is None:
+        return f"http-{uuid.uuid4()}"
+    try:
+        check_text(idempotency_key, "Idempotency-Key")
+    except Invalid as exc:
+        raise ApiError(422, INVALID, exc.message, "Idempotency-Key") from None
+    return f"http-{key.id}-{kind}-{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key)}"
+
+
+STATUS = {INVALID: 422, NOT_FOUND: 404, CONFLICT: 409}
+
+
+def command(kind: str, handler: Callable[..., Outcome], key: api_keys.ApiKey,
+            idempotency_key: str | None, **ids: Any) -> Outcome:
+    """Run a command once (an Idempotency-Key retried gets the first outcome), raising the
+    HTTP error of a refusal."""
+    mid = message_id(key, idempotency_key, kind)
+    first = recorded(mid) if idempotency_key is not None else None
+    outcome = first or run_command(kind, handler, message_id=mid, **ids)
+    if outcome.status == "unchanged" and outcome.detail == "message already processed":
+        outcome = recorded(mid) or outcome
+    if outcome.status == "refused":
+        raise ApiError(STATUS.get(outcome.code, 409), outcome.code or CONFLICT,
+                       outcome.detail, outcome.field)
+    return outcome
+
+
+def iso(instant: datetime | None) -> str | None:
+    return None if instant is None else instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def subscription_json(view: subscriptions.SubscriptionView) -> dict[str, Any]:
+    return {"id": view.id, "customer": view.customer, "entity": view.entity,
+            "plan": view.plan, "plan_version": view.plan_version,
+            "start": view.start.isoformat(), "end": view.end and view.end.isoformat(),
+            "status": view.status,
+            "next_boundary": view.next_boundary and view.next_boundary.isoformat(),
+            "next_run": iso(view.next_run), "discount": view.discount,
+            "created_at": iso(view.created_at)}
+
+
+def invoice_json(record: InvoiceRecord) -> dict[str, Any]:
+    return {"id": record.id, **invoice_document(record)}
+
+
+def find_invoice(reference: str) -> InvoiceRecord:
+    if not storable_id(reference):
+        raise ApiError(404, NOT_FOUND, "no such invoice", "ref")
+    try:
+        found = invoices_service.find(reference)
+    except Invalid as exc:
+        raise ApiError(422, INVALID, f"{reference!r}: {exc.message}", "ref") from None
+    if found is None:
+        raise ApiError(404, NOT_FOUND, f"no invoice {reference!r} (give a number, an id or "
+                                       "SUBSCRIPTION@YYYY-MM-DD)", "ref")
+    return found
+
+
+def storable_id(value: str) -> bool:
+    """Whether an id from a path could exist (a NUL or a lone surrogate never does)."""
+    return 0 < len(value) <= 255 and UNSTORABLE.search(value) is None
+
+
+def one_subscription(subscription_id: str) -> dict[str, Any]:
+    found = subscriptions.views(clock.now(), ids=[subscription_id]) \
+        if storable_id(subscription_id) else []
+    if not found:
+        raise ApiError(404, NOT_FOUND, f"{subscription_id!r} is not a known subscription")
+    return subscription_json(found[0])
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="usage-billing", version=_version(),
+        description="Send usage, manage customers and subscriptions, read invoices and "
+                    "estimated charges. Every endpoint but /healthz needs an API key "
+                    "(`Authorization: Bearer …`, from `billing api-keys create NAME`).",
+        responses=schemas.ERRORS,
+    )
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, exc.code, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return error(422, INVALID, f"{where + ': ' if where else ''}"
+                                   f"{first.get('msg', 'invalid request')}", where)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: NOT_FOUND, 405: "method_not_allowed"}.get(exc.status_code, "error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of every route of this path
+            headers["Allow"] = ", ".join(_methods(request))
+        return error(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.middleware("http")
+    async def outages(request: Request,
+                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        try:
+            return await call_next(request)
+        except ApiError as exc:  # raised by the body limit, below the handlers
+            return error(exc.status, exc.code, exc.message, exc.field)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                return error(503, "unavailable", "the database or the broker is unreachable: "
+                                                 "try again", headers={"Retry-After": "5"})
+            raise
+
+    # -------------------------------------------------------------------- health
+
+    @app.get("/healthz", response_model=schemas.Health, tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Whether the web process, its database and its broker answer (no API key)."""
+        database = "ok"
+        try:
+            with db.engine().connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except Exception:
+            database = "unreachable"
+        broker = _broker_state()
+        status = "ok" if database == "ok" and broker != "unreachable" else "degraded"
+        return {"status": status, "database": database, "broker": broker}
+
+    # -------------------------------------------------------------------- usage
+
+    @app.post("/v1/usage", status_code=202, response_model=schemas.BatchAccepted,
+              tags=["usage"], openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {
+                      "type": "object", "required": ["events"],
+                      "properties": {"events": {
+                          "type": "array", "minItems": 1, "maxItems": MAX_EVENTS,
+                          "description": "events of the scenario format's shape; anything "
+                                         "else is rejected with a reason when processed "
+                                         "(nothing is lost)",
+                          "items": {}}}}}}}})
+    async def send_usage(request: Request, key: Key,
+                         idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        """Up to 1,000 events (the scenario format's event shape) for the ingest workers, as
+        one batch. Each event gets its outcome when processed (GET the batch). Event keys
+        make a re-send safe: a duplicate is never counted twice."""
+        events = _events(await request.body())
+        batch = message_id(key, idempotency_key, "usage")
+        now = clock.now()
+        usage_service.receive_batch(batch, len(events), now)
+        message = actors.record_usage.message_with_options(args=(events,))
+        message = message.copy(message_id=batch)
+        actors.record_usage.broker.enqueue(message)
+        return {"batch": batch, "events": len(events)}
+
+    @app.get("/v1/usage/batches/{batch}", response_model=schemas.BatchStatus, tags=["usage"])
+    def batch_status(batch: str, key: Key) -> dict[str, Any]:
+        """A batch's outcome: queued, or processed with each outcome's count and every
+        rejection's key and reason."""
+        found = usage_service.batch_status(batch) if storable_id(batch) else None
+        if found is None:
+            raise ApiError(404, NOT_FOUND, f"no batch {batch!r}", "batch")
+        return found
+
+    # -------------------------------------------------------------------- customers
+
+    @app.put("/v1/customers/{customer_id}", response_model=schemas.Customer,
+             tags=["customers"], responses={201: {"model": schemas.Customer}})
+    def put_customer(customer_id: str, body: schemas.CustomerIn, key: Key) -> JSONResponse:
+        """Create or update a customer of an entity."""
+        try:
+            customer, new = catalog_service.put_customer(
+                customer_id, body.entity, body.email, body.draft_invoices, clock.now())
+        except Invalid as exc:
+            field = exc.field.replace("customers[0].", "") if exc.field else None
+            raise ApiError(404 if "is not a known entity" in exc.message else 422,
+                           NOT_FOUND if "is not a known entity" in exc.message else INVALID,
+                           exc.message, field) from None
+        except catalog_service.CatalogRefused as exc:
+            raise ApiError(409, CONFLICT, exc.diff.refused[0].detail, "entity") from None
+        return JSONResponse(_customer_json(customer), status_code=201 if new else 200)
+
+    @app.get("/v1/customers/{customer_id}", response_model=schemas.Customer,
+             tags=["customers"])
+    def get_customer(customer_id: str, key: Key) -> dict[str, Any]:
+        with unit_of_work() as session:
+            customer = catalog_repo.customer(session, customer_id) \
+                if storable_id(customer_id) else None
+        if customer is None:
+            raise ApiError(404, NOT_FOUND, f"{customer_id!r} is not a known customer")
+        return _customer_json(customer)
+
+    @app.get("/v1/customers/{customer_id}/estimate", response_model=schemas.CustomerEstimate,
+             tags=["estimates"])
+    def customer_estimate(customer_id: str, key: Key,
+                          at: Annotated[str | None, Query(description="an instant (default: "
+                                                                       "now)")] = None
+                          ) -> dict[str, Any]:
+        """Estimated charges (the next invoice of every live subscription, as if usage
+        stopped now)."""
+        when = _instant(at)
+        if not storable_id(customer_id):
+            raise ApiError(404, NOT_FOUND, "no such customer")
+        try:
+            estimates = invoicing.preview_customer(customer_id, when)
+        except Invalid as exc:
+            raise ApiError(404, NOT_FOUND, exc.message) from None
+        return {"customer": customer_id, "at": iso(when),
+                "estimates": [preview_document(inv, sub, when) for sub, inv in estimates]}
+
+    # -------------------------------------------------------------------- subscriptions
+
+    @app.post("/v1/subscriptions", status_code=201, response_model=schemas.Subscription,
+              tags=["subscriptions"])
+    def subscribe(body: schemas.SubscriptionIn, key: Key,
+                  idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        """Subscribe a customer to a plan's latest version from a start date. Refused with
+        the reason: an overlap on a meter (409), an unknown customer or plan (404), an
+        invalid field or discount (422)."""
+        request = body.model_dump(exclude_none=True)
+        sent = clock.now()
+        command("subscribe", lambda s, now: subscriptions.do_subscribe(
+            s, now, request, sent, "http"), key, idempotency_key, subscription=body.id)
+        return one_subscription(body.id)
+
+    @app.get("/v1/subscriptions/{subscription_id}", response_model=schemas.Subscription,
+             tags=["subscriptions"])
+    def get_subscription(subscription_id: str, key: Key) -> dict[str, Any]:
+        return one_subscription(subscription_id)
+
+    @app.post("/v1/subscriptions/{subscription_id}/cancel", response_model=schemas.Subscription,
+              tags=["subscriptions"])
+    def cancel(subscription_id: str, key: Key,
+               idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        """Cancel at the end of the current period (the grace period until then)."""
+        one_subscription(subscription_id)  # 404 when unknown
+        sent = clock.now()
+        command("cancel", lambda s, now: subscriptions.do_cancel(
+            s, now, subscription_id, sent, "http", keep_pending=False), key, idempotency_key,
+            subscription=subscription_id)
+        return one_subscription(subscription_id)
+
+    @app.post("/v1/subscriptions/{subscription_id}/uncancel",
+              response_model=schemas.Subscription, tags=["subscriptions"])
+    def uncancel(subscription_id: str, key: Key,
+                 idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        """Remove a cancellation before its end."""
+        one_subscription(subscription_id)  # 404 when unknown
+        sent = clock.now()
+        command("uncancel", lambda s, now: subscriptions.do_uncancel(
+            s, now, subscription_id, sent, "http", keep_pending=False), key, idempotency_key,
+            subscription=subscription_id)
+        return one_subscription(subscription_id)
+
+    @app.get("/v1/subscriptions/{subscription_id}/estimate", response_model=schemas.Estimate,
+             tags=["estimates"])
+    def subscription_estimate(subscription_id: str, key: Key,
+                              at: Annotated[str | None, Query()] = None) -> dict[str, Any]:
+        """Estimated charges: the invoice its next boundary would get if usage stopped
+        now, with the adjustment lines and discount it would carry. Nothing is stored."""
+        when = _instant(at)
+        if not storable_id(subscription_id):
+            raise ApiError(404, NOT_FOUND, "no such subscription")
+        try:
+            estimate = invoicing.preview(subscription_id, when)
+        except Invalid as exc:
+            status = 404 if "not a known" in exc.message else 409
+            raise ApiError(status, NOT_FOUND if status == 404 else CONFLICT,
+                           exc.message) from None
+        return preview_document(estimate, subscription_id, when)
+
+    # -------------------------------------------------------------------- invoices
+
+    @app.get("/v1/invoices", response_model=schemas.InvoicePage, tags=["invoices"])
+    def list_invoices(key: Key, customer: str | None = None,
+                      subscription: str | None = None,
+                      status: Annotated[str | None, Query(pattern="^(draft|sent)$")] = None,
+                      limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                      after: Annotated[str | None, Query(max_length=20)] = None
+                      ) -> dict[str, Any]:
+        """Invoices in the order they were issued, a page at a time."""
+        cursor = None
+        if after is not None:
+            if not (after.isascii() and after.isdigit()) or int(after) >= 2**31:
+                raise ApiError(422, INVALID, "after: must be the `next` of a page", "after")
+            cursor = int(after)
+        records = invoices_service.listing(customer=customer, subscription=subscription,
+                                           status=status, limit=limit, after=cursor)
+        nxt = str(records[-1].id) if len(records) == limit else None
+        return {"invoices": [invoice_json(r) for r in records], "next": nxt}
+
+    @app.get("/v1/invoices/{ref}", response_model=schemas.Invoice, tags=["invoices"],
+             responses={200: {"content": {"text/html": {}}}})
+    def get_invoice(ref: str, request: Request, key: Key) -> Any:
+        """An invoice by its number, id or SUBSCRIPTION@YYYY-MM-DD: JSON, or the readable
+        document with ``Accept: text/html``."""
+        record = find_invoice(ref)
+        if "text/html" in request.headers.get("accept", "").split(",")[0]:
+            with unit_of_work() as session:
+                entity = catalog_repo.entity(session, record.entity)
+            return HTMLResponse(render_html(invoice_json(record),
+                                            timezone=entity.timezone if entity else None))
+        return invoice_json(record)
+
+    @app.post("/v1/invoices/{ref}/release", response_model=schemas.Invoice, tags=["invoices"])
+    def release(ref: str, key: Key, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        """Send a draft: it gets the entity's next number and is delivered."""
+        record = find_invoice(ref)
+        outcome = command("release_invoice", lambda s, now: invoicing.do_release(
+            s, now, record.subscription, record.boundary.isoformat()), key, idempotency_key,
+            subscription=record.subscription)
+        actors.enqueue_deliveries(list(outcome.deliver))
+        return invoice_json(find_invoice(str(record.id)))
+
+    @app.post("/v1/invoices/{ref}/regenerate", response_model=schemas.Invoice,
+              tags=["invoices"])
+    def regenerate(ref: str, key: Key,
+                   idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        """Recompute a draft from the data as it is now (late usage included)."""
+        record = find_invoice(ref)
+        command("regenerate_invoice", lambda s, now: invoicing.do_regenerate(
+            s, now, record.subscription, record.boundary.isoformat()), key, idempotency_key,
+            subscription=record.subscription)
+        return invoice_json(find_invoice(str(record.id)))
+
+    return app
+
+
+def _methods(request: Request) -> list[str]:
+    """The methods of every route of the request's path."""
+    found: set[str] = set()
+    for route in request.app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            found.update(getattr(route, "methods", None) or ())
+    return sorted(found)
+
+
+def _customer_json(customer: Any) -> dict[str, Any]:
+    return {"id": customer.id, "entity": customer.entity, "email": customer.email,
+            "draft_invoices": bool(customer.draft_invoices)}
+
+
+def _instant(text: str | None) -> datetime:
+    if text is None:
+        return clock.now()
+    try:
+        return parse_instant(text, "at")
+    except Invalid as exc:
+        raise ApiError(422, INVALID, str(exc), "at") from None
+
+
+def _int(text: str) -> int | Decimal:
+    return int(text) if len(text) <= 300 else Decimal(text)
+
+
+def _events(body: bytes) -> list[Any]:
+    """The events of a usage request, numbers as exact decimals."""
+    try:
+        data = simplejson.loads(body.decode("utf-8"), use_decimal=True, parse_int=_int)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(422, INVALID, f"the body is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+        raise ApiError(422, INVALID, 'the body must be {"events": [...]}', "events")
+    events: list[Any] = data["events"]
+    if not events:
+        raise ApiError(422, INVALID, "events: must hold at least one event", "events")
+    if len(events) > MAX_EVENTS:
+        raise ApiError(413, "too_large", f"events: at most {MAX_EVENTS} per request, got "
+                                         f"{len(events)} (send several requests)", "events")
+    return events
+
+
+def _broker_state() -> str:
+    broker: Any = actors.record_usage.broker
+    if not hasattr(broker, "client") and not hasattr(broker, "connection"):
+        return "in-process"
+    try:
+        if hasattr(broker, "client"):
+            broker.client.ping()
+        else:
+            broker.get_queue_message_counts("billing")
+        return "ok"
+    except Exception:
+        return "unreachable"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("usage-billing")
+    except PackageNotFoundError:
+        return "0"

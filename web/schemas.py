@@ -1,0 +1,161 @@
+"""The shapes of the HTTP API's requests and responses (its OpenAPI document). Amounts and
+quantities are decimal strings, never floats."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(Model):
+    code: str = Field(description="machine-readable: unauthorized, invalid, not_found, "
+                                  "conflict, too_large, unavailable, …")
+    message: str = Field(description="one line, for a person")
+    field: str | None = Field(description="the field it is about, when there is one")
+
+
+class ErrorBody(Model):
+    error: ErrorDetail
+
+
+class BatchAccepted(Model):
+    batch: str = Field(description="the batch id: ask GET /v1/usage/batches/{batch}")
+    events: int
+
+
+class Rejection(Model):
+    key: str | None
+    reason: str
+
+
+class BatchStatus(Model):
+    batch: str
+    status: Literal["queued", "processed"]
+    events: int | None
+    accepted: int | None
+    duplicate: int | None
+    conflict: int | None
+    rejected: int | None
+    rejections: list[Rejection]
+
+
+class CustomerIn(Model):
+    entity: str
+    email: str | None = None
+    draft_invoices: bool | None = Field(
+        default=None, description="omitted: unchanged (false for a new customer)")
+
+
+class Customer(Model):
+    id: str
+    entity: str
+    email: str | None
+    draft_invoices: bool
+
+
+class SubscriptionIn(Model):
+    id: str
+    customer: str
+    plan: str
+    start: str = Field(description="a local date YYYY-MM-DD in the entity's time zone")
+    discount: dict[str, Any] | None = Field(
+        default=None, description='{"percent": "10"} or {"amount": "5.00"}, with optional '
+                                  '"cycles"')
+
+
+class Subscription(Model):
+    id: str
+    customer: str
+    entity: str
+    plan: str
+    plan_version: int
+    start: str
+    end: str | None
+    status: Literal["scheduled", "active", "cancelled", "ended"]
+    next_boundary: str | None
+    next_run: str | None
+    discount: dict[str, Any] | None
+    created_at: str
+
+
+class Line(Model):
+    type: Literal["recurring", "usage", "adjustment"]
+    charge: str
+    period_start: str
+    period_end: str
+    quantity: str
+    amount: str
+
+
+class Invoice(Model):
+    id: int
+    entity: str
+    customer: str
+    subscription: str
+    boundary: str
+    issued_at: str
+    status: Literal["draft", "sent"]
+    number: str | None
+    final: bool
+    currency: str
+    lines: list[Line]
+    subtotal: str
+    discount: str
+    total: str
+
+
+class InvoicePage(Model):
+    invoices: list[Invoice]
+    next: str | None = Field(description="pass as `after` for the next page; null: the last")
+
+
+class Estimate(Model):
+    subscription: str
+    at: str
+    boundary: str
+    final: bool
+    currency: str
+    lines: list[Line]
+    subtotal: str
+    discount: str
+    total: str
+
+
+class CustomerEstimate(Model):
+    customer: str
+    at: str
+    estimates: list[Estimate]
+
+
+class PortalLinkIn(Model):
+    customer: str
+    ttl: str | None = Field(default=None, description='e.g. "12h", "30m", "7d" (default 12h)')
+
+
+class PortalLink(Model):
+    url: str
+    expires_at: str
+
+
+class Health(Model):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unreachable"]
+    broker: Literal["ok", "unreachable", "in-process"]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text} for code, text in {
+        400: "the body cannot be read (not UTF-8)",
+        401: "no API key, or not a valid one",
+        404: "not found",
+        409: "refused: it conflicts with what exists (an overlap, an issued invoice, …)",
+        413: "the request is too large",
+        422: "invalid input (the field is named)",
+        503: "the database or the broker is unreachable: try again",
+    }.items()
+}
