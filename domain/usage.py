@@ -123,6 +123,8 @@ def json_safe(value: Any) -> Any:
     """Raw input made storable as JSON: exact decimals as strings, NaN/inf as text."""
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, int) and value.bit_length() > 3000:  # json cannot write > 4,300 digits
+        return str(Decimal(value))
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, datetime):

@@ -32,6 +32,8 @@ def join(path: str, name: str | int) -> str:
 
 
 def describe(value: Any) -> str:
+    if isinstance(value, int) and value.bit_length() > 3000:  # repr() refuses > 4,300 digits
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
     text = repr(value) if not isinstance(value, Decimal) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

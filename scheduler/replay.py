@@ -21,7 +21,7 @@ from dramatiq import Worker
 
 from domain.documents import invoice_document
 from domain.periods import bill_run_instant, zone
-from domain.validation import EARLIEST
+from domain.validation import EARLIEST, MAX_DIGITS
 from persistence import db
 from persistence import invoices as invoices_repo
 from persistence import usage as usage_repo
@@ -69,8 +69,10 @@ def plan_steps(scenario: Scenario) -> list[Step]:
 
 def _json_number(value: Any) -> Any:
     """Property values as JSON numbers (the scenario's exact decimals are for quantities)."""
-    if isinstance(value, Decimal) and value.is_finite():
+    if isinstance(value, Decimal) and value.is_finite() and value.adjusted() < MAX_DIGITS:
         return int(value) if value == value.to_integral_value() else float(value)
+    # beyond the engine's bounds a number stays an exact decimal: the event is then refused
+    # with that reason, as an application's would be
     if isinstance(value, dict):
         return {k: _json_number(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -41,7 +41,13 @@ PG_URL = os.environ.get("BILLING_TEST_DATABASE_URL", "postgresql://postgres@127.
 REDIS_URL = os.environ.get("BILLING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RABBITMQ_URL = os.environ.get("BILLING_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REQUIRE_SERVICES = os.environ.get("BILLING_REQUIRE_SERVICES") == "1"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+# The shared conformance scenarios live beside a checkout (``../shared/scenarios``) or
+# wherever BILLING_SHARED_SCENARIOS points; a clone on its own has none, and their tier is
+# skipped with that reason.
+SHARED_SCENARIOS = Path(os.environ.get("BILLING_SHARED_SCENARIOS",
+                                       ROOT.parent / "shared" / "scenarios"))
+SHARED_MISSING = f"the shared conformance scenarios are not here ({SHARED_SCENARIOS})"
 
 
 @cache

@@ -1,7 +1,2 @@
-"""Unit tests of the pure domain rules (SPEC.md): no database, no broker, no clock."""
-
-from __future__ import annotations
-
-from tests.conftest import SHARED
-
-SCENARIOS = SHARED / "scenarios"
+"""Unit tests of the pure domain rules (docs/billing-rules.md): no database, no broker, no
+clock."""

@@ -10,12 +10,12 @@ import pytest
 from domain.catalog import Model, Tier, UsageCharge, parse_catalog
 from domain.money import format_money
 from domain.pricing import model_amount, price_usage
-from tests.conftest import SHARED
+from tests.conftest import SHARED_MISSING, SHARED_SCENARIOS
 
 pytestmark = pytest.mark.unit
 
 D = Decimal
-SCENARIOS = SHARED / "scenarios"
+SCENARIOS = SHARED_SCENARIOS
 
 
 def unit(price: str, **kw: object) -> UsageCharge:
@@ -88,7 +88,7 @@ def test_scenario_02_subtotal() -> None:
 
 
 @pytest.mark.skipif(not (SCENARIOS / "02-pricing-models.yaml").exists(),
-                    reason="shared scenarios not available")
+                    reason=SHARED_MISSING)
 def test_scenario_02_from_the_files() -> None:
     yaml = pytest.importorskip("yaml")
     data = yaml.safe_load((SCENARIOS / "02-pricing-models.yaml").read_text())

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from domain.usage import Rejection, UsageEvent, validate_event
-from tests.conftest import SHARED
+from tests.conftest import SHARED_MISSING, SHARED_SCENARIOS
 
 pytestmark = pytest.mark.unit
 
 D = Decimal
-SCENARIOS = SHARED / "scenarios"
+SCENARIOS = SHARED_SCENARIOS
 NOW = datetime(2026, 9, 3, tzinfo=UTC)
 CUSTOMERS = {"app", "no-plan"}
 METERS = {"bytes"}
@@ -262,7 +262,7 @@ def test_payload_is_json() -> None:
 
 
 @pytest.mark.skipif(not (SCENARIOS / "07-ingest-dedupe-and-bad-input.yaml").exists(),
-                    reason="shared scenarios not available")
+                    reason=SHARED_MISSING)
 def test_scenario_07_outcomes() -> None:
     yaml = pytest.importorskip("yaml")
     data = yaml.safe_load((SCENARIOS / "07-ingest-dedupe-and-bad-input.yaml").read_text())
