@@ -20,8 +20,19 @@ from persistence import db
 from services import logs
 from services.settings import settings
 
-out = Console()
-err = Console(stderr=True)
+# In a pipe (no terminal, no COLUMNS) a table is as wide as its content, not squeezed into
+# 80 columns: `billing invoices list | grep 2026-11` finds whole dates.
+PIPE_WIDTH = 1000
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=PIPE_WIDTH if piped else None)
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -204,3 +215,17 @@ def instant(text: str | None, name: str) -> datetime | None:
         return parse_instant(text, name)
     except Invalid as exc:
         fail(str(exc))
+
+
+def tidy_help(application: typer.Typer) -> None:
+    """Let the help reflow: docstrings are wrapped at 90 columns in the source, and the
+    help would keep those line breaks inside a terminal's own wrapping. Paragraphs stay."""
+    import inspect
+
+    for command in application.registered_commands:
+        doc = command.help or (inspect.getdoc(command.callback) if command.callback else None)
+        if doc:
+            command.help = "\n\n".join(" ".join(p.split()) for p in doc.split("\n\n"))
+    for group in application.registered_groups:
+        if group.typer_instance is not None:
+            tidy_help(group.typer_instance)

@@ -11,6 +11,7 @@ from rich.table import Table
 from cli.common import connect, err, fail, out, redact, redact_text
 from cli.invoices import find
 from persistence import deliveries as deliveries_repo
+from persistence import invoices as invoices_repo
 from persistence.db import unit_of_work
 from services import clock
 from services.deliveries import deliver_now
@@ -32,13 +33,16 @@ def list_(
     connect()
     with unit_of_work() as session:
         rows = deliveries_repo.rows(session, status, limit)
+        names = {r.id: r.reference for r in invoices_repo.records(
+            session, ids=sorted({r.invoice_id for r in rows}))} if rows else {}
     table = Table(title=f"{len(rows)} deliveries (newest first)", title_justify="left")
     for name in ("invoice", "status", "channel", "target", "attempts", "last error",
                  "updated (UTC)"):
         table.add_column(name, overflow="fold")
     for r in rows:
         colour = {"done": "green", "failed": "red"}.get(r.status, "yellow")
-        table.add_row(str(r.invoice_id), f"[{colour}]{r.status}[/]", r.channel or "—",
+        table.add_row(names.get(r.invoice_id, str(r.invoice_id)), f"[{colour}]{r.status}[/]",
+                      r.channel or "—",
                       redact(r.target) if r.target else "—", str(r.attempts),
                       redact_text(r.last_error or ""),
                       f"{r.updated_at:%Y-%m-%d %H:%M:%S}")

@@ -22,7 +22,7 @@ from services import clock
 from services import invoices as invoices_service
 from services.commands import Outcome, run_command
 from services.deliveries import deliver_now
-from services.delivery import render_html
+from services.delivery import format_amount, render_html
 from services.invoicing import do_regenerate, do_release, preview
 
 app = typer.Typer(help="Invoices: list, show, release, regenerate, preview.",
@@ -59,6 +59,7 @@ def list_(
     customer: Annotated[str | None, typer.Option(help="Only this customer's.")] = None,
     subscription: Annotated[str | None, typer.Option(help="Only this subscription's.")] = None,
     status: Annotated[str | None, typer.Option(help="draft or sent.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List invoices, oldest boundary first per subscription."""
     if status is not None and status not in invoices_service.STATUSES:
@@ -66,6 +67,14 @@ def list_(
     connect()
     records = invoices_service.listing(entity=entity, customer=customer,
                                        subscription=subscription, status=status)
+    if as_json:
+        out.print_json(json.dumps([{
+            "reference": r.reference, "id": r.id, "number": r.number, "entity": r.entity,
+            "customer": r.customer, "subscription": r.subscription,
+            "boundary": r.boundary.isoformat(), "issued_at": f"{r.issued_at:%Y-%m-%dT%H:%M:%SZ}",
+            "status": r.status, "final": r.final, "currency": r.currency,
+            "total": format_money(r.total, r.currency)} for r in records]))
+        return
     table = Table(title=f"{len(records)} invoices", title_justify="left")
     for name in ("reference", "customer", "subscription", "boundary", "issued (UTC)", "status"):
         table.add_column(name)
@@ -73,7 +82,7 @@ def list_(
     for r in records:
         table.add_row(r.reference, r.customer, r.subscription, r.boundary.isoformat(),
                       f"{r.issued_at:%Y-%m-%d %H:%M}", r.status + (", final" if r.final else ""),
-                      f"{format_money(r.total, r.currency)} {r.currency}")
+                      format_amount(r.total, r.currency))
     out.print(table)
 
 
@@ -95,7 +104,8 @@ def show(
         with unit_of_work() as session:
             entity = catalog_repo.entity(session, record.entity)
         page = render_html({**document, "id": record.id},
-                           timezone=entity.timezone if entity else None)
+                           timezone=entity.timezone if entity else None,
+                           units=invoices_service.display_units(record.subscription))
         if out_file is None:
             sys.stdout.write(page)
         else:
@@ -106,7 +116,8 @@ def show(
     if as_json:
         out.print_json(json.dumps(document))
     else:
-        out.print(invoice_table(document))
+        out.print(invoice_table(document,
+                                invoices_service.display_units(record.subscription)))
 
 
 def _command(actor: str, outcome_of: Outcome) -> None:
@@ -159,5 +170,6 @@ def preview_command(
         out.print_json(json.dumps(document))
         return
     table = invoice_table({**document, "number": None, "customer": "", "status": "estimate",
-                           "issued_at": when.strftime("%Y-%m-%dT%H:%M:%SZ")})
+                           "issued_at": when.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                          invoices_service.display_units(subscription))
     out.print(table)

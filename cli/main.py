@@ -12,8 +12,18 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli import apikeys, catalog, deadletters, deliveries, invoices, usage
-from cli.common import Billing, connect, err, fail, writable
+from cli import (
+    apikeys,
+    catalog,
+    customers,
+    deadletters,
+    deliveries,
+    invoices,
+    portal,
+    subscriptions,
+    usage,
+)
+from cli.common import Billing, connect, err, fail, out, tidy_help, writable
 from scheduler.replay import Step, replay
 from scheduler.scenario import ScenarioError, load_scenario
 from services import logs
@@ -28,8 +38,24 @@ app = Billing(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"billing {version('usage-billing')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """A usage-based billing engine: replay scenarios, run the demo, operate the engine."""
+
+
 def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = None,
-               redis_url: str | None = None, outbox: Path | None = None) -> dict[str, object]:
+               redis_url: str | None = None, outbox: Path | None = None,
+               database_file: Path | None = None) -> dict[str, object]:
     try:
         scenario = load_scenario(path)
     except ScenarioError as exc:
@@ -55,7 +81,7 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
                                   max_retries=0)
         try:
             return replay(scenario, database_url=database_url, broker=broker, outbox=outbox,
-                          on_step=on_step)
+                          on_step=on_step, database_file=database_file)
         finally:
             if redis_url:
                 delete_namespace(redis_url, namespace)
@@ -96,28 +122,36 @@ def replay_command(
 def demo_command(
     outbox: Annotated[Path, typer.Option(
         "--outbox", help="Where the sent invoices are delivered (JSON + HTML).")] = Path("outbox"),
+    database: Annotated[Path, typer.Option(
+        "--database", help="The SQLite file the demo leaves behind (made afresh).")
+    ] = Path("billing-demo.db"),
 ) -> None:
-    """Replay the built-in demo (two entities, a few months) and print its invoices."""
-    from cli.demo import DEMO_SCENARIO, print_invoices
+    """Replay the built-in demo into ./billing-demo.db and show what to look at next."""
+    from cli.demo import DEMO_SCENARIO, explain, print_invoices
 
+    writable(database, "--database")
     logs.configure("console", "WARNING")
     err.print(f"Replaying the demo scenario [bold]{DEMO_SCENARIO.name}[/] …", highlight=False)
-    result = run_replay(DEMO_SCENARIO, outbox=outbox)
+    result = run_replay(DEMO_SCENARIO, outbox=outbox, database_file=database)
     print_invoices(result)
     invoices: list[dict[str, object]] = result["invoices"]  # type: ignore[assignment]
     sent = len([inv for inv in invoices if inv["status"] == "sent"])
-    err.print(f"[green]✓[/] {sent} sent invoices delivered to {outbox}/ (JSON + HTML)",
-              highlight=False)
+    out.print(f"[green]✓[/] {sent} sent invoices delivered to {escape(str(outbox))}/ "
+              "(JSON + HTML). What happened:", highlight=False)
+    explain(out, database)
 
 
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(customers.app, name="customers")
+app.add_typer(subscriptions.app, name="subscriptions")
 app.add_typer(invoices.app, name="invoices")
 app.add_typer(usage.app, name="usage")
 app.add_typer(deadletters.app, name="dead-letters")
 app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(apikeys.app, name="api-keys")
+app.add_typer(portal.app, name="portal")
 
 
 @app.command("bill-run")
@@ -163,6 +197,9 @@ def db_upgrade() -> None:
     migrate.upgrade()
     err.print(f"[green]✓[/] schema ready at {db.engine().url.render_as_string()}",
               highlight=False)
+
+
+tidy_help(app)
 
 
 def main() -> None:  # pragma: no cover

@@ -17,25 +17,66 @@ from persistence.db import unit_of_work
 from services import clock, late
 from services.usage import resubmit
 
-app = typer.Typer(help="Usage events: rejected ones, re-submission.", no_args_is_help=True)
+app = typer.Typer(help="Usage events: rejected ones and re-submission, conflicts, late ones.",
+                  no_args_is_help=True)
 
 
 @app.command("rejected")
 def rejected(
     limit: Annotated[int, typer.Option(help="How many, newest first.", min=1,
                                        max=100_000)] = 50,
+    open_only: Annotated[bool, typer.Option(
+        "--open", help="Only those not re-submitted since.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List rejected events with their reason."""
+    """List rejected events with their reason, and whether an event with the same key was
+    accepted since (re-submitted fixed)."""
     connect()
     with unit_of_work() as session:
-        rows = usage_repo.rejected(session, limit)
+        rows = usage_repo.rejected_since(session, limit, open_only=open_only)
+    if as_json:
+        out.print_json(json.dumps([{
+            "id": r.id, "key": r.key, "received_at": iso(r.received_at), "reason": r.reason,
+            "payload": r.payload, "resubmitted_at": iso(at) if at else None}
+            for r, at in rows]))
+        return
     table = Table(title=f"{len(rows)} rejected events (newest first)", title_justify="left")
-    for name in ("id", "key", "received (UTC)", "reason", "payload"):
+    for name in ("id", "key", "received (UTC)", "reason", "payload", "re-submitted"):
+        table.add_column(name, overflow="fold")
+    for r, at in rows:
+        table.add_row(str(r.id), r.key or "—", f"{r.received_at:%Y-%m-%d %H:%M:%S}", r.reason,
+                      r.payload, f"[green]accepted {at:%Y-%m-%d %H:%M:%S}[/]" if at else "—")
+    out.print(table)
+
+
+@app.command("conflicts")
+def conflicts(
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1,
+                                       max=100_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Keys sent again with another payload: the first payload stays billed, the other is
+    kept here for you to compare."""
+    connect()
+    with unit_of_work() as session:
+        rows = usage_repo.conflicts(session, limit)
+    if as_json:
+        out.print_json(json.dumps([{
+            "id": r.id, "key": r.key, "received_at": iso(r.received_at),
+            "stored": r.stored_payload, "received": r.received_payload} for r in rows]))
+        return
+    table = Table(title=f"{len(rows)} conflicts (newest first): the stored payload is the one "
+                        "billed", title_justify="left")
+    for name in ("id", "key", "received (UTC)", "stored", "received (ignored)"):
         table.add_column(name, overflow="fold")
     for r in rows:
-        table.add_row(str(r.id), r.key or "—", f"{r.received_at:%Y-%m-%d %H:%M:%S}", r.reason,
-                      r.payload)
+        table.add_row(str(r.id), r.key, f"{r.received_at:%Y-%m-%d %H:%M:%S}",
+                      _payload(r.stored_payload), _payload(r.received_payload))
     out.print(table)
+
+
+def _payload(payload: Any) -> str:
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True)
 
 
 def _exact_int(text: str) -> int | Decimal:
@@ -72,7 +113,7 @@ def resubmit_command(
     outcome = next(name for name, n in counts.items() if n)
     if outcome == "rejected":
         with unit_of_work() as session:
-            reason = usage_repo.rejected(session, 1)[0].reason
+            reason = usage_repo.rejected_since(session, 1)[0][0].reason
         fail(f"still rejected: {reason}", code=1)
     err.print(f"[green]✓[/] event re-submitted: {outcome}", highlight=False)
 

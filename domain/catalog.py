@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from domain.money import parse_currency
 from domain.periods import Interval, zone
+from domain.units import Unit, parse_unit
 from domain.validation import Fields, Invalid, describe
 
 
@@ -70,6 +71,7 @@ class Meter:
     id: str
     aggregation: Aggregation
     property: str | None = None
+    unit: Unit | None = None  # how quantities and prices are written (domain/units.py)
 
 
 @dataclass(frozen=True)
@@ -194,8 +196,9 @@ def parse_meter(data: Any, path: str) -> Meter:
         f.fail("property", "is required for aggregation unique_count")
     if aggregation is not Aggregation.UNIQUE_COUNT and prop is not None:
         f.fail("property", "is only used by aggregation unique_count")
+    unit = None if f.raw("unit") is None else parse_unit(f.raw("unit"), f.at("unit"))
     f.check_unknown()
-    return Meter(meter_id, aggregation, prop)
+    return Meter(meter_id, aggregation, prop, unit)
 
 
 def _parse_tiers(f: Fields, name: str, *, bands: bool) -> tuple[Tier, ...]:

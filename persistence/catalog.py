@@ -3,8 +3,10 @@ customers' draft settings."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection, Iterable
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -21,6 +23,7 @@ from domain.catalog import (
     parse_plan,
     plan_to_dict,
 )
+from domain.units import Unit
 from domain.validation import UNSTORABLE
 from persistence import db
 from persistence.tables import (
@@ -71,13 +74,16 @@ def entity_invoice_count(session: Session, entity_id: str) -> int:
 
 def meters(session: Session) -> dict[str, Meter]:
     return {
-        r.id: Meter(r.id, Aggregation(r.aggregation), r.property)
+        r.id: Meter(r.id, Aggregation(r.aggregation), r.property,
+                    None if r.unit_name is None else Unit(r.unit_name, r.unit_per or Decimal(1)))
         for r in session.scalars(select(MeterRow))
     }
 
 
 def save_meter(session: Session, m: Meter) -> None:
-    session.merge(MeterRow(id=m.id, aggregation=m.aggregation.value, property=m.property))
+    session.merge(MeterRow(id=m.id, aggregation=m.aggregation.value, property=m.property,
+                           unit_name=m.unit.name if m.unit else None,
+                           unit_per=m.unit.per if m.unit else None))
 
 
 def meter_subscription_count(session: Session, meter_id: str) -> int:
@@ -255,3 +261,21 @@ def known_ids(session: Session, model: type[CustomerRow] | type[MeterRow],
         remembered.update(new)
         found.update(new)
     return found
+
+
+def customer_counts(session: Session, ids: Collection[str] | None = None
+                    ) -> dict[str, tuple[int, int]]:
+    """(subscriptions, invoices) of each customer, counted in the database."""
+    subs = select(col(SubscriptionRow.customer_id), func.count()).group_by(
+        col(SubscriptionRow.customer_id))
+    invs = select(col(InvoiceRow.customer_id), func.count()).group_by(
+        col(InvoiceRow.customer_id))
+    if ids is not None:
+        subs = subs.where(col(SubscriptionRow.customer_id).in_(sorted(ids)))
+        invs = invs.where(col(InvoiceRow.customer_id).in_(sorted(ids)))
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for customer_id, n in session.execute(subs):
+        counts[customer_id][0] = n
+    for customer_id, n in session.execute(invs):
+        counts[customer_id][1] = n
+    return {c: (v[0], v[1]) for c, v in counts.items()}

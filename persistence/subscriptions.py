@@ -114,6 +114,16 @@ def lifecycle(session: Session, subscription_id: str) -> list[LifecycleCommand]:
     return [LifecycleCommand(kind, at) for kind, at in rows[first:] if kind != SUBSCRIBE]
 
 
+def lifecycle_after(session: Session, subscription_id: str,
+                    sent_at: datetime) -> list[LifecycleCommand]:
+    """The cancels and uncancels of the subscription sent after ``sent_at``, in sent order:
+    its lifecycle if it had been subscribed at ``sent_at``."""
+    rows = session.execute(select(col(C.kind), col(C.sent_at)).where(
+        col(C.subscription_id) == subscription_id, col(C.kind) != SUBSCRIBE,
+        col(C.sent_at) > sent_at).order_by(col(C.sent_at), col(C.id))).all()
+    return [LifecycleCommand(kind, at) for kind, at in rows]
+
+
 def invoiced_from(session: Session, subscription_id: str,
                   boundary: date) -> list[tuple[date, bool]]:
     """(boundary, final) of the subscription's invoices at or after ``boundary``."""

@@ -40,6 +40,9 @@ class MeterRow(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=255)
     aggregation: str
     property: str | None = None
+    # the display unit (domain/units.py): how quantities and prices are written
+    unit_name: str | None = Field(default=None, max_length=40)
+    unit_per: Decimal | None = Field(default=None, sa_type=ExactDecimal)
 
 
 class PlanRow(SQLModel, table=True):
@@ -226,6 +229,18 @@ class ApiKeyRow(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class PortalLinkRow(SQLModel, table=True):
+    """A customer portal link. The link's token is signed (it carries this id, the
+    customer and the expiry); this row is what lets an operator revoke it early."""
+
+    __tablename__ = "portal_links"
+    id: str = Field(primary_key=True, max_length=64)
+    customer_id: str = Field(foreign_key="customers.id", index=True, max_length=255)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class HttpBatchRow(SQLModel, table=True):

@@ -245,8 +245,23 @@ def count_unbilled(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(E).where(~exists(billed))) or 0)
 
 
-def rejected(session: Session, limit: int = 100) -> list[RejectedUsageRow]:
-    stmt = select(RejectedUsageRow).order_by(col(RejectedUsageRow.id).desc()).limit(limit)
+def rejected_since(session: Session, limit: int = 100, *, open_only: bool = False
+                   ) -> list[tuple[RejectedUsageRow, datetime | None]]:
+    """Rejected events, newest first, each with the instant an event with its key was
+    accepted after it (re-submitted fixed, by ``usage resubmit`` or by the application),
+    or None."""
+    R = RejectedUsageRow
+    accepted = select(col(E.ingested_at)).where(
+        col(E.key) == col(R.key), col(E.ingested_at) >= col(R.received_at)
+    ).correlate(R).scalar_subquery()
+    stmt = select(R, accepted).order_by(col(R.id).desc()).limit(limit)
+    if open_only:
+        stmt = stmt.where(accepted.is_(None))
+    return [(row, at) for row, at in session.execute(stmt)]
+
+
+def conflicts(session: Session, limit: int = 100) -> list[UsageConflictRow]:
+    stmt = select(UsageConflictRow).order_by(col(UsageConflictRow.id).desc()).limit(limit)
     return list(session.scalars(stmt))
 
 
@@ -408,3 +423,25 @@ def batch_status(session: Session, batch_id: str) -> dict[str, Any] | None:
             "events": received.events if received else total, "accepted": done.accepted,
             "duplicate": done.duplicate, "conflict": done.conflict, "rejected": done.rejected,
             "rejections": [{"key": key, "reason": reason} for key, reason in rows]}
+
+
+def daily_totals(session: Session, customer: str, meter_ids: Collection[str],
+                 bounds: Sequence[datetime]) -> dict[str, list[tuple[Decimal, int]]]:
+    """For the customer's events of each meter: (sum of quantities, number of events) in
+    each window ``[bounds[i], bounds[i+1])`` — days, for the portal's chart. One pass over
+    the index on (customer, meter, timestamp); any window edges (local midnights in any
+    zone), every event stored by now."""
+    windows = len(bounds) - 1
+    result = {m: [(Decimal(0), 0)] * windows for m in meter_ids}
+    if windows <= 0 or not meter_ids:
+        return result
+    bucket = case(*[(col(E.timestamp) < edge, index)
+                    for index, edge in enumerate(bounds[1:])]).label("bucket")
+    stmt = select(col(E.meter_id), bucket,
+                  decimal_aggregate(session, "sum", col(E.quantity)), func.count()).where(
+        col(E.customer_id) == customer, col(E.meter_id).in_(sorted(meter_ids)),
+        col(E.timestamp) >= bounds[0], col(E.timestamp) < bounds[-1],
+    ).group_by(col(E.meter_id), bucket)
+    for meter_id, index, total, count in session.execute(stmt):
+        result[meter_id][index] = (total, count)
+    return result

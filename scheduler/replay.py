@@ -130,7 +130,8 @@ def report() -> dict[str, Any]:
 
 def replay(scenario: Scenario, *, database_url: str | None = None,
            broker: dramatiq.Broker | None = None, outbox: Path | None = None,
-           on_step: Callable[[int, int, Step], None] | None = None) -> dict[str, Any]:
+           on_step: Callable[[int, int, Step], None] | None = None,
+           database_file: Path | None = None) -> dict[str, Any]:
     """Run the scenario on a fresh store and return its output.
 
     The embedded default is a new SQLite file and an in-process broker. With a PostgreSQL
@@ -138,10 +139,15 @@ def replay(scenario: Scenario, *, database_url: str | None = None,
     never touches other tables; ``broker`` may be a Redis broker (see
     ``workers.broker.redis_broker``). Sent invoices are delivered as in production; the
     outbox channel writes to ``outbox`` (default: a temporary folder, removed after).
+    ``database_file`` keeps the store: a SQLite file made afresh (any previous one is
+    replaced) and left behind for the CLI to explore (what ``billing demo`` does).
     """
     run_id = uuid.uuid4().hex[:12]
     with tempfile.TemporaryDirectory(prefix="billing-replay-") as tmp:
-        db.configure(database_url or f"sqlite:///{Path(tmp) / 'replay.db'}",
+        if database_file is not None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                database_file.with_name(database_file.name + suffix).unlink(missing_ok=True)
+        db.configure(database_url or f"sqlite:///{database_file or Path(tmp) / 'replay.db'}",
                      schema=f"replay_{run_id}")
         db.create_schema()
         with unit_of_work() as session:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import Catalog, Customer, Entity, Meter, Plan, parse_catalog, plan_to_dict
 from domain.periods import midnight
+from domain.units import Unit
 from persistence import catalog as catalog_repo
 from persistence import subscriptions as subs_repo
 from persistence.db import unit_of_work
@@ -140,6 +141,11 @@ def _meter(session: Session, m: Meter, stored: Meter | None, path: str) -> Chang
         return Change("meter", m.id, NEW)
     if stored == m:
         return Change("meter", m.id, UNCHANGED)
+    if (stored.aggregation, stored.property) == (m.aggregation, m.property):
+        # a display unit changes how quantities are written, never what is billed
+        def shown(u: Unit | None) -> str:
+            return "none" if u is None else u.per_label
+        return Change("meter", m.id, CHANGED, f"unit {shown(stored.unit)} → {shown(m.unit)}")
     what = (f"aggregation {stored.aggregation} → {m.aggregation}"
             if stored.aggregation != m.aggregation
             else f"property {stored.property} → {m.property}")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import Customer, Delivery, Entity
 from domain.documents import invoice_document
+from domain.units import Unit
 from persistence import catalog as catalog_repo
 from persistence import deliveries as deliveries_repo
 from persistence import invoices as invoices_repo
@@ -37,6 +38,7 @@ from services.delivery import (
     webhook_id_for,
     write_outbox,
 )
+from services.invoices import display_units_in
 from services.settings import settings
 
 EVENT = "invoice.sent"
@@ -58,7 +60,7 @@ def default_delivery() -> Delivery:
 
 
 def _send(delivery: Delivery, document: dict[str, Any], entity: Entity,
-          customer: Customer) -> tuple[Result, str]:
+          customer: Customer, units: dict[str, Unit]) -> tuple[Result, str]:
     """Deliver through the channel; the result and where it went."""
     config = settings()
     if delivery.channel == "none":
@@ -73,7 +75,7 @@ def _send(delivery: Delivery, document: dict[str, Any], entity: Entity,
         result = send_webhook(delivery.url, delivery.secret, webhook_id_for(document, EVENT),
                               webhook_body(document, EVENT), timeout=config.webhook_timeout_s)
         return result, delivery.url
-    html = render_html(document, timezone=entity.timezone)
+    html = render_html(document, timezone=entity.timezone, units=units)
     if delivery.channel == "email":
         if not customer.email:
             return Result(ok=False, retry=False,
@@ -83,7 +85,7 @@ def _send(delivery: Delivery, document: dict[str, Any], entity: Entity,
                             starttls=config.smtp_starttls)
         sender = delivery.sender or config.email_from
         result = send_email(smtp, sender, customer.email, email_subject(document),
-                            render_text(document, timezone=entity.timezone), html,
+                            render_text(document, timezone=entity.timezone, units=units), html,
                             message_id=f"<invoice-{document['id']}@{sender.split('@')[-1]}>")
         return result, customer.email
     directory = _outbox_override or Path(delivery.directory or config.outbox_dir)
@@ -106,7 +108,8 @@ def attempt(session: Session, invoice_id: int, now: datetime) -> tuple[Outcome, 
     assert entity is not None and customer is not None
     document = {**invoice_document(record), "id": record.id}
     delivery = entity.delivery or default_delivery()
-    result, target = _send(delivery, document, entity, customer)
+    result, target = _send(delivery, document, entity, customer,
+                           display_units_in(session, str(document["subscription"])))
     row.attempts += 1
     row.channel, row.target, row.updated_at = delivery.channel, target, now
     if result.ok:
@@ -122,6 +125,18 @@ def deliver(invoice_id: int, now: datetime) -> tuple[Outcome, Result | None]:
     """One delivery attempt in its own transaction."""
     with unit_of_work() as session:
         return attempt(session, invoice_id, now)
+
+
+def log_context(invoice_id: int) -> dict[str, str]:
+    """What a log line about this invoice should name: its number, entity, customer and
+    subscription."""
+    with unit_of_work() as session:
+        found = invoices_repo.records(session, ids=[invoice_id])
+    if not found:
+        return {}
+    r = found[0]
+    return {"number": r.number or "", "entity": r.entity, "customer": r.customer,
+            "subscription": r.subscription}
 
 
 def deliver_now(invoice_id: int) -> Outcome:

@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
+
 from domain.documents import InvoiceRecord
+from domain.units import Unit
 from domain.validation import Invalid, parse_date
+from persistence import catalog as catalog_repo
 from persistence import invoices as invoices_repo
+from persistence import subscriptions as subs_repo
 from persistence.db import unit_of_work
 
 MAX_ID = 2**31 - 1
@@ -50,3 +55,23 @@ def listing(*, entity: str | None = None, customer: str | None = None,
         return invoices_repo.records(session, entity=entity, customer=customer,
                                      subscription=subscription, status=status, limit=limit,
                                      after=after)
+
+
+def display_units(subscription: str) -> dict[str, Unit]:
+    """Charge id → the display unit of the meter it prices, for the plan version the
+    subscription is on: how its invoices write quantities and unit prices."""
+    with unit_of_work() as session:
+        return display_units_in(session, subscription)
+
+
+def display_units_in(session: Session, subscription: str) -> dict[str, Unit]:
+    """``display_units`` inside a transaction that is already open."""
+    from services.invoicing import plan_of
+
+    row = subs_repo.get(session, subscription)
+    if row is None:
+        return {}
+    plan = plan_of(session, row)
+    meters = catalog_repo.meters(session)
+    return {c.id: unit for c in plan.usage_charges
+            if (unit := meters[c.meter].unit if c.meter in meters else None) is not None}

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
     email_from: str = "billing@localhost"
+    # The customer portal: the key its links are signed with (HMAC-SHA256), the address
+    # links start with (where the web process is reached), and how long a link lasts.
+    portal_secret: str | None = None
+    portal_url: str = "http://127.0.0.1:8000"
+    portal_link_ttl: str = "12h"
     # Seconds between scheduler ticks.
     tick_seconds: float = 30.0
     # A bill run sent but not done (its bill_run message not processed) is sent again after

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import Plan
 from domain.invoices import Terms
-from domain.periods import bill_run_instant, midnight, next_run_at
+from domain.periods import bill_run_instant, midnight, next_run_at, zone
 from domain.subscriptions import (
     CANCEL,
     UNCANCEL,
@@ -80,6 +80,8 @@ def do_subscribe(session: Session, now: datetime, request: dict[str, Any],
     if existing is not None:
         same = (existing.customer_id, existing.plan_id, existing.start, existing.discount) == (
             req.customer, req.plan, req.start, req.discount.to_dict() if req.discount else None)
+        if same and sent_at < existing.sent_at:
+            return _subscribed_earlier(session, existing.id, sent_at, message_id)
         if same:
             return unchanged(f"subscription {req.id!r} exists with these terms")
         return refused(f"subscribe.id: subscription {req.id!r} exists with other terms")
@@ -109,6 +111,38 @@ def do_subscribe(session: Session, now: datetime, request: dict[str, Any],
         row.end_at = None if row.end is None else midnight(row.end, entity.timezone)
         detail += f", ends {row.end}" if row.end else ""
     return applied(detail)
+
+
+def _subscribed_earlier(session: Session, subscription: str, sent_at: datetime,
+                        message_id: str) -> Outcome:
+    """The same subscribe, sent before the one that created the subscription (the first
+    of two sends, processed last). The subscription then dates from this one: a cancel or
+    uncancel sent between the two was kept pending as "before the subscribe" and applies
+    now — the outcome depends on the order the commands were sent, not processed."""
+    row = subs_repo.get(session, subscription, lock=True)
+    assert row is not None
+    plan = catalog_repo.plan(session, row.plan_id, row.plan_version)
+    entity = catalog_repo.entity(session, row.entity_id)
+    assert plan is not None and entity is not None
+    commands = subs_repo.lifecycle_after(session, subscription, sent_at)
+    new_end = end_from_commands(row.start, plan.interval, entity.timezone, commands)
+    if new_end != row.end:
+        problem = _contradiction(session, row, new_end)
+        if problem is None and (new_end is None or (row.end is not None and new_end > row.end)):
+            problem = _overlap(session, row.customer_id, plan, row.start, new_end,
+                               exclude=row.id)
+        if problem:
+            return unchanged(f"subscription {subscription!r} exists with these terms; the "
+                             f"commands sent after this earlier send cannot apply: {problem}")
+    subs_repo.add_command(session, subscription, subs_repo.SUBSCRIBE, sent_at, message_id)
+    row.sent_at = sent_at
+    if new_end == row.end:
+        return unchanged(f"subscription {subscription!r} exists with these terms (now dated "
+                         "from this earlier send)")
+    row.end = new_end
+    row.end_at = None if new_end is None else midnight(new_end, entity.timezone)
+    return applied(f"subscription {subscription!r} dated from this earlier send: "
+                   + (f"ends {new_end}" if new_end else "cancellation removed"))
 
 
 def _contradiction(session: Session, row: SubscriptionRow, new_end: date | None) -> str | None:
@@ -212,9 +246,10 @@ class SubscriptionView:
     end: date | None
     status: str  # scheduled | active | cancelled | ended
     next_boundary: date | None  # the next invoice's boundary (None once ended)
-    next_run: datetime | None  # the bill run that will issue it
+    next_run: datetime | None  # the bill run that will issue it (None: ended, or overdue)
     discount: dict[str, Any] | None
     created_at: datetime
+    note: str | None = None  # why the next invoice comes when it does, if not obvious
 
 
 def view(row: SubscriptionRow, plan: Plan, timezone: str, now: datetime) -> SubscriptionView:
@@ -234,13 +269,21 @@ def view(row: SubscriptionRow, plan: Plan, timezone: str, now: datetime) -> Subs
     while terms.reaches(terms.boundary(k)) and not terms.has_lines(k):
         k += 1  # e.g. the opening invoice of a usage-only plan is not issued
     next_boundary = terms.boundary(k) if terms.reaches(terms.boundary(k)) else None
-    next_run = None
+    next_run = note = None
     if next_boundary is not None:
-        next_run = next_run_at(timezone, max(bill_run_instant(next_boundary, timezone),
-                                             row.created_at, now))
+        own_run = bill_run_instant(next_boundary, timezone)
+        next_run = next_run_at(timezone, max(own_run, row.created_at, now))
+        if row.created_at > own_run:
+            note = (f"created after the 08:15 run of {next_boundary}: the next run issues "
+                    "its invoice")
+        elif now > own_run:
+            next_run = None  # the scheduler's next tick: it catches up what is due
+            note = (f"overdue: the run of {next_boundary} has passed without issuing it; the "
+                    "scheduler's next tick catches up (or `billing bill-run "
+                    f"{row.entity_id} --date {now.astimezone(zone(timezone)).date()}`)")
     return SubscriptionView(row.id, row.customer_id, row.entity_id, row.plan_id,
                             row.plan_version, row.start, row.end, status, next_boundary,
-                            next_run, row.discount, row.created_at)
+                            next_run, row.discount, row.created_at, note)
 
 
 def views(now: datetime, *, customer: str | None = None, entity: str | None = None,

@@ -31,11 +31,13 @@ from persistence.db import unit_of_work
 from services import api_keys, clock, invoicing, subscriptions
 from services import catalog as catalog_service
 from services import invoices as invoices_service
+from services import portal as portal_service
 from services import usage as usage_service
 from services.commands import CONFLICT, INVALID, NOT_FOUND, Outcome, recorded, run_command
 from services.delivery import render_html
 from services.outages import is_infrastructure
 from web import schemas
+from web.portal import router as portal_router
 from workers import actors
 
 MAX_BODY = 1024 * 1024  # bytes of a request body
@@ -141,7 +143,7 @@ def subscription_json(view: subscriptions.SubscriptionView) -> dict[str, Any]:
             "status": view.status,
             "next_boundary": view.next_boundary and view.next_boundary.isoformat(),
             "next_run": iso(view.next_run), "discount": view.discount,
-            "created_at": iso(view.created_at)}
+            "created_at": iso(view.created_at), "note": view.note}
 
 
 def invoice_json(record: InvoiceRecord) -> dict[str, Any]:
@@ -402,8 +404,9 @@ def create_app() -> FastAPI:
         if "text/html" in request.headers.get("accept", "").split(",")[0]:
             with unit_of_work() as session:
                 entity = catalog_repo.entity(session, record.entity)
-            return HTMLResponse(render_html(invoice_json(record),
-                                            timezone=entity.timezone if entity else None))
+            return HTMLResponse(render_html(
+                invoice_json(record), timezone=entity.timezone if entity else None,
+                units=invoices_service.display_units(record.subscription)))
         return invoice_json(record)
 
     @app.post("/v1/invoices/{ref}/release", response_model=schemas.Invoice, tags=["invoices"])
@@ -427,7 +430,42 @@ def create_app() -> FastAPI:
             subscription=record.subscription)
         return invoice_json(find_invoice(str(record.id)))
 
+    # -------------------------------------------------------------------- portal
+
+    @app.post("/v1/portal-links", status_code=201, response_model=schemas.PortalLink,
+              tags=["portal"])
+    def create_portal_link(body: schemas.PortalLinkIn, key: Key,
+                           idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        """A signed link to the customer's portal page (usage, estimated charges,
+        invoices), valid for ``ttl`` (default 12h, at most 90d) unless revoked. A retry with
+        the same Idempotency-Key gets the same link."""
+        link_id = (message_id(key, idempotency_key, "portal")[-22:]
+                   if idempotency_key is not None else None)
+        try:
+            link = portal_service.create_link(body.customer, body.ttl, clock.now(), link_id)
+        except Invalid as exc:
+            if exc.field == "customer":
+                raise ApiError(404, NOT_FOUND, exc.message, "customer") from None
+            if exc.field == "BILLING_PORTAL_SECRET":
+                raise ApiError(503, "unavailable", f"the portal is not set up: {exc}") from None
+            raise ApiError(422, INVALID, str(exc), exc.field) from None
+        return _link_json(link)
+
+    @app.delete("/v1/portal-links/{link_id}", status_code=204, tags=["portal"])
+    def revoke_portal_link(link_id: str, key: Key) -> Response:
+        """Revoke a link now: its page answers 403 from then on."""
+        if not storable_id(link_id) or not portal_service.revoke(link_id=link_id,
+                                                                 now=clock.now()):
+            raise ApiError(404, NOT_FOUND, f"no open portal link {link_id!r}", "link_id")
+        return Response(status_code=204)
+
+    app.include_router(portal_router)
     return app
+
+
+def _link_json(link: portal_service.Link) -> dict[str, Any]:
+    return {"id": link.id, "customer": link.customer, "url": link.url,
+            "expires_at": iso(link.expires_at)}
 
 
 def _methods(request: Request) -> list[str]:

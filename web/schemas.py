@@ -78,9 +78,12 @@ class Subscription(Model):
     end: str | None
     status: Literal["scheduled", "active", "cancelled", "ended"]
     next_boundary: str | None
-    next_run: str | None
+    next_run: str | None = Field(description="the bill run that issues the next invoice; "
+                                   "null once ended, or when overdue (the next tick)")
     discount: dict[str, Any] | None
     created_at: str
+    note: str | None = Field(None, description="why the next invoice comes when it does, "
+                                               "when that is not obvious")
 
 
 class Line(Model):
@@ -138,7 +141,10 @@ class PortalLinkIn(Model):
 
 
 class PortalLink(Model):
-    url: str
+    id: str = Field(description="the link's id: DELETE /v1/portal-links/{id} revokes it")
+    customer: str
+    url: str = Field(description="the page to send the customer to; the token in it is the "
+                                 "customer's key to the page until it expires")
     expires_at: str
 
 

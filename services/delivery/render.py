@@ -26,6 +26,7 @@ from babel.numbers import NumberPattern, format_currency, format_decimal, parse_
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from domain.money import ROUNDING, minor_units
+from domain.units import Unit, price_per, scaled_quantity
 
 __all__ = [
     "email_subject",
@@ -111,6 +112,27 @@ def format_quantity(value: object, locale: str = "en_US") -> str:
     with localcontext(ROUNDING):
         return format_decimal(to_decimal(value, "quantity"), locale=locale,
                               decimal_quantization=False)
+
+
+def format_in_unit(value: object, unit: Unit | None, locale: str = "en_US") -> str:
+    """A quantity in a meter's display unit: "12.5M tokens", "1,250 requests"; without a
+    unit the plain quantity."""
+    quantity = to_decimal(value, "quantity")
+    if unit is None:
+        return format_quantity(quantity, locale)
+    number, label = scaled_quantity(quantity, unit)
+    joiner = "" if unit.suffix is not None else " "
+    return f"{format_quantity(number, locale)}{joiner}{label}"
+
+
+def format_price_in_unit(value: object, currency: str, unit: Unit | None,
+                         locale: str = "en_US") -> str:
+    """A unit price quoted per the display unit: "$2.00 / 1M tokens"; without a unit the
+    price of one unit."""
+    price = to_decimal(value, "unit_price")
+    if unit is None:
+        return format_amount(price, currency, locale)
+    return f"{format_amount(price_per(price, unit), currency, locale)} / {unit.per_label}"
 
 
 def _parse_date(value: object, field: str) -> date:
@@ -221,6 +243,7 @@ def invoice_view(
     customer_name: str | None = None,
     locale: str = "en_US",
     timezone: str | None = None,
+    units: Mapping[str, Unit] | None = None,
 ) -> InvoiceView:
     """Everything the templates show, formatted; raises ValueError/TypeError on a malformed
     document (a float amount, a missing field, an unknown currency)."""
@@ -240,14 +263,16 @@ def invoice_view(
         if not isinstance(ln, Mapping):
             raise ValueError(f"invoice document: lines[{i}] must be an object")
         unit_price = ln.get("unit_price")
+        unit = (units or {}).get(str(ln.get("charge")))
         lines.append(LineView(
             type=_text(ln, "type"),
             charge=_text(ln, "charge"),
             period=format_period(_parse_date(ln.get("period_start"), f"lines[{i}].period_start"),
                                  _parse_date(ln.get("period_end"), f"lines[{i}].period_end"),
                                  locale),
-            quantity=format_quantity(ln.get("quantity"), locale),
-            unit_price="" if unit_price is None else format_amount(unit_price, currency, locale),
+            quantity=format_in_unit(ln.get("quantity"), unit, locale),
+            unit_price="" if unit_price is None else format_price_in_unit(unit_price, currency,
+                                                                          unit, locale),
             amount=format_amount(ln.get("amount"), currency, locale),
         ))
     discount = to_decimal(document.get("discount", "0"), "discount")
@@ -293,13 +318,14 @@ def render_html(
     customer_name: str | None = None,
     locale: str = "en_US",
     timezone: str | None = None,
+    units: Mapping[str, Unit] | None = None,
 ) -> str:
     """The invoice as a self-contained HTML page (inline CSS, every value escaped).
 
     ``timezone`` (an IANA name, e.g. the entity's) is where the issue time is shown; UTC
     when not given."""
     view = invoice_view(document, entity_name=entity_name, customer_name=customer_name,
-                        locale=locale, timezone=timezone)
+                        locale=locale, timezone=timezone, units=units)
     return _html_env().get_template(HTML_TEMPLATE).render(inv=view)
 
 
@@ -317,10 +343,11 @@ def render_text(
     customer_name: str | None = None,
     locale: str = "en_US",
     timezone: str | None = None,
+    units: Mapping[str, Unit] | None = None,
 ) -> str:
     """The invoice as plain text with aligned columns (the text part of an email)."""
     view = invoice_view(document, entity_name=entity_name, customer_name=customer_name,
-                        locale=locale, timezone=timezone)
+                        locale=locale, timezone=timezone, units=units)
     titles = ["Type", "Charge", "Period (both days included)", "Quantity"]
     right = [False, False, False, True]
     if view.show_unit_price:

@@ -90,7 +90,7 @@ def test_refused_action_is_logged_and_the_replay_goes_on(tmp_path: Path) -> None
 def test_demo_prints_invoices_and_fills_its_outbox(tmp_path: Path) -> None:
     from html.parser import HTMLParser
 
-    done = billing("demo", "--outbox", str(tmp_path / "outbox"))
+    done = billing("demo", "--outbox", str(tmp_path / "outbox"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "EU-000001" in done.stdout and "US-000001" in done.stdout
     assert "total" in done.stdout
@@ -127,3 +127,48 @@ def test_unknown_scenario_fields_are_ignored_with_a_warning(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     for field in ("description", "entities[0].name", "timeline[0].note"):
         assert f"{field}: is not a known field (ignored)" in done.stderr
+
+
+def test_the_demo_leaves_a_database_to_explore_and_explains_itself(tmp_path: Path) -> None:
+    """After `billing demo`, the commands the README (and the demo) give next work on what
+    it made; nothing else is left behind (issue #10)."""
+    import os
+
+    done = billing("demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["billing-demo.db", "outbox"]
+    said = " ".join(done.stdout.split())
+    assert "rejected: event f-bad (quantity: must be ≥ 0, got -2)" in said
+    assert "conflict: f-2" in said
+    assert "late: f-late" in said and "adjustment on EU-" in said
+    assert "discount: sub-fjord has 10 % off its first 2 invoices" in said
+    assert "drafts: sub-nordlys@2026-01-15" in said
+    assert "export BILLING_DATABASE_URL=sqlite:///billing-demo.db" in said
+    env = {**os.environ, "BILLING_DATABASE_URL": "sqlite:///billing-demo.db"}
+
+    def explore(*args: str) -> str:
+        result = subprocess.run([*BILLING, *args], capture_output=True, text=True,
+                                timeout=120, cwd=tmp_path, env=env)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        return result.stdout
+
+    listing = explore("invoices", "list")
+    assert "EU-000001" in listing and "sub-nordlys@2026-01-15" in listing
+    assert "€44.10" in listing  # amounts with the currency's symbol and separators
+    assert "EU-000004" in explore("invoices", "show", "EU-000004")
+    assert "adjustment tokens" in explore("invoices", "show", "EU-000004")
+    assert "nordlys" in explore("customers", "list")
+    assert "sub-sunset" in explore("subscriptions", "list")
+    assert "f-bad" in explore("usage", "rejected")
+    assert "f-2" in explore("usage", "conflicts")
+    assert "f-late" in explore("usage", "late")
+    explore("invoices", "release", "sub-nordlys@2026-01-15")
+    assert json.loads(explore("invoices", "show", "sub-nordlys@2026-01-15", "--json"))[
+        "status"] == "sent"
+    assert not (tmp_path / "billing.db").exists()
+
+
+def test_version() -> None:
+    done = billing("--version")
+    assert done.returncode == 0 and done.stdout.startswith("billing ")

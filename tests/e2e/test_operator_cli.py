@@ -113,3 +113,118 @@ def test_bad_catalog_file_is_one_line(env: dict[str, str], tmp_path: Path) -> No
     done = billing(env, "catalog", "apply", str(bad))
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "meters[0].aggregation" in done.stderr
+
+
+def _store(env: dict[str, str], tmp_path: Path) -> None:
+    ok(billing(env, "db", "upgrade"))
+    (tmp_path / "catalog.yaml").write_text(CATALOG)
+    ok(billing(env, "catalog", "apply", str(tmp_path / "catalog.yaml")))
+    db.configure(env["BILLING_DATABASE_URL"])
+
+
+def test_customers_subscriptions_and_usage_for_operators(env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """customers list/show, subscriptions list/show, usage conflicts, and which rejected
+    events were re-submitted since (issue #10)."""
+    _store(env, tmp_path)
+    past = datetime(2026, 1, 1, tzinfo=UTC)
+    with unit_of_work() as session:
+        assert do_subscribe(session, past, {"id": "s-1", "customer": "c-1", "plan": "pro",
+                                            "start": "2026-01-01", "discount": {
+                                                "percent": "10", "cycles": 2}}).status == "applied"
+    event = {"key": "e-1", "customer": "c-1", "meter": "tokens", "quantity": "5",
+             "timestamp": "2026-01-10T10:00:00Z"}
+    received = datetime(2026, 1, 11, tzinfo=UTC)  # after the events happened
+    with unit_of_work() as session:
+        ingest(session, [event, {**event, "key": "e-2", "quantity": "x"},
+                         {**event, "key": "e-3", "quantity": "-1"}], received, "m-1")
+    with unit_of_work() as session:
+        ingest(session, [{**event, "quantity": "6"}, {**event, "key": "e-2"}], received, "m-2")
+    db.engine().dispose()
+
+    customers = json.loads(ok(billing(env, "customers", "list", "--json")))
+    assert [(c["id"], c["subscriptions"], c["draft_invoices"]) for c in customers] == [
+        ("c-1", 1, False), ("c-2", 0, True)]
+    shown = json.loads(ok(billing(env, "customers", "show", "c-1", "--json")))
+    assert [s["id"] for s in shown["subscriptions"]] == ["s-1"]
+    assert "s-1" in ok(billing(env, "customers", "show", "c-1"))
+    missing = billing(env, "customers", "show", "nobody")
+    assert missing.returncode == 1 and "no customer 'nobody'" in missing.stderr
+
+    subs = json.loads(ok(billing(env, "subscriptions", "list", "--json")))
+    assert [(s["id"], s["plan"], s["plan_version"], s["status"], s["start"]) for s in subs] == [
+        ("s-1", "pro", 1, "active", "2026-01-01")]
+    one = json.loads(ok(billing(env, "subscriptions", "show", "s-1", "--json")))
+    assert one["next_boundary"] == "2026-01-01" and one["discount"]["cycles"] == 2
+    text = ok(billing(env, "subscriptions", "show", "s-1"))
+    assert "10 % for the first 2 invoices" in text and "overdue" in text
+    assert billing(env, "subscriptions", "show", "nope").returncode == 1
+
+    conflicts = json.loads(ok(billing(env, "usage", "conflicts", "--json")))
+    assert [(c["key"], c["stored"]["quantity"], c["received"]["quantity"])
+            for c in conflicts] == [("e-1", "5", "6")]
+    assert "e-1" in ok(billing(env, "usage", "conflicts"))
+    rejected = {r["key"]: r for r in json.loads(ok(billing(env, "usage", "rejected", "--json")))}
+    assert set(rejected) == {"e-2", "e-3"}
+    assert rejected["e-2"]["resubmitted_at"] is not None  # e-2 sent again, fixed
+    assert rejected["e-3"]["resubmitted_at"] is None
+    still_open = json.loads(ok(billing(env, "usage", "rejected", "--open", "--json")))
+    assert [r["key"] for r in still_open] == ["e-3"]
+
+
+def test_a_first_day_explains_when_its_invoice_comes(env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    """A subscription created at 10:00 with today's start gets its opening invoice at the
+    next day's 08:15 run: `subscriptions show` says so and `bill-run` of today explains
+    why it issued nothing (issue #10)."""
+    from datetime import timedelta
+
+    from domain.periods import bill_run_instant, zone
+    from services import clock
+
+    _store(env, tmp_path)
+    now = clock.now()
+    today = now.astimezone(zone("Europe/Oslo")).date()
+    created = max(bill_run_instant(today, "Europe/Oslo") + timedelta(minutes=5),
+                  now - timedelta(hours=1))
+    if created > now:
+        pytest.skip("before today's 08:15 run in Oslo: the first day is not over yet")
+    with unit_of_work() as session:
+        assert do_subscribe(session, created, {"id": "s-new", "customer": "c-1", "plan": "pro",
+                                               "start": today.isoformat()}).status == "applied"
+    db.engine().dispose()
+    shown = json.loads(ok(billing(env, "subscriptions", "show", "s-new", "--json")))
+    tomorrow = bill_run_instant(today + timedelta(days=1), "Europe/Oslo")
+    assert shown["next_boundary"] == today.isoformat()
+    assert shown["next_run"] == tomorrow.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert "created after the 08:15 run" in shown["note"]
+    done = billing(env, "bill-run", "acme-eu", "--date", today.isoformat())
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "0 invoices issued" in said and "s-new" in said and "next" in said
+
+
+def test_one_way_to_name_an_invoice_and_tables_in_a_pipe(env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """`invoices release`, `deliveries retry` take a number, an id or SUB@DATE; a table
+    read through a pipe keeps whole dates (issue #10)."""
+    _store(env, tmp_path)
+    past = datetime(2026, 1, 1, tzinfo=UTC)
+    with unit_of_work() as session:
+        for sub, customer in (("s-1", "c-1"), ("s-2", "c-2")):
+            do_subscribe(session, past, {"id": sub, "customer": customer, "plan": "pro",
+                                         "start": "2026-01-01"})
+    db.engine().dispose()
+    ok(billing(env, "bill-run", "acme-eu", "--date", "2026-01-01"))
+    draft = json.loads(ok(billing(env, "invoices", "list", "--status", "draft", "--json")))[0]
+    ok(billing(env, "invoices", "release", str(draft["id"])))  # by id
+    numbers = [i["number"] for i in json.loads(ok(billing(env, "invoices", "list", "--json")))]
+    assert numbers == ["EU-000001", "EU-000002"]
+    done = billing(env, "deliveries", "retry", "EU-000001")  # by number: delivered already
+    assert done.returncode == 1 and "nothing to retry" in done.stderr
+    piped = subprocess.run([sys.executable, "-m", "cli", "invoices", "list"], text=True,
+                           capture_output=True, timeout=120,
+                           env={k: v for k, v in env.items() if k != "COLUMNS"})
+    assert piped.returncode == 0, piped.stderr
+    rows = [line for line in piped.stdout.splitlines() if "EU-000001" in line]
+    assert len(rows) == 1 and "2026-01-01" in rows[0] and "€49.00" in rows[0]

@@ -243,6 +243,14 @@ def commands(folder: Path) -> dict[str, tuple[str, ...]]:
         "api-keys list": ("api-keys", "list"),
         "api-keys revoke": ("api-keys", "revoke", "backend-eu"),
         "bill-run": ("bill-run", "acme-eu", "--date", "2026-02-01"),
+        "customers list": ("customers", "list"),
+        "customers show": ("customers", "show", "c-1"),
+        "subscriptions list": ("subscriptions", "list"),
+        "subscriptions show": ("subscriptions", "show", "s-1"),
+        "usage conflicts": ("usage", "conflicts"),
+        "portal link": ("portal", "link", "c-1"),
+        "portal list": ("portal", "list"),
+        "portal revoke": ("portal", "revoke", "--customer", "c-1"),
     }
 
 

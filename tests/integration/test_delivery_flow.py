@@ -266,3 +266,26 @@ def test_email_channel_sends_text_and_html_to_the_customer(
     parts = {p.get_content_type(): p.get_content() for p in mail.walk()
              if not p.is_multipart()}
     assert "AC-000001" in parts["text/plain"] and "€49.00" in parts["text/html"]
+
+
+def test_a_retried_failure_is_a_warning_with_its_reason_not_an_error(
+        engine: Engine, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    """A receiver that is down for a while (503 — like an SMTP 4xx, a transient refusal)
+    is an expected failure: each attempt logs a warning naming the reason, and nothing is
+    logged as an error or with a traceback (issue #10)."""
+    import logging
+
+    from structlog.testing import capture_logs
+
+    receiver.statuses = [503, 503, 200]
+    with caplog.at_level(logging.DEBUG), capture_logs() as engine_lines:
+        issue_opening_invoice(engine)
+    (done,) = deliveries_by_status()["done"]
+    assert done.attempts == 3
+    retried = [e for e in engine_lines if e["event"] == "delivery will be retried"]
+    assert len(retried) == 2 and all(e["log_level"] == "warning" for e in retried)
+    assert all("HTTP 503" in e["reason"] and e["invoice"] for e in retried), retried
+    assert not [e for e in engine_lines if e["log_level"] in ("error", "critical")]
+    # dramatiq's own lines (the stdlib's logging): the retry, but no error, no traceback
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], [
+        (r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]

@@ -21,6 +21,7 @@ from schemathesis.checks import negative_data_rejection, positive_data_acceptanc
 from persistence import db
 from services import api_keys, clock
 from services import catalog as catalog_service
+from services.settings import settings as settings_of
 from tests.integration.helpers import CATALOG
 from web.app import create_app
 from workers.broker import stub_broker, use
@@ -33,6 +34,9 @@ KEY: dict[str, str] = {}
 @pytest.fixture(scope="module", autouse=True)
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     folder: Path = tmp_path_factory.mktemp("schema")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("BILLING_PORTAL_SECRET", "schemathesis-portal-secret")
+    settings_of.cache_clear()
     db.configure(f"sqlite:///{folder / 'api.db'}")
     db.create_schema()
     use(stub_broker())  # usage is queued in process; nothing consumes it here
@@ -42,6 +46,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     yield
     clock.reset()
     db.engine().dispose()
+    patch.undo()
+    settings_of.cache_clear()
 
 
 @schema.parametrize()

@@ -1,9 +1,9 @@
 """A hypothesis state machine of one customer's subscriptions (issue #8, "Done when").
 
 The application sends subscribe, cancel, uncancel, set_draft_invoices and usage messages
-(each stamped with the instant it was sent); dramatiq delivers them late, in any order, and
-some of them twice (the same message id); bill runs happen whenever the clock moves on. After
-every step the database must show:
+(each stamped with the instant it was sent), an operator releases drafts; dramatiq delivers
+the messages late, in any order, and some of them twice (the same message id); bill runs
+happen whenever the clock moves on. After every step the database must show:
 
 1. no two subscriptions of the customer that are live over the same instant charge the same
    meter;
@@ -18,8 +18,13 @@ every step the database must show:
 
 and the outcome of the lifecycle commands depends only on the order they were sent: each
 subscription's end is ``end_from_commands`` over the cancels and uncancels sent after its
-subscribe that the engine did not refuse, in sent order; the customer's draft setting is the
-latest one sent.
+first subscribe (a retried subscribe with the same terms is a no-op, whenever processed), in
+sent order, leaving out those the engine refused for an overlap or an issued invoice; each
+new invoice is draft or sent as the latest setting sent by its run instant says; the
+customer's draft setting is the latest one sent.
+
+``test_a_retried_subscribe_…`` below replays one counterexample the machine found as a fixed
+sequence of its steps, so that it fails every time, not only when the search reaches it.
 
 Embedded store (a SQLite file per example), the in-process broker, one worker thread and a
 simulated clock: messages are processed at the clock's instant, never before they were sent.
@@ -38,9 +43,15 @@ from pathlib import Path
 from typing import Any
 
 from dramatiq import Worker
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 from sqlalchemy import select
 
 from domain.catalog import Plan
@@ -91,9 +102,10 @@ CATALOG: dict[str, Any] = {
     "customers": [{"id": CUSTOMER, "entity": ENTITY}],
 }
 AGGREGATION = {"tokens": "sum", "calls": "count"}
+PLAN_METERS = {"pro": {"tokens"}, "tokens-weekly": {"tokens"}, "calls": {"calls"}}
 CATALOG_AT = datetime(2000, 1, 1, tzinfo=UTC)  # the catalog's own draft setting (False)
 START = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
-SUBSCRIPTION_IDS = ("s-1", "s-2", "s-3")
+SUBSCRIPTION_IDS = ("s-1", "s-2", "s-3", "s-4")
 PLANS = ("pro", "tokens-weekly", "calls")
 EVENT_KEYS = tuple(f"e-{i}" for i in range(8))
 REFUSED = "refused"
@@ -104,7 +116,7 @@ class Sent:
     """A message the application sent at ``sent_at``."""
 
     message: Any
-    kind: str  # subscribe | cancel | uncancel | set_draft_invoices | record_usage
+    kind: str  # an actor: subscribe, cancel, uncancel, set_draft_invoices, record_usage, …
     args: tuple[Any, ...]
     sent_at: datetime
     deliveries: int = 0
@@ -154,12 +166,13 @@ class SubscriptionMachine(RuleBasedStateMachine):
         # subscription id -> the latest run instant it had to be invoiced up to
         self.billed_up_to: dict[str, datetime] = {}
         self.plans: dict[tuple[str, int], Plan] = {}
+        self.drafts: list[tuple[str, date]] = []  # as of the last check of the invariants
 
     def teardown(self) -> None:
         try:
-            self.coverage_events()
             self.worker.stop()
             self.broker.close()
+            self.coverage_events()
         finally:
             clock.reset()
             deliveries.use_outbox(self.previous_outbox)
@@ -168,6 +181,8 @@ class SubscriptionMachine(RuleBasedStateMachine):
 
     def coverage_events(self) -> None:
         """What the example reached (``--hypothesis-show-statistics``)."""
+        if not currently_in_test_context():
+            return
         state = self.read()
         event(f"subscriptions: {len(state['subs'])}")
         event(f"invoices: {min(len(state['invoices']), 10)}{'+' if state['invoices'] else ''}")
@@ -188,13 +203,23 @@ class SubscriptionMachine(RuleBasedStateMachine):
     def now(self) -> datetime:
         return self.clock.now()
 
-    def send(self, kind: str, *args: Any) -> None:
+    def send(self, kind: str, *args: Any, deliver: bool = False) -> None:
         """The application sends a message now (one second after the previous one, so that
-        sent instants are distinct and their order is the order of sending)."""
+        sent instants are distinct and their order is the order of sending); dramatiq
+        delivers it at once, or keeps it for a later step."""
         self.clock.set(self.now + timedelta(seconds=1))
         message = getattr(actors, kind).message_with_options(
             args=args, sent_at=self.now.isoformat())
         self.sent.append(Sent(message, kind, args, self.now))
+        if deliver:
+            self.deliver([self.sent[-1]])
+
+    def ends(self) -> list[tuple[str, date, frozenset[str]]]:
+        """(subscription, end, meters) of the cancelled subscriptions, as the app sees them."""
+        with unit_of_work() as session:
+            rows = session.scalars(select(SubscriptionRow).order_by(SubscriptionRow.id))
+            return [(r.id, r.end, self.plan(session, r.plan_id, r.plan_version).meters)
+                    for r in rows if r.end is not None]
 
     def drain(self) -> None:
         self.broker.join(QUEUE, fail_fast=False)
@@ -203,7 +228,10 @@ class SubscriptionMachine(RuleBasedStateMachine):
 
     def deliver(self, messages: list[Sent]) -> None:
         """Deliver these messages, in this order, at the clock's instant (after they were
-        sent); a message delivered before is delivered again with its message id."""
+        sent); a message delivered before is delivered again with its message id. The
+        clock moves on a second first, so that no event is ingested at the very instant an
+        invoice was computed (which would make "ingested by then" ambiguous)."""
+        self.clock.set(self.now + timedelta(seconds=1))
         for sent in messages:
             assert sent.sent_at <= self.now
             self.broker.enqueue(sent.message)
@@ -218,35 +246,72 @@ class SubscriptionMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------------ the application
 
+    @initialize(plan=st.sampled_from(PLANS), days=st.integers(-35, 5))
+    def a_first_subscription(self, plan: str, days: int) -> None:
+        """Every example starts with s-1, delivered."""
+        self.send_subscribe("s-1", plan, days, deliver=True)
+
     @rule(sub=st.sampled_from(SUBSCRIPTION_IDS), plan=st.sampled_from(PLANS),
-          days=st.integers(-35, 35))
-    def send_subscribe(self, sub: str, plan: str, days: int) -> None:
+          days=st.integers(-35, 35), deliver=st.booleans())
+    def send_subscribe(self, sub: str, plan: str, days: int, deliver: bool) -> None:
         start = local_date(self.now) + timedelta(days=days)
-        self.send("subscribe", sub, CUSTOMER, plan, start.isoformat())
+        self.send("subscribe", sub, CUSTOMER, plan, start.isoformat(), deliver=deliver)
 
-    @rule(sub=st.sampled_from(SUBSCRIPTION_IDS), kind=st.sampled_from((CANCEL, UNCANCEL)))
-    def send_lifecycle(self, sub: str, kind: str) -> None:
-        self.send(kind, sub)
+    @precondition(lambda self: any(s.kind == "subscribe" for s in self.pending()))
+    @rule(data=st.data())
+    def retry_subscribe(self, data: st.DataObject) -> None:
+        """The application sends a subscribe that is still in flight again, with the same
+        terms (a retry after a timeout: a new message), and the retry is processed first.
+        The subscription began with the first one sent; the other is a no-op."""
+        again = data.draw(st.sampled_from([s for s in self.pending() if s.kind == "subscribe"]),
+                          label="in flight")
+        self.send("subscribe", *again.args, deliver=True)
 
-    @rule(value=st.booleans())
-    def send_set_draft_invoices(self, value: bool) -> None:
-        self.send("set_draft_invoices", CUSTOMER, value)
+    @precondition(lambda self: self.ends())
+    @rule(data=st.data(), sub=st.sampled_from(SUBSCRIPTION_IDS), deliver=st.booleans())
+    def send_subscribe_at_an_end(self, data: st.DataObject, sub: str, deliver: bool) -> None:
+        """Subscribe from the day a cancelled subscription ends, on a plan charging the same
+        meter: it must not overlap that one, whatever uncancel races with it."""
+        _, end, meters = data.draw(st.sampled_from(self.ends()), label="ends")
+        plan = data.draw(st.sampled_from([p for p in PLANS if PLAN_METERS[p] & meters]),
+                         label="plan")
+        self.send("subscribe", sub, CUSTOMER, plan, end.isoformat(), deliver=deliver)
+
+    @rule(data=st.data(), commands=st.lists(st.tuples(
+        st.sampled_from((CANCEL, UNCANCEL)), st.integers(0, 60 * 24 * 20), st.booleans()),
+        min_size=1, max_size=3))
+    def send_lifecycle(self, data: st.DataObject, commands: list[tuple[str, int, bool]]) -> None:
+        """A few cancels and uncancels of one subscription the application subscribed
+        (processed or not), minutes to 20 days apart, each delivered at once or kept for
+        later."""
+        subscribed = sorted({s.args[0] for s in self.sent if s.kind == "subscribe"})
+        sub = data.draw(st.sampled_from(subscribed), label="subscription")
+        for kind, minutes, deliver in commands:
+            self.clock.set(self.now + timedelta(minutes=minutes))
+            self.send(kind, sub, deliver=deliver)
+
+    @rule(value=st.booleans(), deliver=st.booleans())
+    def send_set_draft_invoices(self, value: bool, deliver: bool) -> None:
+        self.send("set_draft_invoices", CUSTOMER, value, deliver=deliver)
 
     @rule(events=st.lists(st.tuples(
         st.sampled_from(EVENT_KEYS), st.sampled_from(("tokens", "calls")),
-        st.integers(0, 9), st.integers(-60 * 24 * 45, 120)), min_size=1, max_size=4))
-    def send_usage(self, events: list[tuple[str, str, int, int]]) -> None:
+        st.integers(0, 9), st.integers(-60 * 24 * 45, 120)), min_size=1, max_size=4),
+        deliver=st.booleans())
+    def send_usage(self, events: list[tuple[str, str, int, int]], deliver: bool) -> None:
         """A batch of events whose keys come from a small pool (duplicates, conflicts),
         stamped from 45 days ago to 2 hours ahead (some rejected as in the future)."""
         batch = [{"key": key, "customer": CUSTOMER, "meter": meter, "quantity": str(q),
                   "timestamp": (self.now + timedelta(minutes=m)).isoformat()}
                  for key, meter, q, m in events]
-        self.send("record_usage", batch)
+        self.send("record_usage", batch, deliver=deliver)
 
-    @rule(minutes=st.integers(1, 60 * 24 * 3))
-    def wait(self, minutes: int) -> None:
-        """Time passes without a bill run (the scheduler is down)."""
-        self.clock.set(self.now + timedelta(minutes=minutes))
+    @precondition(lambda self: self.drafts)
+    @rule(data=st.data(), deliver=st.booleans())
+    def send_release(self, data: st.DataObject, deliver: bool) -> None:
+        """An operator releases a draft: it is numbered when it is sent."""
+        sub, boundary = data.draw(st.sampled_from(self.drafts), label="draft")
+        self.send("release_invoice", sub, boundary.isoformat(), deliver=deliver)
 
     # ------------------------------------------------------------------------ dramatiq
 
@@ -274,8 +339,9 @@ class SubscriptionMachine(RuleBasedStateMachine):
 
     @rule(hours=st.integers(1, 40 * 24))
     def bill_run(self, hours: int) -> None:
-        """The clock moves on and the scheduler ticks: the day's run is claimed (if its
-        08:15 has come and it was not claimed yet) and issues every invoice due."""
+        """The clock moves on (hours, or many days while the scheduler was down) and the
+        scheduler ticks: the day's run is claimed (if its 08:15 has come and it was not
+        claimed yet) and issues every invoice due, catching up the days missed."""
         self.clock.set(self.now + timedelta(hours=hours))
         with unit_of_work() as session:
             before = {r.id for r in session.scalars(select(InvoiceRow))}
@@ -330,6 +396,8 @@ class SubscriptionMachine(RuleBasedStateMachine):
     def billing_invariants(self) -> None:
         """Read the store once and check every invariant on it."""
         state = self.read()
+        self.drafts = sorted((i.subscription_id, i.boundary) for i in state["invoices"]
+                             if i.status == "draft")
         self.no_two_live_subscriptions_charge_one_meter(state)
         self.every_event_is_billed_at_most_once(state)
         self.every_boundary_is_invoiced_once(state)
@@ -408,6 +476,7 @@ class SubscriptionMachine(RuleBasedStateMachine):
     def numbers_are_gapless(self, state: dict[str, Any]) -> None:
         sent = [i for i in state["invoices"] if i.status == "sent"]
         assert all(i.number is None for i in state["invoices"] if i.status == "draft")
+        assert all(i.number is not None and i.sent_at is not None for i in sent)
         assert {i.status for i in state["invoices"]} <= {"draft", "sent"}
         numbers = sorted(i.number for i in sent)
         assert numbers == [f"{PREFIX}-{n:06d}" for n in range(1, len(sent) + 1)], numbers
@@ -417,17 +486,34 @@ class SubscriptionMachine(RuleBasedStateMachine):
         assert [i.sent_at for i in by_number] == sorted(i.sent_at for i in sent)
 
     def commands_apply_in_the_order_sent(self, state: dict[str, Any]) -> None:
-        outcome = {mid: row.outcome for mid, row in state["log"].items()}
+        """Each subscription's end is its cancels and uncancels sent after it began (the
+        first subscribe sent with its terms), in sent order, leaving out those processed
+        so far and those the engine refused for a reason of its state (an overlap, an
+        issued invoice) — not for having been processed before a later-sent subscribe."""
+        log = state["log"]
+        outcome = {mid: row.outcome for mid, row in log.items()}
+
+        def in_the_fold(s: Sent) -> bool:
+            if s.message_id not in log:
+                return False  # not processed yet
+            entry = log[s.message_id]
+            return entry.outcome != REFUSED or "sent before" in entry.detail
+
         for row in state["subs"]:
             plan = state["plans"][row.id]
+            terms = (row.id, CUSTOMER, row.plan_id, row.start.isoformat())
+            began = min(s.sent_at for s in self.sent if s.kind == "subscribe"
+                        and s.args == terms and outcome.get(s.message_id) in (
+                            "applied", "unchanged"))
             commands = [LifecycleCommand(s.kind, s.sent_at) for s in self.sent
                         if s.kind in (CANCEL, UNCANCEL) and s.args[0] == row.id
-                        and s.sent_at > row.sent_at
-                        and outcome.get(s.message_id, REFUSED) != REFUSED]
+                        and s.sent_at > began and in_the_fold(s)]
             expected = end_from_commands(row.start, plan.interval, TZ, commands)
             assert row.end == expected, (
-                f"{row.id} ends {row.end}; its accepted commands sent after its subscribe "
-                f"({[(c.kind, c.sent_at.isoformat()) for c in commands]}) give {expected}")
+                f"{row.id} ends {row.end}; the cancels and uncancels sent after its first "
+                f"subscribe ({began.isoformat()}) that were not refused for an overlap or an "
+                f"issued invoice ({[(c.kind, c.sent_at.isoformat()) for c in commands]}) "
+                f"give {expected}")
             assert row.end_at == (None if expected is None else midnight(expected, TZ))
         settings_sent = [(CATALOG_AT, False), *sorted(
             (s.sent_at, s.args[1]) for s in self.sent
@@ -444,3 +530,21 @@ SubscriptionMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 TestSubscriptions = SubscriptionMachine.TestCase
+
+
+def test_a_retried_subscribe_processed_first_keeps_the_cancel_sent_after_the_first() -> None:
+    """A counterexample the machine found, as a fixed sequence of its steps: the application
+    sends subscribe(s-2) at t1, cancel(s-2) at t2, and — s-2 not confirmed yet — the same
+    subscribe again at t3. Processed in sent order, s-2 is cancelled (the t3 subscribe is a
+    no-op); processed as t2, t3, t1 (or t3, t2, t1) it must be too."""
+    machine = SubscriptionMachine()
+    try:
+        machine.a_first_subscription("calls", 0)
+        machine.send_subscribe("s-2", "pro", 0, deliver=False)  # t1: in flight
+        machine.send("cancel", "s-2", deliver=True)  # t2: kept, s-2 is not known yet
+        first = next(s for s in machine.pending() if s.kind == "subscribe")
+        machine.send("subscribe", *first.args, deliver=True)  # t3: the retry, processed first
+        machine.deliver([first])  # t1, processed last: a no-op
+        machine.billing_invariants()
+    finally:
+        machine.teardown()

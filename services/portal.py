@@ -1,0 +1,408 @@
+"""The customer portal: signed links, and what the page shows a customer.
+
+A link is ``{BILLING_PORTAL_URL}/portal/{token}``. The token is an HMAC-SHA256 signature
+(itsdangerous, keyed by ``BILLING_PORTAL_SECRET``) over the link's id, its customer and
+its expiry; the ``portal_links`` row lets an operator revoke it before then. A token is
+refused — tampered, expired, revoked, or naming a customer that is not the link's — with
+one reason, and never shows anything.
+
+The page's numbers are the estimate (SPEC §10, ``services.invoicing.preview``): the same
+function ``billing invoices preview`` and ``GET /v1/subscriptions/{id}/estimate`` use, so
+the three always agree.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from domain.catalog import Meter, Model, Plan, Tier, UsageCharge
+from domain.documents import InvoiceRecord
+from domain.invoices import ComposedInvoice, Line
+from domain.periods import midnight, zone
+from domain.units import Unit, price_per, scaled_quantity
+from domain.validation import Invalid
+from persistence import catalog as catalog_repo
+from persistence import invoices as invoices_repo
+from persistence import portal as portal_repo
+from persistence import subscriptions as subs_repo
+from persistence import usage as usage_repo
+from persistence.db import unit_of_work
+from persistence.tables import PortalLinkRow
+from services import invoicing
+from services.delivery.render import format_amount, format_quantity
+from services.settings import settings
+
+SALT = "billing.portal.v1"
+TTL = re.compile(r"^(\d{1,6})([smhd])$")
+SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_TTL = timedelta(minutes=1)
+MAX_TTL = timedelta(days=90)
+
+
+class Refused(Exception):
+    """A token that shows nothing, with the reason the 403 page gives."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------- links
+
+
+@dataclass(frozen=True)
+class Link:
+    id: str
+    customer: str
+    url: str
+    token: str
+    created_at: datetime
+    expires_at: datetime
+
+
+def parse_ttl(text: str, field_name: str = "ttl") -> timedelta:
+    """"12h", "30m", "7d", "90s": from 1 minute to 90 days."""
+    match = TTL.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise Invalid(field_name, f"must be a number and s, m, h or d (e.g. 12h), got {text!r}")
+    ttl = timedelta(seconds=int(match.group(1)) * SECONDS[match.group(2)])
+    if not MIN_TTL <= ttl <= MAX_TTL:
+        raise Invalid(field_name, f"must be from 1m to 90d, got {text!r}")
+    return ttl
+
+
+def _serializer() -> URLSafeSerializer:
+    secret = settings().portal_secret
+    if not secret:
+        raise Invalid("BILLING_PORTAL_SECRET",
+                      "is not set: the portal's links are signed with it (any random text "
+                      "of 16 characters or more, e.g. `openssl rand -hex 32`)")
+    if len(secret) < 16:
+        raise Invalid("BILLING_PORTAL_SECRET", "must be at least 16 characters")
+    return URLSafeSerializer(secret, salt=SALT)
+
+
+def create_link(customer: str, ttl: str | None, now: datetime,
+                link_id: str | None = None) -> Link:
+    """A new link for ``customer`` that works until ``now + ttl`` (default
+    ``BILLING_PORTAL_LINK_TTL``, 12 h) unless revoked. With ``link_id`` (derived from an
+    Idempotency-Key) a retry gets the link the first request made."""
+    lifetime = parse_ttl(ttl if ttl is not None else settings().portal_link_ttl)
+    serializer = _serializer()
+    expires = (now + lifetime).replace(microsecond=0)
+    with unit_of_work() as session:
+        if catalog_repo.customer(session, customer) is None:
+            raise Invalid("customer", f"{customer!r} is not a known customer")
+        row = portal_repo.get(session, link_id) if link_id is not None else None
+        if row is not None and row.customer_id != customer:
+            raise Invalid("Idempotency-Key", "was used for a link of another customer")
+        if row is None:
+            row = PortalLinkRow(id=link_id or secrets.token_urlsafe(12), customer_id=customer,
+                                created_at=now, expires_at=expires)
+            portal_repo.add(session, row)
+        link = _link(serializer, row)
+    return link
+
+
+def _link(serializer: URLSafeSerializer, row: PortalLinkRow) -> Link:
+    token = serializer.dumps({"l": row.id, "c": row.customer_id,
+                              "e": int(row.expires_at.timestamp())})
+    assert isinstance(token, str)
+    url = f"{settings().portal_url.rstrip('/')}/portal/{token}"
+    return Link(row.id, row.customer_id, url, token, row.created_at, row.expires_at)
+
+
+def check_token(token: str, now: datetime) -> str:
+    """The customer a token shows, or ``Refused`` with why not."""
+    if len(token) > 2000:
+        raise Refused("This link is not valid.")
+    try:
+        payload = _serializer().loads(token)
+    except BadSignature:
+        raise Refused("This link is not valid: it was changed or cut short.") from None
+    if not (isinstance(payload, dict) and isinstance(payload.get("l"), str)
+            and isinstance(payload.get("c"), str) and isinstance(payload.get("e"), int)):
+        raise Refused("This link is not valid.")
+    if now.timestamp() >= payload["e"]:
+        raise Refused("This link has expired. Ask for a new one.")
+    with unit_of_work() as session:
+        row = portal_repo.get(session, payload["l"])
+    if row is None or row.customer_id != payload["c"]:
+        raise Refused("This link is not valid.")
+    if row.revoked_at is not None and row.revoked_at <= now:
+        raise Refused("This link was revoked. Ask for a new one.")
+    if now >= row.expires_at:
+        raise Refused("This link has expired. Ask for a new one.")
+    return row.customer_id
+
+
+def revoke(*, link_id: str | None = None, customer: str | None = None, now: datetime) -> int:
+    with unit_of_work() as session:
+        return portal_repo.revoke(session, link_id=link_id, customer=customer, now=now)
+
+
+def links(customer: str | None = None) -> list[PortalLinkRow]:
+    with unit_of_work() as session:
+        return portal_repo.listing(session, customer)
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+@dataclass(frozen=True)
+class Day:
+    day: date
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class MeterView:
+    meter: str
+    charge: str
+    aggregation: str
+    quantity: str  # "12.5M tokens"
+    amount: str  # "$23.00"
+    pricing: tuple[str, ...]  # how it is priced, one line each
+    chart_label: str  # "tokens per day" or "events per day"
+    days: tuple[Day, ...]
+    quantity_value: Decimal = Decimal(0)
+    amount_value: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class SubscriptionEstimate:
+    id: str
+    plan: str
+    plan_version: int
+    currency: str
+    period_start: date  # the open usage period, first day
+    period_end: date  # exclusive
+    invoice_date: date  # the boundary whose invoice this estimates
+    meters: tuple[MeterView, ...]
+    recurring: tuple[tuple[str, str, str], ...]  # (charge, period, amount)
+    adjustments: tuple[tuple[str, str, str, str], ...]  # (charge, period, quantity, amount)
+    subtotal: str
+    discount: str
+    total: str
+    total_value: Decimal = Decimal(0)
+    discount_value: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class InvoiceItem:
+    id: int
+    number: str
+    boundary: date
+    total: str
+    final: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    customer: str
+    entity: str
+    timezone: str
+    now_local: str
+    subscriptions: tuple[SubscriptionEstimate, ...]
+    invoices: tuple[InvoiceItem, ...]
+    notes: tuple[str, ...] = field(default=())
+
+
+def written_quantity(quantity: Decimal, unit: Unit | None) -> str:
+    """A quantity as the customer reads it: "12.5M tokens", "1,250 calls", "1,250"."""
+    if unit is None:
+        return format_quantity(quantity)
+    number, label = scaled_quantity(quantity, unit)
+    if unit.suffix is not None:
+        return f"{format_quantity(number)}{label}"
+    return f"{format_quantity(number)} {label}"
+
+
+def written_price(price: Decimal, currency: str, unit: Unit | None) -> str:
+    """A unit price as the customer reads it: "$2.00 / 1M tokens"."""
+    if unit is None:
+        return f"{format_amount(price, currency)} per unit"
+    return f"{format_amount(price_per(price, unit), currency)} / {unit.per_label}"
+
+
+def pricing_lines(charge: UsageCharge, currency: str, unit: Unit | None) -> tuple[str, ...]:
+    """How a usage charge is priced, in words, in the meter's display unit."""
+
+    def q(value: Decimal) -> str:
+        return written_quantity(value, unit)
+
+    def tier_text(t: Tier, lower: Decimal | None) -> str:
+        span = (f"above {q(lower)}" if t.up_to is None and lower is not None
+                else "every unit" if t.up_to is None else f"up to {q(t.up_to)}")
+        parts = []
+        if t.unit_price or not t.flat_price:
+            parts.append(written_price(t.unit_price, currency, unit))
+        if t.flat_price:
+            parts.append(f"{format_amount(t.flat_price, currency)} flat")
+        return f"{span}: {' + '.join(parts)}"
+
+    lines: list[str] = []
+    if charge.model is Model.UNIT:
+        lines.append(written_price(charge.unit_price, currency, unit))
+    elif charge.model is Model.PACKAGE:
+        lines.append(f"{format_amount(charge.package_price, currency)} per package of "
+                     f"{q(charge.package_size)} (a started package counts)")
+    else:
+        lines.append({Model.GRADUATED: "graduated: each tier prices the units that fall in it",
+                      Model.VOLUME: "volume: the tier the total reaches prices every unit",
+                      Model.BANDS: "bands: one flat price for the band the total falls in",
+                      }[charge.model])
+        lower: Decimal | None = None
+        for tier in charge.tiers:
+            if charge.model is Model.BANDS:
+                span = (f"above {q(lower)}" if tier.up_to is None and lower is not None
+                        else "any amount" if tier.up_to is None else f"up to {q(tier.up_to)}")
+                lines.append(f"{span}: {format_amount(tier.flat_price, currency)}")
+            else:
+                lines.append(tier_text(tier, lower))
+            lower = tier.up_to
+    if charge.included:
+        lines.append(f"the first {q(charge.included)} included")
+    if charge.minimum is not None:
+        lines.append(f"at least {format_amount(charge.minimum, currency)}")
+    if charge.cap is not None:
+        lines.append(f"at most {format_amount(charge.cap, currency)}")
+    return tuple(lines)
+
+
+def _period(start: date, end: date) -> str:
+    last = end - timedelta(days=1)
+    return f"{start.isoformat()} – {last.isoformat()}"
+
+
+def _days(start: date, end: date, until: date) -> list[date]:
+    """The days of [start, end) up to and including ``until`` (the chart stops today)."""
+    days = []
+    day = start
+    while day < end and day <= until:
+        days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version: int,
+              meters: dict[str, Meter], daily: dict[str, list[tuple[Decimal, int]]],
+              days: list[date]) -> SubscriptionEstimate:
+    currency = composed.currency
+    charges = {c.id: c for c in plan.usage_charges}
+    meter_views = []
+    usage_lines = [ln for ln in composed.lines if ln.type == "usage"]
+    for ln in usage_lines:
+        charge = charges[ln.charge]
+        meter = meters.get(charge.meter)
+        unit = meter.unit if meter else None
+        by_sum = meter is not None and meter.aggregation.value == "sum"
+        values = daily.get(charge.meter, [])
+        chart = tuple(Day(d, (values[i][0] if by_sum else Decimal(values[i][1]))
+                          if i < len(values) else Decimal(0)) for i, d in enumerate(days))
+        label = (f"{unit.name if unit else 'units'} per day" if by_sum else "events per day")
+        meter_views.append(MeterView(
+            meter=charge.meter, charge=charge.id,
+            aggregation=meter.aggregation.value if meter else "",
+            quantity=written_quantity(ln.quantity, unit),
+            amount=format_amount(ln.amount, currency),
+            pricing=pricing_lines(charge, currency, unit), chart_label=label, days=chart,
+            quantity_value=ln.quantity, amount_value=ln.amount))
+    recurring = tuple((ln.charge, _period(ln.period_start, ln.period_end),
+                       format_amount(ln.amount, currency))
+                      for ln in composed.lines if ln.type == "recurring")
+    adjustments = tuple(_adjustment(ln, meters, charges, currency)
+                        for ln in composed.lines if ln.type == "adjustment")
+    first: Line | None = usage_lines[0] if usage_lines else None
+    period_start = first.period_start if first else composed.lines[0].period_start
+    period_end = first.period_end if first else composed.lines[0].period_end
+    return SubscriptionEstimate(
+        id=subscription, plan=plan.id, plan_version=version, currency=currency,
+        period_start=period_start, period_end=period_end, invoice_date=composed.boundary,
+        meters=tuple(meter_views), recurring=recurring, adjustments=adjustments,
+        subtotal=format_amount(composed.subtotal, currency),
+        discount=format_amount(composed.discount, currency),
+        total=format_amount(composed.total, currency), total_value=composed.total,
+        discount_value=composed.discount)
+
+
+def _adjustment(ln: Line, meters: dict[str, Meter], charges: dict[str, UsageCharge],
+                currency: str) -> tuple[str, str, str, str]:
+    charge = charges.get(ln.charge)
+    meter = meters.get(charge.meter) if charge else None
+    return (ln.charge, _period(ln.period_start, ln.period_end),
+            written_quantity(ln.quantity, meter.unit if meter else None),
+            format_amount(ln.amount, currency))
+
+
+def page(customer: str, now: datetime) -> Page:
+    """Everything the portal shows ``customer`` at ``now``."""
+    with unit_of_work() as session:
+        found = catalog_repo.customer(session, customer)
+        if found is None:
+            raise Invalid("customer", f"{customer!r} is not a known customer")
+        entity = catalog_repo.entity(session, found.entity)
+        assert entity is not None
+        meters = catalog_repo.meters(session)
+        rows = [r for r in subs_repo.listing(session, customer=customer)
+                if (r.end_at is None or now < r.end_at) and r.start_at <= now]
+        plans = {r.id: (invoicing.plan_of(session, r), r.plan_version) for r in rows}
+        records = invoices_repo.records(session, customer=customer, status="sent")
+    estimates = []
+    notes = []
+    today = _local_date(now, entity.timezone)
+    for row in rows:
+        plan, version = plans[row.id]
+        try:
+            composed = invoicing.preview(row.id, now)
+        except Invalid as exc:
+            notes.append(f"{row.id}: {exc.message}")
+            continue
+        usage_lines = [ln for ln in composed.lines if ln.type == "usage"]
+        days: list[date] = []
+        daily: dict[str, list[tuple[Decimal, int]]] = {}
+        if usage_lines:
+            start, end = usage_lines[0].period_start, usage_lines[0].period_end
+            days = _days(start, end, today)
+            if days:
+                bounds = [midnight(d, entity.timezone) for d in days]
+                bounds.append(midnight(days[-1] + timedelta(days=1), entity.timezone))
+                with unit_of_work() as session:
+                    daily = usage_repo.daily_totals(session, customer, plan.meters, bounds)
+        estimates.append(_estimate(composed, row.id, plan, version, meters, daily, days))
+    invoices = tuple(
+        InvoiceItem(r.id, r.number or r.reference, r.boundary,
+                    format_amount(r.total, r.currency), r.final)
+        for r in sorted(records, key=lambda r: (r.boundary, r.id), reverse=True))
+    return Page(customer=customer, entity=entity.id, timezone=entity.timezone,
+                now_local=_local_text(now, entity.timezone), subscriptions=tuple(estimates),
+                invoices=invoices, notes=tuple(notes))
+
+
+def invoice_of(customer: str, invoice_id: int) -> InvoiceRecord | None:
+    """A *sent* invoice of ``customer`` (drafts are the operator's, not the customer's)."""
+    with unit_of_work() as session:
+        found = invoices_repo.records(session, ids=[invoice_id])
+    if not found or found[0].customer != customer or found[0].status != "sent":
+        return None
+    return found[0]
+
+
+def timezone_of(entity_id: str) -> str | None:
+    with unit_of_work() as session:
+        entity = catalog_repo.entity(session, entity_id)
+    return entity.timezone if entity else None
+
+
+def _local_date(now: datetime, tz: str) -> date:
+    return now.astimezone(zone(tz)).date()
+
+
+def _local_text(now: datetime, tz: str) -> str:
+    return now.astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,118 @@
+"""The customer portal's pages: ``/portal/{token}`` and the customer's invoice documents.
+
+Thin: the token is checked and the page's numbers computed by ``services.portal``; here they
+are laid out (Jinja2, autoescaped) with a server-drawn SVG chart. The page loads nothing
+from another host (one inline stylesheet, no script), and is never cached, indexed or
+sent on as a referrer: its address is the customer's key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from domain.documents import invoice_document
+from services import clock
+from services import portal as portal_service
+from services.delivery import render_html
+from services.delivery.render import format_quantity
+from services.invoices import display_units
+
+router = APIRouter(include_in_schema=False)
+
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
+}
+WIDTH, HEIGHT, GAP = 600, 160, 2  # the chart's drawing box
+
+
+@cache
+def _env() -> Environment:
+    return Environment(loader=PackageLoader("web", "templates"), autoescape=True,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    title: str  # "2026-03-04: 1,250 tokens"
+
+
+@dataclass(frozen=True)
+class Chart:
+    bars: tuple[Bar, ...]
+    top: str  # the value of the chart's top line
+    first: str
+    last: str
+    label: str
+
+
+def chart(view: portal_service.MeterView) -> Chart:
+    """Bars of the meter's daily usage, scaled to the largest day."""
+    days = view.days
+    largest = max((d.value for d in days), default=Decimal(0))
+    count = max(len(days), 1)
+    width = WIDTH / count
+    bars = []
+    for index, d in enumerate(days):
+        height = float(d.value / largest) * (HEIGHT - 10) if largest > 0 else 0.0
+        bars.append(Bar(x=round(index * width, 2), y=round(HEIGHT - height, 2),
+                        width=round(max(width - GAP, 1), 2), height=round(height, 2),
+                        title=f"{d.day.isoformat()}: {format_quantity(d.value)}"))
+    return Chart(bars=tuple(bars), top=format_quantity(largest),
+                 first=days[0].day.isoformat() if days else "",
+                 last=days[-1].day.isoformat() if days else "", label=view.chart_label)
+
+
+def _refused(reason: str) -> HTMLResponse:
+    html = _env().get_template("portal_refused.html.j2").render(reason=reason)
+    return HTMLResponse(html, status_code=403, headers=HEADERS)
+
+
+@router.get("/portal/{token}", response_class=HTMLResponse)
+def portal_page(token: str) -> HTMLResponse:
+    now = clock.now()
+    try:
+        customer = portal_service.check_token(token, now)
+    except portal_service.Refused as exc:
+        return _refused(exc.reason)
+    page = portal_service.page(customer, now)
+    charts = {(s.id, m.charge): chart(m) for s in page.subscriptions for m in s.meters}
+    html = _env().get_template("portal.html.j2").render(page=page, charts=charts,
+                                                         token=token, width=WIDTH,
+                                                         height=HEIGHT)
+    return HTMLResponse(html, headers=HEADERS)
+
+
+@router.get("/portal/{token}/invoices/{invoice_id}", response_class=HTMLResponse)
+def portal_invoice(token: str, invoice_id: str) -> HTMLResponse:
+    now = clock.now()
+    try:
+        customer = portal_service.check_token(token, now)
+    except portal_service.Refused as exc:
+        return _refused(exc.reason)
+    record = (portal_service.invoice_of(customer, int(invoice_id))
+              if invoice_id.isascii() and invoice_id.isdigit() and len(invoice_id) < 10
+              else None)
+    if record is None:
+        html = _env().get_template("portal_refused.html.j2").render(
+            reason="There is no such invoice on this account.")
+        return HTMLResponse(html, status_code=404, headers=HEADERS)
+    document = {"id": record.id, **invoice_document(record)}
+    html = render_html(document, timezone=portal_service.timezone_of(record.entity),
+                       units=display_units(record.subscription))
+    return HTMLResponse(html, headers=HEADERS)
