@@ -162,7 +162,7 @@ def preview_command(
     connect()
     when = instant(at, "--at") or clock.now()
     try:
-        invoice = preview(subscription, when)
+        invoice = preview(subscription, when, latest=at is None)
     except Invalid as exc:
         fail(str(exc), code=1)
     document = preview_document(invoice, subscription, when)

@@ -480,9 +480,10 @@ def do_regenerate(session: Session, now: datetime, subscription: str, boundary: 
 # ---------------------------------------------------------------------------- preview
 
 
-def preview(subscription: str, at: datetime) -> ComposedInvoice:
+def preview(subscription: str, at: datetime, *, latest: bool = False) -> ComposedInvoice:
     """SPEC §10: the invoice the next boundary after ``at`` would get if usage stopped now,
-    from the events ingested up to ``at``. Nothing is stored."""
+    from the events ingested up to ``at`` — or, ``latest`` (``at`` is now), from every
+    event stored: exactly what an invoice computed now would count. Nothing is stored."""
     with unit_of_work() as session:
         row = subs_repo.get(session, subscription)
         if row is None:
@@ -493,13 +494,15 @@ def preview(subscription: str, at: datetime) -> ComposedInvoice:
         k, boundary = next_boundary_after(terms_of(row, plan), entity.timezone, at)
         if row.end is not None and boundary > row.end:
             raise Invalid("subscription", f"{subscription!r} ended on {row.end}")
-        composed = compute(session, row, plan, entity, k, ingested_by=at).invoice
+        composed = compute(session, row, plan, entity, k,
+                           ingested_by=None if latest else at).invoice
     if composed is None:
         raise Invalid("subscription", f"the invoice at {boundary} would have no line")
     return composed
 
 
-def preview_customer(customer: str, at: datetime) -> list[tuple[str, ComposedInvoice]]:
+def preview_customer(customer: str, at: datetime, *,
+                     latest: bool = False) -> list[tuple[str, ComposedInvoice]]:
     """SPEC §10 for every live subscription of a customer: (subscription, estimate)."""
     with unit_of_work() as session:
         if catalog_repo.customer(session, customer) is None:
@@ -510,7 +513,7 @@ def preview_customer(customer: str, at: datetime) -> list[tuple[str, ComposedInv
         if row.end_at is not None and at >= row.end_at:
             continue  # ended: no next invoice to estimate
         try:
-            result.append((row.id, preview(row.id, at)))
+            result.append((row.id, preview(row.id, at, latest=latest)))
         except Invalid:
             continue  # its next invoice would have no line
     return result

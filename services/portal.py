@@ -53,6 +53,10 @@ class Refused(Exception):
         self.reason = reason
 
 
+class Unavailable(Refused):
+    """The portal is not set up (no BILLING_PORTAL_SECRET): no link can be checked."""
+
+
 # ---------------------------------------------------------------------------- links
 
 
@@ -123,7 +127,11 @@ def check_token(token: str, now: datetime) -> str:
     if len(token) > 2000:
         raise Refused("This link is not valid.")
     try:
-        payload = _serializer().loads(token)
+        serializer = _serializer()
+    except Invalid as exc:
+        raise Unavailable(f"The billing portal is not available: {exc}") from None
+    try:
+        payload = serializer.loads(token)
     except BadSignature:
         raise Refused("This link is not valid: it was changed or cut short.") from None
     if not (isinstance(payload, dict) and isinstance(payload.get("l"), str)
@@ -170,6 +178,7 @@ class MeterView:
     amount: str  # "$23.00"
     pricing: tuple[str, ...]  # how it is priced, one line each
     chart_label: str  # "tokens per day" or "events per day"
+    unit: Unit | None  # how the chart's values are written (None for event counts)
     days: tuple[Day, ...]
     quantity_value: Decimal = Decimal(0)
     amount_value: Decimal = Decimal(0)
@@ -184,6 +193,7 @@ class SubscriptionEstimate:
     period_start: date  # the open usage period, first day
     period_end: date  # exclusive
     invoice_date: date  # the boundary whose invoice this estimates
+    period: str  # "2026-03-04 – 2026-04-03", both days included
     meters: tuple[MeterView, ...]
     recurring: tuple[tuple[str, str, str], ...]  # (charge, period, amount)
     adjustments: tuple[tuple[str, str, str, str], ...]  # (charge, period, quantity, amount)
@@ -306,13 +316,14 @@ def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version:
         values = daily.get(charge.meter, [])
         chart = tuple(Day(d, (values[i][0] if by_sum else Decimal(values[i][1]))
                           if i < len(values) else Decimal(0)) for i, d in enumerate(days))
-        label = (f"{unit.name if unit else 'units'} per day" if by_sum else "events per day")
+        label = "per day" if by_sum and unit else "units per day" if by_sum else "events per day"
         meter_views.append(MeterView(
             meter=charge.meter, charge=charge.id,
             aggregation=meter.aggregation.value if meter else "",
             quantity=written_quantity(ln.quantity, unit),
             amount=format_amount(ln.amount, currency),
-            pricing=pricing_lines(charge, currency, unit), chart_label=label, days=chart,
+            pricing=pricing_lines(charge, currency, unit), chart_label=label,
+            unit=unit if by_sum else None, days=chart,
             quantity_value=ln.quantity, amount_value=ln.amount))
     recurring = tuple((ln.charge, _period(ln.period_start, ln.period_end),
                        format_amount(ln.amount, currency))
@@ -325,6 +336,7 @@ def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version:
     return SubscriptionEstimate(
         id=subscription, plan=plan.id, plan_version=version, currency=currency,
         period_start=period_start, period_end=period_end, invoice_date=composed.boundary,
+        period=_period(period_start, period_end),
         meters=tuple(meter_views), recurring=recurring, adjustments=adjustments,
         subtotal=format_amount(composed.subtotal, currency),
         discount=format_amount(composed.discount, currency),
@@ -360,7 +372,7 @@ def page(customer: str, now: datetime) -> Page:
     for row in rows:
         plan, version = plans[row.id]
         try:
-            composed = invoicing.preview(row.id, now)
+            composed = invoicing.preview(row.id, now, latest=True)
         except Invalid as exc:
             notes.append(f"{row.id}: {exc.message}")
             continue

@@ -94,6 +94,30 @@ def require_rabbitmq() -> None:
     pytest.skip(f"RabbitMQ tier skipped: {problem}")
 
 
+CHROMIUM = os.environ.get("BILLING_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+@cache
+def browser_problem() -> str | None:
+    """Why the browser tier (Playwright driving headless Chromium) cannot run here."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright for Python is not installed (pip install playwright)"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"Chromium is not at {CHROMIUM} (apt install chromium)"
+    return None
+
+
+def require_browser() -> None:
+    problem = browser_problem()
+    if problem is None:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"browser tier required (BILLING_REQUIRE_SERVICES=1): {problem}")
+    pytest.skip(f"browser tier skipped: {problem}")
+
+
 def require_services() -> None:
     problem = services_problem()
     if problem is None:
@@ -107,7 +131,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = []
     for tier, problem, where in (
             ("PostgreSQL + Redis", services_problem(), f"{PG_URL}, {REDIS_URL}"),
-            ("RabbitMQ", rabbitmq_problem(), RABBITMQ_URL)):
+            ("RabbitMQ", rabbitmq_problem(), RABBITMQ_URL),
+            ("browser", browser_problem(), CHROMIUM)):
         if problem is None:
             lines.append(f"{tier} tier: ON ({where})")
         elif REQUIRE_SERVICES:

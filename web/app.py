@@ -308,7 +308,7 @@ def create_app() -> FastAPI:
         if not storable_id(customer_id):
             raise ApiError(404, NOT_FOUND, "no such customer")
         try:
-            estimates = invoicing.preview_customer(customer_id, when)
+            estimates = invoicing.preview_customer(customer_id, when, latest=at is None)
         except Invalid as exc:
             raise ApiError(404, NOT_FOUND, exc.message) from None
         return {"customer": customer_id, "at": iso(when),
@@ -368,7 +368,7 @@ def create_app() -> FastAPI:
         if not storable_id(subscription_id):
             raise ApiError(404, NOT_FOUND, "no such subscription")
         try:
-            estimate = invoicing.preview(subscription_id, when)
+            estimate = invoicing.preview(subscription_id, when, latest=at is None)
         except Invalid as exc:
             status = 404 if "not a known" in exc.message else 409
             raise ApiError(status, NOT_FOUND if status == 404 else CONFLICT,

@@ -20,7 +20,7 @@ from domain.documents import invoice_document
 from services import clock
 from services import portal as portal_service
 from services.delivery import render_html
-from services.delivery.render import format_quantity
+from services.delivery.render import format_in_unit
 from services.invoices import display_units
 
 router = APIRouter(include_in_schema=False)
@@ -72,15 +72,18 @@ def chart(view: portal_service.MeterView) -> Chart:
         height = float(d.value / largest) * (HEIGHT - 10) if largest > 0 else 0.0
         bars.append(Bar(x=round(index * width, 2), y=round(HEIGHT - height, 2),
                         width=round(max(width - GAP, 1), 2), height=round(height, 2),
-                        title=f"{d.day.isoformat()}: {format_quantity(d.value)}"))
-    return Chart(bars=tuple(bars), top=format_quantity(largest),
+                        title=f"{d.day.isoformat()}: {format_in_unit(d.value, view.unit)}"))
+    return Chart(bars=tuple(bars), top=format_in_unit(largest, view.unit),
                  first=days[0].day.isoformat() if days else "",
                  last=days[-1].day.isoformat() if days else "", label=view.chart_label)
 
 
-def _refused(reason: str) -> HTMLResponse:
+def _refused(exc: portal_service.Refused) -> HTMLResponse:
+    """403 with the reason; 503 when the portal is not set up (the operator's to fix)."""
+    unavailable = isinstance(exc, portal_service.Unavailable)
+    reason = "The billing portal is not available right now." if unavailable else exc.reason
     html = _env().get_template("portal_refused.html.j2").render(reason=reason)
-    return HTMLResponse(html, status_code=403, headers=HEADERS)
+    return HTMLResponse(html, status_code=503 if unavailable else 403, headers=HEADERS)
 
 
 @router.get("/portal/{token}", response_class=HTMLResponse)
@@ -89,7 +92,7 @@ def portal_page(token: str) -> HTMLResponse:
     try:
         customer = portal_service.check_token(token, now)
     except portal_service.Refused as exc:
-        return _refused(exc.reason)
+        return _refused(exc)
     page = portal_service.page(customer, now)
     charts = {(s.id, m.charge): chart(m) for s in page.subscriptions for m in s.meters}
     html = _env().get_template("portal.html.j2").render(page=page, charts=charts,
@@ -104,7 +107,7 @@ def portal_invoice(token: str, invoice_id: str) -> HTMLResponse:
     try:
         customer = portal_service.check_token(token, now)
     except portal_service.Refused as exc:
-        return _refused(exc.reason)
+        return _refused(exc)
     record = (portal_service.invoice_of(customer, int(invoice_id))
               if invoice_id.isascii() and invoice_id.isdigit() and len(invoice_id) < 10
               else None)
