@@ -3,6 +3,7 @@ decode), and invoices a bill run could not compute."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -17,7 +18,8 @@ app = typer.Typer(help="Messages that failed after every retry, and invoices tha
 
 
 @app.command("list")
-def list_() -> None:
+def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+          ) -> None:
     """List dead letters with their error — those in the database and those the broker's
     own dead-letter queue held (moved into the database first) — and the invoices a bill
     run could not compute."""
@@ -25,6 +27,19 @@ def list_() -> None:
     target = broker(optional=True)
     swept = deadletters.sweep(target) if target is not None else 0
     rows = deadletters.rows()
+    failures = invoicing.failures()
+    if as_json:
+        out.print_json(json.dumps({
+            "dead_letters": [{"message_id": r.message_id, "actor": r.actor_name,
+                              "queue": r.queue_name, "failed_at": r.failed_at.isoformat(),
+                              "error": r.error, "arguments": deadletters.arguments(r)}
+                             for r in rows],
+            "from_broker": swept,
+            "invoice_failures": [{"subscription": f.subscription,
+                                  "boundary": f.boundary.isoformat(),
+                                  "run_at": f.run_at.isoformat(), "attempts": f.attempts,
+                                  "error": f.error} for f in failures]}))
+        return
     table = Table(title=f"{len(rows)} dead letters", title_justify="left")
     for name in ("message id", "actor", "failed (UTC)", "error", "arguments"):
         table.add_column(name, overflow="fold")
@@ -34,7 +49,6 @@ def list_() -> None:
     out.print(table)
     if swept:
         err.print(f"({swept} of them were in the broker's dead-letter queue)", highlight=False)
-    failures = invoicing.failures()
     if failures:
         table = Table(title=f"{len(failures)} invoices that could not be computed (the next "
                             "bill run tries again)", title_justify="left")
