@@ -92,7 +92,8 @@ def _send(delivery: Delivery, document: dict[str, Any], entity: Entity,
     return write_outbox(directory, document, html), str(directory)
 
 
-def attempt(session: Session, invoice_id: int, now: datetime) -> tuple[Outcome, Result | None]:
+def attempt(session: Session, invoice_id: int, now: datetime,
+            context: dict[str, str] | None = None) -> tuple[Outcome, Result | None]:
     """One delivery attempt, recorded in the session's transaction."""
     row = deliveries_repo.claim(session, invoice_id)
     if row is None:
@@ -103,13 +104,17 @@ def attempt(session: Session, invoice_id: int, now: datetime) -> tuple[Outcome, 
     if not found:
         return refused(f"invoice {invoice_id} does not exist"), None
     record = found[0]
+    if context is not None:  # what a log line about this delivery should name
+        context.update(number=record.number or "", entity=record.entity,
+                       customer=record.customer, subscription=record.subscription)
     entity = catalog_repo.entity(session, record.entity)
     customer = catalog_repo.customer(session, record.customer)
     assert entity is not None and customer is not None
     document = {**invoice_document(record), "id": record.id}
     delivery = entity.delivery or default_delivery()
-    result, target = _send(delivery, document, entity, customer,
-                           display_units_in(session, str(document["subscription"])))
+    readable = delivery.channel in ("email", "outbox")  # the channels that render it
+    units = display_units_in(session, record.subscription) if readable else {}
+    result, target = _send(delivery, document, entity, customer, units)
     row.attempts += 1
     row.channel, row.target, row.updated_at = delivery.channel, target, now
     if result.ok:
@@ -121,22 +126,14 @@ def attempt(session: Session, invoice_id: int, now: datetime) -> tuple[Outcome, 
     return refused(f"{record.reference} by {delivery.channel}: {result.detail}"), result
 
 
-def deliver(invoice_id: int, now: datetime) -> tuple[Outcome, Result | None]:
-    """One delivery attempt in its own transaction."""
+def deliver(invoice_id: int, now: datetime
+            ) -> tuple[Outcome, Result | None, dict[str, str]]:
+    """One delivery attempt in its own transaction; with what a log line should name (the
+    invoice's number, entity, customer and subscription)."""
+    context: dict[str, str] = {}
     with unit_of_work() as session:
-        return attempt(session, invoice_id, now)
-
-
-def log_context(invoice_id: int) -> dict[str, str]:
-    """What a log line about this invoice should name: its number, entity, customer and
-    subscription."""
-    with unit_of_work() as session:
-        found = invoices_repo.records(session, ids=[invoice_id])
-    if not found:
-        return {}
-    r = found[0]
-    return {"number": r.number or "", "entity": r.entity, "customer": r.customer,
-            "subscription": r.subscription}
+        outcome, result = attempt(session, invoice_id, now, context)
+    return outcome, result, context
 
 
 def deliver_now(invoice_id: int) -> Outcome:

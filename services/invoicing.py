@@ -349,6 +349,17 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
                 outcomes[index] = Outcome("unchanged", f"{n.subscription}@"
                                                        f"{n.invoice.boundary}: exists")
 
+    invoices_repo.clear_failures(session, [(n.subscription, n.invoice.boundary)
+                                           for _, n in issued.values()])
+    for subscription, (k, terms) in advance.items():
+        entity = entities[subs[subscription].entity_id]
+        assert entity is not None
+        b = terms.boundary(k)
+        closed = midnight(terms.boundary(k - 1), entity.timezone) if k >= 2 else None
+        subs_repo.advance(session, subscription, k, b, midnight(b, entity.timezone), closed)
+
+    # numbering last: the entity's counter stays locked from here to the commit, so the
+    # chunks of a run wait for each other only for this
     numbers: dict[int, str] = {}  # invoice id -> number
     to_send: dict[str, list[int]] = defaultdict(list)  # by entity, in the order of pairs
     for index in sorted(issued):
@@ -365,14 +376,6 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
         state = f"sent {sent_as}" if sent_as else "draft"
         outcomes[index] = applied(f"{n.subscription}@{n.invoice.boundary}: {state}, total "
                                   f"{n.invoice.total}", deliver=(invoice_id,) if sent_as else ())
-    invoices_repo.clear_failures(session, [(n.subscription, n.invoice.boundary)
-                                           for _, n in issued.values()])
-    for subscription, (k, terms) in advance.items():
-        entity = entities[subs[subscription].entity_id]
-        assert entity is not None
-        b = terms.boundary(k)
-        closed = midnight(terms.boundary(k - 1), entity.timezone) if k >= 2 else None
-        subs_repo.advance(session, subscription, k, b, midnight(b, entity.timezone), closed)
     return outcomes
 
 

@@ -175,9 +175,8 @@ def regenerate_invoice(subscription: str, boundary: str) -> None:
 def deliver_invoice(invoice_id: int) -> None:
     """Deliver a sent invoice through its entity's channel; retried while the failure is
     transient, recorded as failed when it is not."""
-    outcome, result = deliveries.deliver(invoice_id, clock.now())
-    bound = log.bind(actor="deliver_invoice", invoice=invoice_id,
-                     **deliveries.log_context(invoice_id))
+    outcome, result, context = deliveries.deliver(invoice_id, clock.now())
+    bound = log.bind(actor="deliver_invoice", invoice=invoice_id, **context)
     if result is not None and not result.ok and result.retry:
         bound.warning("delivery will be retried", reason=result.detail)
         raise DeliveryFailed(result.detail)  # after the attempt was recorded
