@@ -21,12 +21,12 @@ from decimal import Decimal
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from domain.catalog import Meter, Model, Plan, Tier, UsageCharge
+from domain.catalog import Aggregation, Meter, Model, Plan, Tier, UsageCharge
 from domain.documents import InvoiceRecord
 from domain.invoices import ComposedInvoice, Line
 from domain.periods import midnight, zone
-from domain.units import Unit, price_per, scaled_quantity
-from domain.validation import Invalid
+from domain.units import Unit
+from domain.validation import Invalid, check_text
 from persistence import catalog as catalog_repo
 from persistence import invoices as invoices_repo
 from persistence import portal as portal_repo
@@ -35,7 +35,7 @@ from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import PortalLinkRow
 from services import invoicing
-from services.delivery.render import format_amount, format_quantity
+from services.delivery.render import format_amount, format_in_unit, format_price_in_unit
 from services.settings import settings
 
 SALT = "billing.portal.v1"
@@ -97,6 +97,7 @@ def create_link(customer: str, ttl: str | None, now: datetime,
     """A new link for ``customer`` that works until ``now + ttl`` (default
     ``BILLING_PORTAL_LINK_TTL``, 12 h) unless revoked. With ``link_id`` (derived from an
     Idempotency-Key) a retry gets the link the first request made."""
+    check_text(customer, "customer")
     lifetime = parse_ttl(ttl if ttl is not None else settings().portal_link_ttl)
     serializer = _serializer()
     expires = (now + lifetime).replace(microsecond=0)
@@ -224,28 +225,17 @@ class Page:
     notes: tuple[str, ...] = field(default=())
 
 
-def written_quantity(quantity: Decimal, unit: Unit | None) -> str:
-    """A quantity as the customer reads it: "12.5M tokens", "1,250 calls", "1,250"."""
-    if unit is None:
-        return format_quantity(quantity)
-    number, label = scaled_quantity(quantity, unit)
-    if unit.suffix is not None:
-        return f"{format_quantity(number)}{label}"
-    return f"{format_quantity(number)} {label}"
-
-
 def written_price(price: Decimal, currency: str, unit: Unit | None) -> str:
-    """A unit price as the customer reads it: "$2.00 / 1M tokens"."""
-    if unit is None:
-        return f"{format_amount(price, currency)} per unit"
-    return f"{format_amount(price_per(price, unit), currency)} / {unit.per_label}"
+    """A unit price as the customer reads it: "$2.00 / 1M tokens", "€0.01 per unit"."""
+    text = format_price_in_unit(price, currency, unit)
+    return text if unit is not None else f"{text} per unit"
 
 
 def pricing_lines(charge: UsageCharge, currency: str, unit: Unit | None) -> tuple[str, ...]:
     """How a usage charge is priced, in words, in the meter's display unit."""
 
     def q(value: Decimal) -> str:
-        return written_quantity(value, unit)
+        return format_in_unit(value, unit)
 
     def tier_text(t: Tier, lower: Decimal | None) -> str:
         span = (f"above {q(lower)}" if t.up_to is None and lower is not None
@@ -312,7 +302,7 @@ def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version:
         charge = charges[ln.charge]
         meter = meters.get(charge.meter)
         unit = meter.unit if meter else None
-        by_sum = meter is not None and meter.aggregation.value == "sum"
+        by_sum = meter is not None and meter.aggregation is Aggregation.SUM
         values = daily.get(charge.meter, [])
         chart = tuple(Day(d, (values[i][0] if by_sum else Decimal(values[i][1]))
                           if i < len(values) else Decimal(0)) for i, d in enumerate(days))
@@ -320,7 +310,7 @@ def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version:
         meter_views.append(MeterView(
             meter=charge.meter, charge=charge.id,
             aggregation=meter.aggregation.value if meter else "",
-            quantity=written_quantity(ln.quantity, unit),
+            quantity=format_in_unit(ln.quantity, unit),
             amount=format_amount(ln.amount, currency),
             pricing=pricing_lines(charge, currency, unit), chart_label=label,
             unit=unit if by_sum else None, days=chart,
@@ -349,7 +339,7 @@ def _adjustment(ln: Line, meters: dict[str, Meter], charges: dict[str, UsageChar
     charge = charges.get(ln.charge)
     meter = meters.get(charge.meter) if charge else None
     return (ln.charge, _period(ln.period_start, ln.period_end),
-            written_quantity(ln.quantity, meter.unit if meter else None),
+            format_in_unit(ln.quantity, meter.unit if meter else None),
             format_amount(ln.amount, currency))
 
 

@@ -127,10 +127,7 @@ def _subscribed_earlier(session: Session, subscription: str, sent_at: datetime,
     commands = subs_repo.lifecycle_after(session, subscription, sent_at)
     new_end = end_from_commands(row.start, plan.interval, entity.timezone, commands)
     if new_end != row.end:
-        problem = _contradiction(session, row, new_end)
-        if problem is None and (new_end is None or (row.end is not None and new_end > row.end)):
-            problem = _overlap(session, row.customer_id, plan, row.start, new_end,
-                               exclude=row.id)
+        problem = _why_not_end(session, row, plan, new_end)
         if problem:
             return unchanged(f"subscription {subscription!r} exists with these terms; the "
                              f"commands sent after this earlier send cannot apply: {problem}")
@@ -143,6 +140,17 @@ def _subscribed_earlier(session: Session, subscription: str, sent_at: datetime,
     row.end_at = None if new_end is None else midnight(new_end, entity.timezone)
     return applied(f"subscription {subscription!r} dated from this earlier send: "
                    + (f"ends {new_end}" if new_end else "cancellation removed"))
+
+
+def _why_not_end(session: Session, row: SubscriptionRow, plan: Plan,
+                 new_end: date | None) -> str | None:
+    """Why ``row`` cannot end on ``new_end`` (None: no end): an issued invoice it would
+    contradict, or — when its lifetime grows — an overlap on a meter it would create."""
+    problem = _contradiction(session, row, new_end)
+    if problem is None and (new_end is None or (row.end is not None and new_end > row.end)):
+        reason = _overlap(session, row.customer_id, plan, row.start, new_end, exclude=row.id)
+        problem = reason and f"{row.id!r} {reason}"
+    return problem
 
 
 def _contradiction(session: Session, row: SubscriptionRow, new_end: date | None) -> str | None:
@@ -192,10 +200,7 @@ def do_lifecycle(session: Session, now: datetime, subscription: str, kind: str,
         else:
             state = f"still ends {row.end}" if row.end else "not cancelled"
         return unchanged(state)
-    problem = _contradiction(session, row, new_end)
-    if problem is None and (new_end is None or (row.end is not None and new_end > row.end)):
-        reason = _overlap(session, row.customer_id, plan, row.start, new_end, exclude=row.id)
-        problem = reason and f"{subscription!r} {reason}"
+    problem = _why_not_end(session, row, plan, new_end)
     if problem:
         return refused(f"{kind} {problem}")
     subs_repo.add_command(session, subscription, kind, sent_at, message_id)

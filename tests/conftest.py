@@ -85,13 +85,17 @@ def rabbitmq_problem() -> str | None:
     return None
 
 
-def require_rabbitmq() -> None:
-    problem = rabbitmq_problem()
+def _require(tier: str, problem: str | None) -> None:
+    """Run on, or skip with the reason — or, in CI (BILLING_REQUIRE_SERVICES=1), fail."""
     if problem is None:
         return
     if REQUIRE_SERVICES:
-        pytest.fail(f"RabbitMQ tier required (BILLING_REQUIRE_SERVICES=1): {problem}")
-    pytest.skip(f"RabbitMQ tier skipped: {problem}")
+        pytest.fail(f"{tier} tier required (BILLING_REQUIRE_SERVICES=1): {problem}")
+    pytest.skip(f"{tier} tier skipped: {problem}")
+
+
+def require_rabbitmq() -> None:
+    _require("RabbitMQ", rabbitmq_problem())
 
 
 CHROMIUM = os.environ.get("BILLING_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -110,21 +114,11 @@ def browser_problem() -> str | None:
 
 
 def require_browser() -> None:
-    problem = browser_problem()
-    if problem is None:
-        return
-    if REQUIRE_SERVICES:
-        pytest.fail(f"browser tier required (BILLING_REQUIRE_SERVICES=1): {problem}")
-    pytest.skip(f"browser tier skipped: {problem}")
+    _require("browser", browser_problem())
 
 
 def require_services() -> None:
-    problem = services_problem()
-    if problem is None:
-        return
-    if REQUIRE_SERVICES:
-        pytest.fail(f"PostgreSQL + Redis tier required (BILLING_REQUIRE_SERVICES=1): {problem}")
-    pytest.skip(f"PostgreSQL + Redis tier skipped: {problem}")
+    _require("PostgreSQL + Redis", services_problem())
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -176,6 +176,18 @@ def one_subscription(subscription_id: str) -> dict[str, Any]:
     return subscription_json(found[0])
 
 
+def lifecycle(kind: str, subscription_id: str, key: api_keys.ApiKey,
+              idempotency_key: str | None) -> dict[str, Any]:
+    """A cancel or uncancel sent now: 404 for an unknown subscription (an HTTP request is
+    answered now, not kept pending), the refusal's error, or the subscription after it."""
+    one_subscription(subscription_id)  # 404 when unknown
+    sent = clock.now()
+    command(kind, lambda s, now: subscriptions.do_lifecycle(
+        s, now, subscription_id, kind, sent, "http", keep_pending=False), key,
+        idempotency_key, subscription=subscription_id)
+    return one_subscription(subscription_id)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="usage-billing", version=_version(),
@@ -339,24 +351,14 @@ def create_app() -> FastAPI:
     def cancel(subscription_id: str, key: Key,
                idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
         """Cancel at the end of the current period (the grace period until then)."""
-        one_subscription(subscription_id)  # 404 when unknown
-        sent = clock.now()
-        command("cancel", lambda s, now: subscriptions.do_cancel(
-            s, now, subscription_id, sent, "http", keep_pending=False), key, idempotency_key,
-            subscription=subscription_id)
-        return one_subscription(subscription_id)
+        return lifecycle("cancel", subscription_id, key, idempotency_key)
 
     @app.post("/v1/subscriptions/{subscription_id}/uncancel",
               response_model=schemas.Subscription, tags=["subscriptions"])
     def uncancel(subscription_id: str, key: Key,
                  idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
         """Remove a cancellation before its end."""
-        one_subscription(subscription_id)  # 404 when unknown
-        sent = clock.now()
-        command("uncancel", lambda s, now: subscriptions.do_uncancel(
-            s, now, subscription_id, sent, "http", keep_pending=False), key, idempotency_key,
-            subscription=subscription_id)
-        return one_subscription(subscription_id)
+        return lifecycle("uncancel", subscription_id, key, idempotency_key)
 
     @app.get("/v1/subscriptions/{subscription_id}/estimate", response_model=schemas.Estimate,
              tags=["estimates"])
@@ -441,6 +443,10 @@ def create_app() -> FastAPI:
         the same Idempotency-Key gets the same link."""
         link_id = (message_id(key, idempotency_key, "portal")[-22:]
                    if idempotency_key is not None else None)
+        try:
+            check_text(body.customer, "customer")
+        except Invalid as exc:  # an id no customer can have: the request is malformed
+            raise ApiError(422, INVALID, str(exc), "customer") from None
         try:
             link = portal_service.create_link(body.customer, body.ttl, clock.now(), link_id)
         except Invalid as exc:
