@@ -6,8 +6,9 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -211,9 +212,10 @@ def record_failure(session: Session, subscription_id: str, boundary: date, run_a
 
 def clear_failures(session: Session, pairs: Sequence[tuple[str, date]]) -> None:
     F = InvoiceFailureRow
-    for subscription_id, boundary in pairs:
-        session.execute(delete(F).where(col(F.subscription_id) == subscription_id,
-                                        col(F.boundary) == boundary))
+    wanted = sorted(set(pairs))
+    for start in range(0, len(wanted), 500):
+        session.execute(delete(F).where(tuple_(col(F.subscription_id), col(F.boundary))
+                                        .in_(wanted[start:start + 500])))
 
 
 def failures(session: Session, entity: str | None = None) -> list[InvoiceFailureRow]:
@@ -270,6 +272,20 @@ def billed(session: Session, subscriptions: Collection[str], periods: Collection
         for sub, charge, period_start, quantity, amount in session.execute(stmt):
             result[(sub, charge, period_start)] = Billed(quantity, amount)
     return result
+
+
+def usage_quantities(session: Session, invoice_ids: Collection[int]
+                     ) -> dict[tuple[int, str], Decimal]:
+    """The quantity of each usage line of these invoices, by (invoice id, charge)."""
+    L = InvoiceLineRow
+    found: dict[tuple[int, str], Decimal] = {}
+    wanted = sorted(set(invoice_ids))
+    for start in range(0, len(wanted), 500):
+        stmt = select(col(L.invoice_id), col(L.charge_id), col(L.quantity)).where(
+            col(L.invoice_id).in_(wanted[start:start + 500]), col(L.type) == USAGE)
+        for invoice_id, charge, quantity in session.execute(stmt):
+            found[(invoice_id, charge)] = quantity
+    return found
 
 
 def adjustment_periods(session: Session, invoice_id: int) -> set[tuple[str, date, date]]:

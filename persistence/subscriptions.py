@@ -4,10 +4,10 @@ messages idempotent."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -20,6 +20,7 @@ from persistence.tables import (
     SubscriptionCommandRow,
     SubscriptionRow,
 )
+from persistence.types import UTCDateTime
 
 S = SubscriptionRow
 C = SubscriptionCommandRow
@@ -156,15 +157,32 @@ def created_after_run(session: Session, entity_id: str, run_at: datetime,
     return list(session.scalars(stmt))
 
 
-def advance(session: Session, subscription_id: str, k: int, boundary: date, at: datetime,
-            closed_until_at: datetime | None = None) -> None:
-    """Mark every boundary before ``b_k`` as dealt with (never moving back); usage before
-    ``closed_until_at`` is invoiced, when given."""
-    values: dict[str, Any] = {"next_k": k, "next_boundary": boundary, "next_boundary_at": at}
-    if closed_until_at is not None:
-        values["closed_until_at"] = closed_until_at
-    session.execute(update(S).where(col(S.id) == subscription_id, col(S.next_k) < k)
-                    .values(**values))
+@dataclass(frozen=True)
+class Advance:
+    """Every boundary of a subscription before ``b_k`` is dealt with; its usage before
+    ``closed_until_at`` is invoiced (when given)."""
+
+    subscription_id: str
+    k: int
+    boundary: date
+    at: datetime
+    closed_until_at: datetime | None = None
+
+
+def advance(session: Session, moves: Sequence[Advance]) -> None:
+    """Apply these moves (never moving a subscription back) in one executemany."""
+    if not moves:
+        return
+    closed = col(S.closed_until_at)
+    stmt = (update(S).where(col(S.id) == bindparam("sid"), col(S.next_k) < bindparam("k"))
+            .values(next_k=bindparam("k"), next_boundary=bindparam("b"),
+                    next_boundary_at=bindparam("at"),
+                    closed_until_at=func.coalesce(bindparam("closed", type_=UTCDateTime()),
+                                                  closed)))
+    # a Core executemany on the connection (the ORM would want to match primary keys)
+    session.connection().execute(stmt, [
+        {"sid": m.subscription_id, "k": m.k, "b": m.boundary, "at": m.at,
+         "closed": m.closed_until_at} for m in moves])
 
 
 def lock(session: Session, ids: Sequence[str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     String,
+    bindparam,
     case,
     cast,
     distinct,
@@ -35,6 +36,7 @@ from persistence.tables import (
     EntityRow,
     HttpBatchRow,
     IngestBatchRow,
+    InvoiceRow,
     LateUsageRow,
     PlanMeterRow,
     PlanVersionRow,
@@ -317,10 +319,11 @@ def billing_subscriptions(session: Session, customers: Collection[str]) -> list[
 
 def lock_closing(session: Session, subscription_ids: Collection[str]
                  ) -> dict[str, datetime | None]:
-    """Share-lock subscriptions whose invoice a bill run may be computing right now, and
-    read their ``closed_until_at`` afresh. A bill run locks them for update before it
-    aggregates: so an event is either seen by that invoice, or seen as late — never lost
-    between the two (PostgreSQL; SQLite runs one writer at a time anyway)."""
+    """Share-lock subscriptions whose invoice a bill run may be computing right now (or
+    whose late usage a run or a regeneration may be counting), and read their
+    ``closed_until_at`` afresh. Those lock them for update before they aggregate: so an
+    event is either seen by that computation, or seen as late — never lost between the two,
+    never counted twice (PostgreSQL; SQLite runs one writer at a time anyway)."""
     if not subscription_ids or not is_postgres(session):
         return {}
     S = SubscriptionRow
@@ -357,13 +360,54 @@ def open_late(session: Session, subscription_ids: Collection[str],
     return found
 
 
-def account_late(session: Session, keys: Collection[str], invoice_id: int) -> None:
-    """These late events are billed by ``invoice_id``."""
-    L = LateUsageRow
-    wanted = sorted(set(keys))
+def late_totals(session: Session, subscription_ids: Collection[str],
+                period_starts: Collection[date]) -> dict[tuple[str, str, date],
+                                                         tuple[Decimal, int]]:
+    """Per (subscription, meter, period start): the sum of the quantities and the number of
+    the period's late events that its covering invoice did not count — the open ones and
+    those an adjustment line billed, not those its regeneration billed (SPEC §11). What a
+    ``sum`` or ``count`` meter's period gained since the covering invoice's usage line."""
+    L, I = LateUsageRow, InvoiceRow  # noqa: E741
+    found: dict[tuple[str, str, date], tuple[Decimal, int]] = {}
+    wanted = sorted(set(subscription_ids))
+    if not wanted or not period_starts:
+        return found
     for start in range(0, len(wanted), CHUNK):
-        session.execute(update(L).where(col(L.key).in_(wanted[start:start + CHUNK]))
-                        .values(accounted_by=invoice_id))
+        stmt = (select(col(L.subscription_id), col(L.meter_id), col(L.period_start),
+                       decimal_aggregate(session, "sum", col(E.quantity)), func.count())
+                .join(E, col(E.key) == col(L.key))
+                .outerjoin(I, col(I.id) == col(L.accounted_by))
+                .where(col(L.subscription_id).in_(wanted[start:start + CHUNK]),
+                       col(L.period_start).in_(sorted(set(period_starts))),
+                       col(I.id).is_(None) | (col(I.boundary) != col(L.period_end)))
+                .group_by(col(L.subscription_id), col(L.meter_id), col(L.period_start)))
+        for sub, meter, period_start, total, count in session.execute(stmt):
+            found[(sub, meter, period_start)] = (total, int(count))
+    return found
+
+
+def account_late(session: Session, billed_by: Mapping[int, Collection[str]]) -> None:
+    """These late events are billed by these invoices (invoice id -> event keys), in one
+    statement."""
+    L = LateUsageRow
+    pairs = sorted((key, invoice_id) for invoice_id, keys in billed_by.items()
+                   for key in set(keys))
+    if not pairs:
+        return
+    if is_postgres(session):  # one statement, the pairs as two binary arrays
+        driver = session.connection().connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            cursor.execute(ACCOUNT_LATE, ([k for k, _ in pairs], [i for _, i in pairs]))
+        return
+    session.connection().execute(  # a Core executemany (the ORM would match primary keys)
+        update(L).where(col(L.key) == bindparam("late_key"))
+        .values(accounted_by=bindparam("invoice_id")),
+        [{"late_key": k, "invoice_id": i} for k, i in pairs])
+
+
+ACCOUNT_LATE = ("UPDATE late_usage SET accounted_by = u.i FROM unnest(%b::text[], %b::int[]) "
+                "AS u(k, i) WHERE late_usage.key = u.k")
 
 
 def count_late(session: Session) -> int:

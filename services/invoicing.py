@@ -172,6 +172,7 @@ def due_invoices(session: Session, entity: Entity, run_at: datetime,
     plans = catalog_repo.plans(session, {(s.plan_id, s.plan_version) for s in subs})
     failed = invoices_repo.failed_in_run(session, run_at)
     due: list[tuple[str, date]] = []
+    moves: list[subs_repo.Advance] = []
     for sub in subs:
         try:
             plan = plans.get((sub.plan_id, sub.plan_version)) or plan_of(session, sub)
@@ -186,12 +187,13 @@ def due_invoices(session: Session, entity: Entity, run_at: datetime,
         with_lines = [(k, b) for k, b in boundaries if terms.has_lines(k)]
         if not with_lines and boundaries:  # e.g. the opening invoice of a usage-only plan
             k = boundaries[-1][0] + 1
-            subs_repo.advance(session, sub.id, k, terms.boundary(k),
-                              midnight(terms.boundary(k), entity.timezone))
+            moves.append(subs_repo.Advance(sub.id, k, terms.boundary(k),
+                                           midnight(terms.boundary(k), entity.timezone)))
         for _, b in with_lines:
             if (sub.id, b) in failed:
                 break  # this run failed it already; later boundaries wait behind it
             due.append((sub.id, b))
+    subs_repo.advance(session, moves)
     return due
 
 
@@ -335,12 +337,12 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
                         item.row.id, entity_id, item.row.customer_id, item.row.plan_version,
                         result.invoice)))
         ids, errors = _store(session, [n for _, n in new], issued_at, now)
+        billed_by: dict[int, tuple[str, ...]] = {}
         for index, n in new:
             key = (n.subscription, n.invoice.boundary)
             if key in ids:
                 issued[index] = (ids[key], n)
-                # the late events it bills, before the next round reads what is open
-                usage_repo.account_late(session, accounts.get(index, ()), ids[key])
+                billed_by[ids[key]] = accounts.get(index, ())
             elif key in errors:
                 row = subs[n.subscription]
                 advance[row.id] = (advance[row.id][0] - 1, advance[row.id][1])
@@ -348,15 +350,19 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
             else:
                 outcomes[index] = Outcome("unchanged", f"{n.subscription}@"
                                                        f"{n.invoice.boundary}: exists")
+        # the late events they bill, before the next round reads what is open
+        usage_repo.account_late(session, billed_by)
 
     invoices_repo.clear_failures(session, [(n.subscription, n.invoice.boundary)
                                            for _, n in issued.values()])
+    moves: list[subs_repo.Advance] = []
     for subscription, (k, terms) in advance.items():
         entity = entities[subs[subscription].entity_id]
         assert entity is not None
         b = terms.boundary(k)
         closed = midnight(terms.boundary(k - 1), entity.timezone) if k >= 2 else None
-        subs_repo.advance(session, subscription, k, b, midnight(b, entity.timezone), closed)
+        moves.append(subs_repo.Advance(subscription, k, b, midnight(b, entity.timezone), closed))
+    subs_repo.advance(session, moves)
 
     # numbering last: the entity's counter stays locked from here to the commit, so the
     # chunks of a run wait for each other only for this
@@ -465,6 +471,8 @@ def do_regenerate(session: Session, now: datetime, subscription: str, boundary: 
     k = boundary_index(row.start, plan.interval, parse_date(boundary, "boundary"))
     assert k is not None
     # the late events of the period it covers, read before it is recomputed: it bills them
+    # (locked first: an ingest of late usage for it waits, so they are the ones it counts)
+    subs_repo.lock(session, [row.id])
     covered = late.account_regenerated_covering(session, row.id, parse_date(boundary,
                                                 "boundary"), invoice_id)
     try:
@@ -476,7 +484,7 @@ def do_regenerate(session: Session, now: datetime, subscription: str, boundary: 
     if computed.invoice is None:
         return refused("regenerate: the invoice would have no line")
     invoices_repo.replace_draft(session, invoice_id, computed.invoice, now)
-    usage_repo.account_late(session, [*covered, *computed.accounts], invoice_id)
+    usage_repo.account_late(session, {invoice_id: [*covered, *computed.accounts]})
     return applied(f"recomputed, total {computed.invoice.total}")
 
 

@@ -19,13 +19,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain.catalog import Entity, Plan
+from domain.catalog import Aggregation, Entity, Plan
 from domain.invoices import Billed, Line, Terms, adjustment
+from domain.money import EXACT
 from domain.periods import Interval, boundary, midnight, period_of
 from domain.usage import UsageEvent
 from persistence import catalog as catalog_repo
@@ -46,11 +47,17 @@ def flag_late(session: Session, events: Sequence[UsageEvent], now: datetime) -> 
     subs = usage_repo.billing_subscriptions(session, {e.customer for e in events})
     if not subs:
         return 0
-    closing = {s.subscription for s in subs if s.next_boundary_at <= now + CLOSING_MARGIN}
-    fresh = usage_repo.lock_closing(session, closing)
     by_meter: dict[tuple[str, str], list[usage_repo.Billing]] = defaultdict(list)
     for s in subs:
         by_meter[(s.customer, s.meter)].append(s)
+    # Locked (shared, in one statement: no deadlock with a run locking them in id order):
+    # those whose invoice a bill run may be computing now, and those these events are late
+    # for — against a regeneration or a run counting their late usage at the same time.
+    closing = {s.subscription for s in subs if s.next_boundary_at <= now + CLOSING_MARGIN}
+    late_for = {s.subscription for event in events
+                for s in by_meter.get((event.customer, event.meter), ())
+                if s.closed_until_at is not None and event.timestamp < s.closed_until_at}
+    fresh = usage_repo.lock_closing(session, closing | late_for)
     rows: list[dict[str, Any]] = []
     for event in events:
         for s in by_meter.get((event.customer, event.meter), ()):
@@ -118,19 +125,28 @@ def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
     wanted = [w for w in wanted if covering.get((w[0].row.id, w[3]), (0, ""))[1] == "sent"]
     meters = catalog_repo.meters(session)
     charges = {(i.row.id, c.id): c for i in items for c in i.plan.usage_charges}
+    quantities: dict[tuple[date, str, str], Decimal] = {}
+    if ingested_by is None:  # sum and count: the covering line's quantity + what came late
+        quantities = _added_up(session, [
+            (item.row, charges[(item.row.id, charge_id)].meter, charge_id, start,
+             covering[(item.row.id, end)][0])
+            for item, charge_id, start, end, _ in wanted
+            if meters[charges[(item.row.id, charge_id)].meter].aggregation in ADDITIVE])
     by_period: dict[tuple[date, date], tuple[set[str], set[str]]] = defaultdict(
         lambda: (set(), set()))
     for item, charge_id, start, end, _ in wanted:
-        customers, meter_ids = by_period[(start, end)]
-        customers.add(item.row.customer_id)
-        meter_ids.add(charges[(item.row.id, charge_id)].meter)
-    quantities: dict[tuple[date, str, str], Decimal] = {}
+        meter = charges[(item.row.id, charge_id)].meter
+        if (start, item.row.customer_id, meter) not in quantities:  # from the events
+            customers, meter_ids = by_period[(start, end)]
+            customers.add(item.row.customer_id)
+            meter_ids.add(meter)
     for (start, end), (customers, meter_ids) in by_period.items():
         period = Period(midnight(start, entity.timezone), midnight(end, entity.timezone),
                         ingested_by)
         totals = usage_repo.aggregate_many(session, period, customers,
                                            [meters[m] for m in sorted(meter_ids)])
-        quantities.update(((start, c, m), q) for (c, m), q in totals.items())
+        quantities.update(((start, c, m), q) for (c, m), q in totals.items()
+                          if (start, c, m) not in quantities)
     billed = invoices_repo.billed(session, {i.row.id for i, *_ in wanted},
                                   {s for _, _, s, _, _ in wanted}, own)
     for item, charge_id, start, end, keys in wanted:
@@ -141,6 +157,38 @@ def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
         if line is not None:
             item.lines.append(line)
         item.accounts.extend(keys)
+
+
+# Aggregations whose period quantity is the sum of its events' contributions: the quantity
+# everything ingested gives is the covering invoice's plus that of the late events since.
+ADDITIVE = {Aggregation.SUM, Aggregation.COUNT}
+
+
+def _added_up(session: Session, wanted: Sequence[tuple[SubscriptionRow, str, str, date, int]]
+              ) -> dict[tuple[date, str, str], Decimal]:
+    """For (subscription, meter, charge, period start, covering invoice id) of ``sum`` and
+    ``count`` meters: the period's quantity on everything stored, without reading the
+    period's events — the covering invoice's usage line plus the late events it did not
+    count. Exact because a late event is recorded in the same transaction that stores it,
+    and a computation that counts it (the bill run, a regeneration) holds its subscription
+    locked against that ingest (``flag_late``). Keyed like ``aggregate_many``'s result, by
+    (period start, customer, meter); a pair whose covering line is missing is left out (read
+    from the events instead)."""
+    if not wanted:
+        return {}
+    lines = invoices_repo.usage_quantities(session, {w[4] for w in wanted})
+    late = usage_repo.late_totals(session, {w[0].id for w in wanted}, {w[3] for w in wanted})
+    meters = catalog_repo.meters(session)
+    found: dict[tuple[date, str, str], Decimal] = {}
+    for row, meter, charge_id, start, covering_id in wanted:
+        base = lines.get((covering_id, charge_id))
+        if base is None:
+            continue
+        total, count = late.get((row.id, meter, start), (Decimal(0), 0))
+        with localcontext(EXACT):
+            found[(start, row.customer_id, meter)] = base + (
+                total if meters[meter].aggregation is Aggregation.SUM else Decimal(count))
+    return found
 
 
 def account_regenerated_covering(session: Session, subscription: str, boundary_: date,
