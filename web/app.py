@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any
 
 import simplejson
@@ -20,6 +19,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,7 +36,7 @@ from services import usage as usage_service
 from services.commands import CONFLICT, INVALID, NOT_FOUND, Outcome, recorded, run_command
 from services.delivery import render_html
 from services.outages import is_infrastructure
-from web import schemas
+from web import schemas, usage_body
 from web.portal import router as portal_router
 from workers import actors
 
@@ -262,13 +262,10 @@ def create_app() -> FastAPI:
         """Up to 1,000 events (the scenario format's event shape) for the ingest workers, as
         one batch. Each event gets its outcome when processed (GET the batch). Event keys
         make a re-send safe: a duplicate is never counted twice."""
-        events = _events(await request.body())
+        events, raw = _events(await request.body())
         batch = message_id(key, idempotency_key, "usage")
-        now = clock.now()
-        usage_service.receive_batch(batch, len(events), now)
-        message = actors.record_usage.message_with_options(args=(events,))
-        message = message.copy(message_id=batch)
-        actors.record_usage.broker.enqueue(message)
+        # the database and the broker off the event loop: other requests parse meanwhile
+        await run_in_threadpool(_enqueue_usage, batch, events, raw)
         return {"batch": batch, "events": len(events)}
 
     @app.get("/v1/usage/batches/{batch}", response_model=schemas.BatchStatus, tags=["usage"])
@@ -498,25 +495,29 @@ def _instant(text: str | None) -> datetime:
         raise ApiError(422, INVALID, str(exc), "at") from None
 
 
-def _int(text: str) -> int | Decimal:
-    return int(text) if len(text) <= 300 else Decimal(text)
-
-
-def _events(body: bytes) -> list[Any]:
-    """The events of a usage request, numbers as exact decimals."""
+def _events(body: bytes) -> tuple[list[Any], str]:
+    """The events of a usage request (numbers as exact decimals) and their JSON text."""
     try:
-        data = simplejson.loads(body.decode("utf-8"), use_decimal=True, parse_int=_int)
+        events, raw = usage_body.parse(body.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         raise ApiError(422, INVALID, f"the body is not JSON: {str(exc)[:200]}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+    if not isinstance(events, list) or raw is None:
         raise ApiError(422, INVALID, 'the body must be {"events": [...]}', "events")
-    events: list[Any] = data["events"]
     if not events:
         raise ApiError(422, INVALID, "events: must hold at least one event", "events")
     if len(events) > MAX_EVENTS:
         raise ApiError(413, "too_large", f"events: at most {MAX_EVENTS} per request, got "
                                          f"{len(events)} (send several requests)", "events")
-    return events
+    return events, raw
+
+
+def _enqueue_usage(batch: str, events: list[Any], raw: str) -> None:
+    """The batch for the ingest workers: its events' JSON text as it came when it is ASCII
+    (checked above; not encoded a second time), else re-encoded (escaped) from the values."""
+    usage_service.receive_batch(batch, len(events), clock.now())
+    arg: Any = simplejson.RawJSON(raw) if raw.isascii() else events
+    message = actors.record_usage.message_with_options(args=(arg,)).copy(message_id=batch)
+    actors.record_usage.broker.enqueue(message)
 
 
 def _broker_state() -> str:

@@ -93,6 +93,37 @@ def test_a_usage_request_retried_with_its_key_is_one_batch(
     assert done["accepted"] == 2 and done["duplicate"] == 0  # the retry changed nothing
 
 
+def test_the_events_text_goes_to_the_workers_as_it_came(
+        api: tuple[TestClient, Runtime]) -> None:
+    """The web process forwards the events' JSON text without encoding it again: odd
+    spacing, exact decimals and long integers survive; a later duplicate ``events`` member
+    wins (as a JSON parser reads it); a body with non-ASCII text is re-encoded instead."""
+    from persistence.db import unit_of_work
+    from persistence.tables import UsageEventRow
+
+    client, runtime = api
+    runtime.at("2026-01-06T00:00:00Z")
+    long = "1" + "0" * 40
+    forwarded = ('{ "ignored": {"events": []},\n "events" : [ {"key":"x-1","customer":"c-1",'
+                 '"meter":"tokens","quantity":0.000000000000000000001,'
+                 '"timestamp":"2026-01-05T10:00:00Z"} ] ,"events":[{"key":"x-2",'
+                 '"customer":"c-1","meter":"tokens","quantity": ' + long + ','
+                 '"timestamp":"2026-01-05T10:00:00Z","properties":{"n":1.10}}]}')
+    accented = {"events": [event("x-3", "2.50", properties={"model": "génération"})]}
+    batches = [client.post("/v1/usage", content=forwarded.encode(),
+                           headers={"Content-Type": "application/json"}).json()["batch"],
+               client.post("/v1/usage", json=accented).json()["batch"]]
+    runtime.drain()
+    for batch in batches:
+        assert client.get(f"/v1/usage/batches/{batch}").json()["accepted"] == 1
+    with unit_of_work() as session:
+        stored = {e.key: e for e in session.query(UsageEventRow).filter(
+            UsageEventRow.key.in_(["x-1", "x-2", "x-3"]))}
+    assert set(stored) == {"x-2", "x-3"}
+    assert str(stored["x-2"].quantity) == long
+    assert stored["x-3"].properties == {"model": "génération"}
+
+
 def test_oversize_and_malformed_usage_requests(api: tuple[TestClient, Runtime]) -> None:
     client, _ = api
     too_many = client.post("/v1/usage", json={"events": [event(f"e-{i}") for i in range(1001)]})
