@@ -1,45 +1,59 @@
-"""Bill-run claims: one row per (entity, local date), with their progress."""
+"""Bill-run claims — one row per (entity, local date), with their progress — and what the
+scheduler keeps: the catalog's revision and its beats."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from persistence.sql import insert_ignore
-from persistence.tables import BillRunRow
+from persistence.sql import insert_ignore, is_postgres, rowcount
+from persistence.tables import BillRunRow, CatalogRevisionRow, EntityRow, SchedulerBeatRow
 
 
-def claim(session: Session, entity_id: str, local_date: date, run_at: datetime,
-          now: datetime) -> bool:
-    """Claim the entity's run for ``local_date``; False when it was claimed before."""
-    stmt = insert_ignore(session, BillRunRow, "entity_id", "local_date").values(
-        entity_id=entity_id, local_date=local_date, run_at=run_at, claimed_at=now
-    ).returning(BillRunRow.entity_id)
-    return session.execute(stmt).first() is not None
+def claim_many(session: Session, runs: Sequence[tuple[str, date, datetime]],
+               now: datetime) -> list[tuple[str, date]]:
+    """Claim these (entity, local date, run instant) runs at once; those claimed now (not
+    before, by this scheduler or another)."""
+    R = BillRunRow
+    claimed: list[tuple[str, date]] = []
+    for start in range(0, len(runs), 1000):
+        rows = [{"entity_id": e, "local_date": d, "run_at": at, "claimed_at": now}
+                for e, d, at in runs[start:start + 1000]]
+        stmt = insert_ignore(session, R, "entity_id", "local_date").values(rows).returning(
+            col(R.entity_id), col(R.local_date))
+        claimed.extend((e, d) for e, d in session.execute(stmt))
+    return claimed
 
 
-def unfinished(session: Session, now: datetime, resend_after: timedelta,
-               entity_ids: Collection[str] | None = None) -> list[BillRunRow]:
-    """Claims to send (again): never sent, or sent more than ``resend_after`` ago and not
-    done (their message, or the work it fanned out, may have been lost)."""
+def lock_to_send(session: Session, now: datetime, resend_after: timedelta,
+                 entity_ids: Collection[str] | None = None) -> list[BillRunRow]:
+    """Claims to send (again), locked until the transaction ends and skipping those another
+    scheduler has locked: never sent, or sent more than ``resend_after`` ago and not done
+    (their message, or the work it fanned out, may have been lost). Two schedulers sending
+    at once so send each run once."""
     R = BillRunRow
     stmt = select(R).where(col(R.status) != "done").order_by(col(R.local_date),
                                                              col(R.entity_id))
     if entity_ids is not None:
         stmt = stmt.where(col(R.entity_id).in_(sorted(entity_ids)))
+    if is_postgres(session):
+        stmt = stmt.with_for_update(skip_locked=True)
     return [r for r in session.scalars(stmt)
             if r.status == "claimed" or r.sent_at is None or r.sent_at <= now - resend_after]
 
 
-def mark_sent(session: Session, entity_id: str, local_date: date, now: datetime) -> None:
+def mark_sent_many(session: Session, runs: Sequence[tuple[str, date]], now: datetime) -> None:
+    if not runs:
+        return
     R = BillRunRow
-    session.execute(update(R).where(col(R.entity_id) == entity_id,
-                                    col(R.local_date) == local_date, col(R.status) != "done")
-                    .values(status="sent", sent_at=now))
+    session.connection().execute(  # a Core executemany (the ORM would match primary keys)
+        update(R).where(col(R.entity_id) == bindparam("e"), col(R.local_date) == bindparam("d"),
+                        col(R.status) != "done").values(status="sent", sent_at=now),
+        [{"e": e, "d": d} for e, d in runs])
 
 
 def mark_done(session: Session, entity_id: str, local_date: date, now: datetime) -> None:
@@ -55,3 +69,39 @@ def runs(session: Session, entity_id: str | None = None, limit: int = 50) -> lis
     if entity_id is not None:
         stmt = stmt.where(col(R.entity_id) == entity_id)
     return list(session.scalars(stmt))
+
+
+# ---------------------------------------------------------------------------- scheduling
+
+
+def catalog_revision(session: Session) -> int:
+    return int(session.scalar(select(col(CatalogRevisionRow.revision))) or 0)
+
+
+def bump_catalog_revision(session: Session) -> None:
+    """An entity was created or changed: schedulers rebuild their schedule."""
+    R = CatalogRevisionRow
+    if rowcount(session.execute(update(R).where(col(R.id) == 1)
+                                .values(revision=col(R.revision) + 1))) == 0:
+        session.execute(insert_ignore(session, R, "id").values(id=1, revision=1))
+
+
+def entity_zones(session: Session) -> dict[str, str]:
+    """Every entity's time zone, by id."""
+    return dict(session.execute(select(col(EntityRow.id), col(EntityRow.timezone))).all())
+
+
+def beat(session: Session, row: SchedulerBeatRow) -> None:
+    session.merge(row)
+
+
+def beats(session: Session) -> list[SchedulerBeatRow]:
+    """Every scheduler's latest beat, the most recent first."""
+    R = SchedulerBeatRow
+    return list(session.scalars(select(R).order_by(col(R.woke_at).desc())))
+
+
+def count_unfinished(session: Session) -> int:
+    R = BillRunRow
+    return int(session.scalar(select(func.count()).select_from(R)
+                              .where(col(R.status) != "done")) or 0)

@@ -26,6 +26,7 @@ from domain.catalog import (
 from domain.units import Unit
 from domain.validation import UNSTORABLE
 from persistence import db
+from persistence.billruns import bump_catalog_revision
 from persistence.tables import (
     CustomerRow,
     DraftSettingRow,
@@ -60,6 +61,10 @@ def entities(session: Session) -> list[Entity]:
 
 
 def save_entity(session: Session, e: Entity) -> None:
+    """Create or update an entity; schedulers see the change (the catalog's revision)."""
+    stored = session.get(EntityRow, e.id)
+    if stored is None or stored.timezone != e.timezone:
+        bump_catalog_revision(session)
     session.merge(EntityRow(id=e.id, timezone=e.timezone, invoice_prefix=e.invoice_prefix,
                             delivery=e.delivery.to_dict() if e.delivery else None))
 

@@ -306,6 +306,30 @@ class BillRunRow(SQLModel, table=True):
     done_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class CatalogRevisionRow(SQLModel, table=True):
+    """A counter moved on whenever an entity is created or changed: a scheduler rebuilds its
+    schedule when it moves, instead of reading every entity on every wake."""
+
+    __tablename__ = "catalog_revision"
+    id: int = Field(primary_key=True)  # always 1
+    revision: int = 0
+
+
+class SchedulerBeatRow(SQLModel, table=True):
+    """What a scheduler process did last (for ``billing status``): when it woke, how many
+    entities it schedules, and the next run it waits for."""
+
+    __tablename__ = "scheduler_beats"
+    scheduler: str = Field(primary_key=True, max_length=255)  # host:pid
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    woke_at: datetime = Field(sa_type=UTCDateTime)
+    entities: int = 0
+    sent: int = 0  # bill_run messages sent at that wake
+    next_run_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    next_entity: str | None = Field(default=None, max_length=255)
+    next_local_date: date | None = None
+
+
 class InvoiceFailureRow(SQLModel, table=True):
     """An invoice a bill run could not compute (its subscription's data cannot be billed),
     kept with the error for the operator. The rest of its run is issued; the next run tries

@@ -12,52 +12,30 @@ sent by the next tick, and one whose message was lost is sent again after
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import structlog
 
-from domain.periods import bill_run_instant, latest_run_date
 from persistence import billruns
-from persistence import catalog as catalog_repo
 from persistence.db import unit_of_work
-from services.settings import settings
+from scheduler.schedule import Schedule, wake
 from workers import actors
 
 log = structlog.get_logger("billing")
 
 
-def resend_after() -> timedelta:
-    return timedelta(seconds=settings().bill_run_resend_seconds)
-
-
 def tick(now: datetime, entity_ids: Collection[str] | None = None) -> list[tuple[str, date]]:
-    """Claim each entity's most recent due run (08:15 local today, or yesterday's before
-    that) unless claimed already, then send ``bill_run`` for every claim that is not done
-    and not sent recently, marking each sent once the broker has it. A run missed while the
-    scheduler was down is caught up: the run it claims issues every invoice still due. Two
-    schedulers at once are safe: a claim is a unique row, a repeated run issues nothing
-    twice. The claims made by this tick."""
-    claimed: list[tuple[str, date]] = []
+    """One wake over a schedule made now (replays, tests, and the benchmark drive the
+    scheduler this way; ``python -m scheduler`` keeps its schedule between wakes): claim
+    each entity's most recent due run (08:15 local today, or yesterday's before that)
+    unless claimed already, then send ``bill_run`` for every claim not done and not sent
+    recently. A run missed while the scheduler was down is caught up: the run it claims
+    issues every invoice still due. The claims made by this tick."""
     with unit_of_work() as session:
-        for entity in catalog_repo.entities(session):
-            if entity_ids is not None and entity.id not in entity_ids:
-                continue
-            day = latest_run_date(now, entity.timezone)
-            run_at = bill_run_instant(day, entity.timezone)
-            if billruns.claim(session, entity.id, day, run_at, now):
-                claimed.append((entity.id, day))
-                log.info("bill run claimed", entity=entity.id, local_date=day.isoformat())
-    with unit_of_work() as session:
-        to_send = [(r.entity_id, r.local_date, r.status)
-                   for r in billruns.unfinished(session, now, resend_after(), entity_ids)]
-    for entity_id, day, status in to_send:
-        actors.bill_run.send(entity_id, day.isoformat())  # raises while the broker is down
-        with unit_of_work() as session:
-            billruns.mark_sent(session, entity_id, day, now)
-        if status != "claimed" or (entity_id, day) not in claimed:
-            log.warning("bill run sent again", entity=entity_id, local_date=day.isoformat(),
-                        was=status)
-    return claimed
+        zones = billruns.entity_zones(session)
+    if entity_ids is not None:
+        zones = {e: tz for e, tz in zones.items() if e in entity_ids}
+    return wake(Schedule.of(zones, now), now, entity_ids).claimed
 
 
 def requeue_lost_deliveries(now: datetime) -> list[int]:

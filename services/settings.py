@@ -56,8 +56,11 @@ class Settings(BaseSettings):
     portal_secret: str | None = None
     portal_url: str = "http://127.0.0.1:8000"
     portal_link_ttl: str = "12h"
-    # Seconds between scheduler ticks.
+    # The scheduler sleeps until the next run is due, but at most this many seconds: then
+    # it looks whether the catalog changed (a new entity), resends what is lost, beats.
     tick_seconds: float = 30.0
+    # The scheduler's Prometheus metrics (0: none).
+    scheduler_metrics_port: int = 9192
     # A bill run sent but not done (its bill_run message not processed) is sent again after
     # this many seconds: its message may have been lost.
     bill_run_resend_seconds: float = 300.0

@@ -30,7 +30,7 @@ def main() -> None:
     if not config.broker_url:  # embedded: this process ingests and bills by itself
         broker = use(stub_broker(max_retries=3))
         Worker(broker, worker_threads=2).start()
-        from scheduler.__main__ import loop
+        from scheduler.loop import loop
 
         threading.Thread(target=loop, name="scheduler", daemon=True).start()
     else:

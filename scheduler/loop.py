@@ -1,0 +1,88 @@
+"""The scheduler process's loop. It keeps every entity's next bill run in a ``Schedule``
+(pendulum: 08:15 local) and sleeps until the earliest is due — at most
+``BILLING_TICK_SECONDS``, after which it looks whether the catalog changed (one row: its
+revision), sends again what was lost, and beats (``billing status`` shows the beats)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from datetime import datetime
+
+import structlog
+
+from persistence import billruns
+from persistence.db import unit_of_work
+from persistence.tables import SchedulerBeatRow
+from scheduler import metrics
+from scheduler.schedule import Schedule, wake
+from scheduler.tick import requeue_lost_deliveries
+from services import clock
+from services.settings import settings
+
+log = structlog.get_logger("billing")
+
+
+class Scheduler:
+    """One scheduler process's state: its schedule and the catalog revision it is of."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.schedule = Schedule()
+        self.revision: int | None = None
+        self.started_at = clock.now()
+
+    def refresh(self, now: datetime) -> None:
+        """Schedule new and changed entities when the catalog's revision moved."""
+        with unit_of_work() as session:
+            revision = billruns.catalog_revision(session)
+            if revision == self.revision:
+                return
+            zones = billruns.entity_zones(session)
+        added = self.schedule.update(zones, now)
+        self.revision = revision
+        log.info("schedule updated", entities=len(self.schedule), added=added,
+                 catalog_revision=revision)
+
+    def wake(self, now: datetime) -> None:
+        started = time.perf_counter()
+        self.refresh(now)
+        woke = wake(self.schedule, now)
+        requeue_lost_deliveries(now)
+        coming = self.schedule.next()
+        with unit_of_work() as session:
+            billruns.beat(session, SchedulerBeatRow(
+                scheduler=self.name, started_at=self.started_at, woke_at=now,
+                entities=len(self.schedule), sent=len(woke.sent),
+                next_run_at=coming.run_at if coming else None,
+                next_entity=coming.entity if coming else None,
+                next_local_date=coming.local_date if coming else None))
+        metrics.woke(now, woke, coming, len(self.schedule), time.perf_counter() - started)
+
+    def seconds_to_sleep(self, now: datetime) -> float:
+        """Until the next run is due, at most ``BILLING_TICK_SECONDS``."""
+        limit = settings().tick_seconds
+        coming = self.schedule.next()
+        if coming is None:
+            return limit
+        return max(0.0, min(limit, (coming.run_at - now).total_seconds()))
+
+
+def loop(stop: threading.Event | None = None) -> None:
+    """Wake when the next run is due (or every ``BILLING_TICK_SECONDS``) until ``stop``."""
+    stop = stop or threading.Event()
+    scheduler = Scheduler()
+    log.info("scheduler started", scheduler=scheduler.name,
+             tick_seconds=settings().tick_seconds)
+    while not stop.is_set():
+        try:
+            scheduler.wake(clock.now())
+        except Exception:  # a database or broker outage: log, and try again soon
+            log.exception("scheduler wake failed")
+            metrics.failed()
+            stop.wait(min(5.0, settings().tick_seconds))
+            continue
+        stop.wait(scheduler.seconds_to_sleep(clock.now()))
+    log.info("scheduler stopped")

@@ -1,0 +1,130 @@
+"""The coming bill runs of every entity, earliest first, and what a wake does with the due
+ones.
+
+``Schedule`` is a heap of (run instant, entity, local date), one entry per entity: a wake
+pops only the entries that are due, so it costs in proportion to the runs due, not to the
+entities. Each entity enters at its most recent due run (``latest_due``): after a restart
+— even days later — that one run catches the entity up (it issues every invoice still
+due, each with its own boundary, under the run instant of that date); then it moves on one
+local date at a time. A run claimed before (this scheduler before a restart, or another
+one) is not claimed again: claims are unique rows.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import structlog
+
+from persistence import billruns
+from persistence.db import unit_of_work
+from scheduler import run_times
+from services.settings import settings
+from workers import actors
+
+log = structlog.get_logger("billing")
+
+
+@dataclass(frozen=True)
+class Due:
+    entity: str
+    local_date: date
+    run_at: datetime
+
+
+@dataclass
+class Schedule:
+    """Every entity's next run (pendulum: 08:15 local, DST resolved as SPEC §2 says)."""
+
+    zones: dict[str, str] = field(default_factory=dict)  # entity -> time zone
+    heap: list[tuple[datetime, str, date, str]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, zones: Mapping[str, str], now: datetime) -> Schedule:
+        schedule = cls(dict(zones))
+        for entity, tz in zones.items():
+            day = run_times.latest_due(now, tz)
+            schedule.heap.append((run_times.run_instant(day, tz), entity, day, tz))
+        heapq.heapify(schedule.heap)
+        return schedule
+
+    def update(self, zones: Mapping[str, str], now: datetime) -> int:
+        """Schedule new entities, and those whose time zone changed, from their latest due
+        run (the entries of an old zone are dropped when they come up); how many."""
+        changed = {e: tz for e, tz in zones.items() if self.zones.get(e) != tz}
+        for entity, tz in changed.items():
+            self.zones[entity] = tz
+            day = run_times.latest_due(now, tz)
+            heapq.heappush(self.heap, (run_times.run_instant(day, tz), entity, day, tz))
+        return len(changed)
+
+    def __len__(self) -> int:
+        return len(self.zones)
+
+    def next(self) -> Due | None:
+        """The earliest coming run."""
+        while self.heap and self.zones.get(self.heap[0][1]) != self.heap[0][3]:
+            heapq.heappop(self.heap)  # an entity's entry from before its zone changed
+        if not self.heap:
+            return None
+        at, entity, day, _ = self.heap[0]
+        return Due(entity, day, at)
+
+    def pop_due(self, now: datetime) -> list[Due]:
+        """The runs due at ``now``, each entity's next run taking its place."""
+        due: list[Due] = []
+        while (coming := self.next()) is not None and coming.run_at <= now:
+            _, entity, day, tz = heapq.heappop(self.heap)
+            due.append(coming)
+            following = run_times.next_run(day)
+            heapq.heappush(self.heap, (run_times.run_instant(following, tz), entity, following,
+                                       tz))
+        return due
+
+
+@dataclass(frozen=True)
+class Woke:
+    claimed: list[tuple[str, date]]  # runs claimed at this wake
+    sent: list[tuple[str, date]]  # bill_run messages sent at this wake (new and again)
+
+
+def wake(schedule: Schedule, now: datetime,
+         entity_ids: Collection[str] | None = None) -> Woke:
+    """Claim the runs due, then send ``bill_run`` for every claim not done and not sent
+    recently, marking each sent once the broker has it: locked while it is sent, so that two
+    schedulers send each run once (a run claimed by one may be sent by the other)."""
+    due = schedule.pop_due(now)
+    with unit_of_work() as session:
+        claimed = billruns.claim_many(session, [(d.entity, d.local_date, d.run_at) for d in due],
+                                      now)
+    for entity, day in claimed:
+        log.info("bill run claimed", entity=entity, local_date=day.isoformat())
+    sent = send_claims(now, entity_ids, set(claimed))
+    return Woke(claimed, sent)
+
+
+def send_claims(now: datetime, entity_ids: Collection[str] | None = None,
+                fresh: Collection[tuple[str, date]] = ()) -> list[tuple[str, date]]:
+    """Send every claim that is not done and not sent recently (see ``wake``). When the
+    broker fails midway, those it took are marked sent and the error is raised."""
+    resend_after = timedelta(seconds=settings().bill_run_resend_seconds)
+    sent: list[tuple[str, date]] = []
+    failure: Exception | None = None
+    with unit_of_work() as session:
+        for row in billruns.lock_to_send(session, now, resend_after, entity_ids):
+            try:
+                actors.bill_run.send(row.entity_id, row.local_date.isoformat())
+            except Exception as exc:  # the broker is down: the rest wait for the next wake
+                failure = exc
+                break
+            sent.append((row.entity_id, row.local_date))
+            if row.status != "claimed" or (row.entity_id, row.local_date) not in fresh:
+                log.warning("bill run sent again", entity=row.entity_id,
+                            local_date=row.local_date.isoformat(), was=row.status)
+        billruns.mark_sent_many(session, sent, now)
+    if failure is not None:
+        raise failure
+    return sent
