@@ -20,6 +20,7 @@ from cli import (
     deliveries,
     invoices,
     portal,
+    schedule,
     subscriptions,
     usage,
 )
@@ -152,6 +153,8 @@ app.add_typer(deadletters.app, name="dead-letters")
 app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(apikeys.app, name="api-keys")
 app.add_typer(portal.app, name="portal")
+app.command("schedule")(schedule.schedule)
+app.command("status")(schedule.status)
 
 
 @app.command("bill-run")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -27,3 +27,7 @@ def all(session: Session) -> list[DeadLetterRow]:
 
 def remove(session: Session, message_id: str) -> None:
     session.execute(delete(DeadLetterRow).where(col(DeadLetterRow.message_id) == message_id))
+
+
+def count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(DeadLetterRow)) or 0)

@@ -16,14 +16,17 @@ of a worker's time).
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from functools import lru_cache
 
 import pendulum
 
 RUN_HOUR, RUN_MINUTE = 8, 15
 
 
+@lru_cache(maxsize=200_000)
 def local_instant(day: date, hour: int, minute: int, tz: str) -> datetime:
-    """The UTC instant of ``hour:minute`` on local ``day`` in ``tz`` (SPEC §2)."""
+    """The UTC instant of ``hour:minute`` on local ``day`` in ``tz`` (SPEC §2). Remembered:
+    entities share time zones, so 100,000 of them need a few hundred of these a day."""
     earlier = pendulum.datetime(day.year, day.month, day.day, hour, minute, tz=tz, fold=0)
     if (earlier.year, earlier.month, earlier.day, earlier.hour, earlier.minute) \
             != (day.year, day.month, day.day, hour, minute):

@@ -45,8 +45,9 @@ class Schedule:
     @classmethod
     def of(cls, zones: Mapping[str, str], now: datetime) -> Schedule:
         schedule = cls(dict(zones))
+        latest = {tz: run_times.latest_due(now, tz) for tz in set(zones.values())}
         for entity, tz in zones.items():
-            day = run_times.latest_due(now, tz)
+            day = latest[tz]
             schedule.heap.append((run_times.run_instant(day, tz), entity, day, tz))
         heapq.heapify(schedule.heap)
         return schedule
@@ -55,9 +56,10 @@ class Schedule:
         """Schedule new entities, and those whose time zone changed, from their latest due
         run (the entries of an old zone are dropped when they come up); how many."""
         changed = {e: tz for e, tz in zones.items() if self.zones.get(e) != tz}
+        latest = {tz: run_times.latest_due(now, tz) for tz in set(changed.values())}
         for entity, tz in changed.items():
             self.zones[entity] = tz
-            day = run_times.latest_due(now, tz)
+            day = latest[tz]
             heapq.heappush(self.heap, (run_times.run_instant(day, tz), entity, day, tz))
         return len(changed)
 

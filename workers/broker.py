@@ -424,3 +424,17 @@ def actor(fn: Callable[P, None]) -> dramatiq.Actor[P, None]:
 
 dramatiq.set_encoder(ExactJSONEncoder())
 dramatiq.set_broker(build_broker(settings()))
+
+
+def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
+    """Messages waiting in the billing queue: ready, delayed (retries) and dead-lettered."""
+    if hasattr(broker, "client") and hasattr(broker, "namespace"):  # Redis
+        client, base = broker.client, f"{broker.namespace}:{QUEUE}"
+        return {"ready": int(client.llen(base)), "delayed": int(client.llen(f"{base}.DQ")),
+                "dead": int(client.zcard(f"{base}.XQ"))}
+    if hasattr(broker, "get_queue_message_counts"):  # RabbitMQ
+        ready, delayed, dead = broker.get_queue_message_counts(QUEUE)
+        return {"ready": int(ready), "delayed": int(delayed), "dead": int(dead)}
+    queues: Any = getattr(broker, "queues", {})  # in-process
+    return {"ready": queues[QUEUE].qsize() if QUEUE in queues else 0, "delayed": 0,
+            "dead": 0}
