@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -14,8 +14,9 @@ from sqlmodel import col
 
 from domain.documents import InvoiceRecord
 from domain.invoices import ADJUSTMENT, USAGE, Billed, ComposedInvoice, Line, line_order
+from domain.money import EXACT
 from persistence import deliveries
-from persistence.sql import decimal_aggregate, insert_ignore, is_postgres, rowcount, storable
+from persistence.sql import insert_ignore, is_postgres, rowcount, storable
 from persistence.tables import (
     InvoiceCounterRow,
     InvoiceFailureRow,
@@ -248,44 +249,47 @@ def statuses(session: Session, pairs: Collection[tuple[str, date]]
     return found
 
 
-def billed(session: Session, subscriptions: Collection[str], periods: Collection[date],
-           exclude: Collection[int] = ()) -> dict[tuple[str, str, date], Billed]:
-    """Per (subscription, charge, period start): the sum of the quantities and amounts of
-    the usage and adjustment lines for it on the subscription's invoices (but those of
-    ``exclude``): what was billed for that period so far (SPEC §11)."""
+@dataclass(frozen=True)
+class PeriodLines:
+    """What the subscriptions' invoices hold for some periods (SPEC §11), from one query:
+    each period's covering invoice (the one whose usage lines count it) with its status,
+    its usage lines' quantities, and what every invoice billed per (charge, period)."""
+
+    covering: dict[tuple[str, date], tuple[int, str]]  # (sub, period start) -> (id, status)
+    usage_quantity: dict[tuple[int, str], Decimal]  # (covering invoice id, charge)
+    billed: dict[tuple[str, str, date], Billed]  # (sub, charge, period start), but `exclude`
+
+
+def period_lines(session: Session, subscriptions: Collection[str], periods: Collection[date],
+                 exclude: Collection[int] = ()) -> PeriodLines:
+    """The usage and adjustment lines of these periods on these subscriptions' invoices
+    (``exclude``: invoices being recomputed, left out of ``billed``)."""
     L = InvoiceLineRow
-    result: dict[tuple[str, str, date], Billed] = {}
+    result = PeriodLines({}, {}, {})
     wanted = sorted(set(subscriptions))
     if not wanted or not periods:
         return result
+    left_out = set(exclude)
     for start in range(0, len(wanted), 500):
-        stmt = (select(col(I.subscription_id), col(L.charge_id), col(L.period_start),
-                       decimal_aggregate(session, "sum", col(L.quantity)),
-                       decimal_aggregate(session, "sum", col(L.amount)))
+        stmt = (select(col(I.subscription_id), col(I.id), col(I.status), col(L.type),
+                       col(L.charge_id), col(L.period_start), col(L.quantity), col(L.amount))
                 .join(I, col(I.id) == col(L.invoice_id))
                 .where(col(I.subscription_id).in_(wanted[start:start + 500]),
                        col(L.type).in_([USAGE, ADJUSTMENT]),
-                       col(L.period_start).in_(sorted(set(periods))))
-                .group_by(col(I.subscription_id), col(L.charge_id), col(L.period_start)))
-        if exclude:
-            stmt = stmt.where(col(I.id).not_in(sorted(exclude)))
-        for sub, charge, period_start, quantity, amount in session.execute(stmt):
-            result[(sub, charge, period_start)] = Billed(quantity, amount)
+                       col(L.period_start).in_(sorted(set(periods)))))
+        for sub, invoice_id, status, kind, charge, period_start, quantity, amount \
+                in session.execute(stmt):
+            assert invoice_id is not None
+            if kind == USAGE:
+                result.covering[(sub, period_start)] = (invoice_id, status)
+                result.usage_quantity[(invoice_id, charge)] = quantity
+            if invoice_id in left_out:
+                continue
+            key = (sub, charge, period_start)
+            so_far = result.billed.get(key, Billed(Decimal(0), Decimal(0)))
+            with localcontext(EXACT):
+                result.billed[key] = Billed(so_far.quantity + quantity, so_far.amount + amount)
     return result
-
-
-def usage_quantities(session: Session, invoice_ids: Collection[int]
-                     ) -> dict[tuple[int, str], Decimal]:
-    """The quantity of each usage line of these invoices, by (invoice id, charge)."""
-    L = InvoiceLineRow
-    found: dict[tuple[int, str], Decimal] = {}
-    wanted = sorted(set(invoice_ids))
-    for start in range(0, len(wanted), 500):
-        stmt = select(col(L.invoice_id), col(L.charge_id), col(L.quantity)).where(
-            col(L.invoice_id).in_(wanted[start:start + 500]), col(L.type) == USAGE)
-        for invoice_id, charge, quantity in session.execute(stmt):
-            found[(invoice_id, charge)] = quantity
-    return found
 
 
 def adjustment_periods(session: Session, invoice_id: int) -> set[tuple[str, date, date]]:

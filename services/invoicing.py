@@ -10,7 +10,7 @@ tries it again.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from domain.catalog import Entity, Plan
+from domain.catalog import Entity, Meter, Plan
 from domain.invoices import ComposedInvoice, Terms, compose_invoice, next_boundary_after, reached
 from domain.periods import bill_run_instant, boundary_index, midnight, next_run_at
 from domain.subscriptions import parse_discount
@@ -98,7 +98,7 @@ def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
         for period, (customers, meter_ids) in periods.items()
     }
     adjusting = [late.ToAdjust(i.row, i.plan, i.k, i.invoice_id) for i in items]
-    _adjust(session, entity, adjusting, ingested_by)
+    _adjust(session, entity, adjusting, ingested_by, meters)
     composed: list[Computed | Exception] = []
     for item, closing, adjusted in zip(items, item_period, adjusting, strict=True):
         if isinstance(adjusted.error, Exception):
@@ -119,12 +119,12 @@ def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
 
 
 def _adjust(session: Session, entity: Entity, items: list[late.ToAdjust],
-            ingested_by: datetime | None) -> None:
+            ingested_by: datetime | None, meters: Mapping[str, Meter]) -> None:
     """Adjustment lines for all items at once; if that fails, item by item, so that one
     subscription whose data cannot be billed does not hold the others back."""
     try:
         with session.begin_nested():
-            late.adjust(session, entity, items, ingested_by)
+            late.adjust(session, entity, items, ingested_by, meters)
         return
     except Exception as exc:
         if is_infrastructure(exc):
@@ -134,7 +134,7 @@ def _adjust(session: Session, entity: Entity, items: list[late.ToAdjust],
         item.accounts.clear()
         try:
             with session.begin_nested():
-                late.adjust(session, entity, [item], ingested_by)
+                late.adjust(session, entity, [item], ingested_by, meters)
         except Exception as exc:
             if is_infrastructure(exc):
                 raise

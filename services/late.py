@@ -16,7 +16,7 @@ invoice or recorded as late, never neither.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal, localcontext
@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain.catalog import Aggregation, Entity, Plan
+from domain.catalog import Aggregation, Entity, Meter, Plan
 from domain.invoices import Billed, Line, Terms, adjustment
 from domain.money import EXACT
 from domain.periods import Interval, boundary, midnight, period_of
@@ -92,7 +92,8 @@ class ToAdjust:
 
 
 def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
-           ingested_by: datetime | None = None) -> None:
+           ingested_by: datetime | None = None,
+           meters: Mapping[str, Meter] | None = None) -> None:
     """Fill each item's adjustment lines (SPEC §11) and the late events they bill, set-wise
     over the items (one entity). Only periods j ≤ k − 2 with late events not billed yet —
     or that this invoice adjusted before, when it is regenerated — are priced again, and
@@ -121,16 +122,16 @@ def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
         wanted += [(item, c, s, e, keys) for (c, s, e), keys in sorted(periods.items())]
     if not wanted:
         return
-    covering = invoices_repo.statuses(session, {(i.row.id, e) for i, _, _, e, _ in wanted})
-    wanted = [w for w in wanted if covering.get((w[0].row.id, w[3]), (0, ""))[1] == "sent"]
-    meters = catalog_repo.meters(session)
+    held = invoices_repo.period_lines(session, {i.row.id for i, *_ in wanted},
+                                      {s for _, _, s, _, _ in wanted}, own)
+    wanted = [w for w in wanted if held.covering.get((w[0].row.id, w[2]), (0, ""))[1] == "sent"]
+    meters = meters or catalog_repo.meters(session)
     charges = {(i.row.id, c.id): c for i in items for c in i.plan.usage_charges}
     quantities: dict[tuple[date, str, str], Decimal] = {}
     if ingested_by is None:  # sum and count: the covering line's quantity + what came late
-        quantities = _added_up(session, [
-            (item.row, charges[(item.row.id, charge_id)].meter, charge_id, start,
-             covering[(item.row.id, end)][0])
-            for item, charge_id, start, end, _ in wanted
+        quantities = _added_up(session, held, meters, [
+            (item.row, charges[(item.row.id, charge_id)].meter, charge_id, start)
+            for item, charge_id, start, _, _ in wanted
             if meters[charges[(item.row.id, charge_id)].meter].aggregation in ADDITIVE])
     by_period: dict[tuple[date, date], tuple[set[str], set[str]]] = defaultdict(
         lambda: (set(), set()))
@@ -147,12 +148,10 @@ def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
                                            [meters[m] for m in sorted(meter_ids)])
         quantities.update(((start, c, m), q) for (c, m), q in totals.items()
                           if (start, c, m) not in quantities)
-    billed = invoices_repo.billed(session, {i.row.id for i, *_ in wanted},
-                                  {s for _, _, s, _, _ in wanted}, own)
     for item, charge_id, start, end, keys in wanted:
         charge = charges[(item.row.id, charge_id)]
         q_now = quantities[(start, item.row.customer_id, charge.meter)]
-        so_far = billed.get((item.row.id, charge_id, start), Billed(Decimal(0), Decimal(0)))
+        so_far = held.billed.get((item.row.id, charge_id, start), Billed(Decimal(0), Decimal(0)))
         line = adjustment(charge, start, end, q_now, so_far, item.plan.currency)
         if line is not None:
             item.lines.append(line)
@@ -164,9 +163,10 @@ def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
 ADDITIVE = {Aggregation.SUM, Aggregation.COUNT}
 
 
-def _added_up(session: Session, wanted: Sequence[tuple[SubscriptionRow, str, str, date, int]]
+def _added_up(session: Session, held: invoices_repo.PeriodLines, meters: Mapping[str, Meter],
+              wanted: Sequence[tuple[SubscriptionRow, str, str, date]]
               ) -> dict[tuple[date, str, str], Decimal]:
-    """For (subscription, meter, charge, period start, covering invoice id) of ``sum`` and
+    """For (subscription, meter, charge, period start) of ``sum`` and
     ``count`` meters: the period's quantity on everything stored, without reading the
     period's events — the covering invoice's usage line plus the late events it did not
     count. Exact because a late event is recorded in the same transaction that stores it,
@@ -176,12 +176,11 @@ def _added_up(session: Session, wanted: Sequence[tuple[SubscriptionRow, str, str
     from the events instead)."""
     if not wanted:
         return {}
-    lines = invoices_repo.usage_quantities(session, {w[4] for w in wanted})
     late = usage_repo.late_totals(session, {w[0].id for w in wanted}, {w[3] for w in wanted})
-    meters = catalog_repo.meters(session)
     found: dict[tuple[date, str, str], Decimal] = {}
-    for row, meter, charge_id, start, covering_id in wanted:
-        base = lines.get((covering_id, charge_id))
+    for row, meter, charge_id, start in wanted:
+        covering_id, _ = held.covering[(row.id, start)]
+        base = held.usage_quantity.get((covering_id, charge_id))
         if base is None:
             continue
         total, count = late.get((row.id, meter, start), (Decimal(0), 0))
