@@ -371,6 +371,133 @@ class Bench:
                              "(target ≤ ×1.3)"))
         return seconds
 
+    # -- 4c. the same run with two years of history behind it ---------------------------
+    def history_run(self, plain_seconds: float) -> float:
+        """Another entity's 10,000 subscriptions, started two years earlier: 24 sent invoices
+        each (240,000, with their lines) and 24 months of usage behind them, then the same
+        closing period as run 4 (its own 10,000,000 events). A run reads each subscription's
+        next boundary, never its history: it should cost what run 4 cost."""
+        from scheduler.tick import tick
+
+        subs, n = self.args.subscriptions, self.args.bill_events
+        past = n // 4  # 24 months of older usage: a quarter of a closing period's events
+        say(f"history run: {subs:,} subscriptions with 24 invoices and {past:,} older "
+            f"events each behind them, then {n:,} events in the closing period")
+        self.sql("INSERT INTO entities (id, timezone, invoice_prefix) "
+                 "VALUES ('hist', 'UTC', 'HIST')")
+        self.sql("INSERT INTO customers (id, entity_id, draft_invoices) "
+                 "SELECT 'hc-' || g, 'hist', false FROM generate_series(0, %s - 1) g", subs)
+        self.sql("INSERT INTO subscriptions (id, customer_id, entity_id, plan_id, plan_version, "
+                 "start, start_at, sent_at, created_at, next_k, next_boundary, "
+                 "next_boundary_at, closed_until_at) SELECT 'hs-' || g, 'hc-' || g, 'hist', "
+                 "'metered', 1, '2024-10-01', '2024-10-01T00:00:00Z', "
+                 "'2024-09-01T00:00:00Z', '2024-09-01T00:00:00Z', 25, '2026-11-01', "
+                 "'2026-11-01T00:00:00Z', '2026-09-01T00:00:00Z' "
+                 "FROM generate_series(0, %s - 1) g", subs)
+        self.sql("INSERT INTO invoices (subscription_id, boundary, plan_version, entity_id, "
+                 "customer_id, currency, status, number, final, issued_at, computed_at, "
+                 "sent_at, subtotal, discount, total) SELECT 'hs-' || g, "
+                 "('2024-10-01'::date + k * interval '1 month')::date, 1, 'hist', 'hc-' || g, "
+                 "'USD', 'sent', 'HIST-' || lpad(((k - 1) * %s + g + 1)::text, 6, '0'), false, "
+                 "b, b, b, 1, 0, 1 FROM generate_series(0, %s - 1) g, "
+                 "generate_series(1, 24) k, LATERAL (SELECT '2024-10-01'::timestamptz "
+                 "+ k * interval '1 month' + interval '8 hours 15 minutes' AS b) t", subs, subs)
+        self.sql("INSERT INTO invoice_lines (invoice_id, type, charge_id, period_start, "
+                 "period_end, quantity, amount) SELECT id, 'usage', 'tokens', "
+                 "(boundary - interval '1 month')::date, boundary, 500000, 1 FROM invoices "
+                 "WHERE entity_id = 'hist'")
+        self.sql("INSERT INTO invoice_counters (entity_id, last_number) "
+                 "VALUES ('hist', %s)", 24 * subs)
+        self.sql("DROP INDEX ix_usage_customer_meter_ts")
+        self.sql("INSERT INTO usage_events (key, customer_id, meter_id, quantity, timestamp, "
+                 "ingested_at) SELECT 'ho-' || g, 'hc-' || (g %% %s), 'tokens', "
+                 "(g %% 1000)::numeric / 10, '2024-10-01'::timestamptz + (g %% (730 * 86400)) "
+                 "* interval '1 second', '2026-09-01'::timestamptz FROM generate_series(1, %s) g",
+                 subs, past)
+        self.sql("INSERT INTO usage_events (key, customer_id, meter_id, quantity, timestamp, "
+                 "ingested_at) SELECT 'hn-' || g, 'hc-' || (g %% %s), 'tokens', "
+                 "(g %% 1000)::numeric / 10, '2026-10-01'::timestamptz + (g %% (31 * 86400)) "
+                 "* interval '1 second', '2026-10-31'::timestamptz FROM generate_series(1, %s) g",
+                 subs, n)
+        self.sql("CREATE INDEX ix_usage_customer_meter_ts ON usage_events "
+                 "(customer_id, meter_id, timestamp)")
+        self.sql("VACUUM ANALYZE")
+        with self.workers():
+            started = time.perf_counter()
+            claimed = tick(datetime(2026, 11, 1, 9, tzinfo=UTC), ["hist"])
+            assert claimed == [("hist", date(2026, 11, 1))], claimed
+            self.wait_for("history run", lambda: int(self.sql(
+                "SELECT count(*) FROM invoices WHERE entity_id = 'hist' AND number IS NOT NULL"
+            )[0][0]) >= 25 * subs, 3600)
+            seconds = time.perf_counter() - started
+            self.wait_for("deliveries", lambda: int(self.sql(
+                "SELECT count(*) FROM deliveries WHERE status = 'pending'")[0][0]) == 0, 3600)
+        last = self.sql("SELECT max(number) FROM invoices WHERE entity_id = 'hist'")[0][0]
+        assert last == f"HIST-{25 * subs:06d}", last
+        self.results.append(("4c. the same run with two years of history behind it",
+                             f"{seconds:.1f} s", f"{subs:,} invoices; {24 * subs:,} older "
+                             f"invoices and {past:,} older events in the tables; "
+                             f"×{seconds / plain_seconds:.2f} the run without history "
+                             "(target ≤ ×1.2)"))
+        return seconds
+
+    # -- 4d. one entity with ten times the subscriptions ---------------------------------
+    def big_run(self, plain_seconds: float) -> float:
+        """One entity with 100,000 subscriptions over the same 10,000,000 events (100 each):
+        the run fans out 400 chunks; its time beside run 4's, and the workers' memory."""
+        from scheduler.tick import tick
+
+        subs, n = self.args.subscriptions * 10, self.args.bill_events
+        say(f"big run: one entity, {subs:,} subscriptions, {n:,} events")
+        self.sql("INSERT INTO entities (id, timezone, invoice_prefix) VALUES ('big', 'UTC', "
+                 "'BIG')")
+        self.sql("INSERT INTO customers (id, entity_id, draft_invoices) "
+                 "SELECT 'xc-' || g, 'big', false FROM generate_series(0, %s - 1) g", subs)
+        self.sql("INSERT INTO subscriptions (id, customer_id, entity_id, plan_id, plan_version, "
+                 "start, start_at, sent_at, created_at, next_k, next_boundary, "
+                 "next_boundary_at) SELECT 'xs-' || g, 'xc-' || g, 'big', 'metered', 1, "
+                 "'2026-10-01', '2026-10-01T00:00:00Z', '2026-09-01T00:00:00Z', "
+                 "'2026-09-01T00:00:00Z', 1, '2026-11-01', '2026-11-01T00:00:00Z' "
+                 "FROM generate_series(0, %s - 1) g", subs)
+        self.sql("DROP INDEX ix_usage_customer_meter_ts")
+        self.sql("INSERT INTO usage_events (key, customer_id, meter_id, quantity, timestamp, "
+                 "ingested_at) SELECT 'x-' || g, 'xc-' || (g %% %s), 'tokens', "
+                 "(g %% 1000)::numeric / 10, '2026-10-01'::timestamptz + (g %% (31 * 86400)) "
+                 "* interval '1 second', '2026-10-31'::timestamptz FROM generate_series(1, %s) g",
+                 subs, n)
+        self.sql("CREATE INDEX ix_usage_customer_meter_ts ON usage_events "
+                 "(customer_id, meter_id, timestamp)")
+        self.sql("VACUUM ANALYZE")
+        samples: dict[int, float] = {}
+        with self.workers() as (master,):
+            started = time.perf_counter()
+            claimed = tick(datetime(2026, 11, 1, 9, tzinfo=UTC), ["big"])
+            assert claimed == [("big", date(2026, 11, 1))], claimed
+
+            def issued() -> int:
+                return int(self.sql("SELECT count(*) FROM invoices WHERE entity_id = 'big' "
+                                    "AND number IS NOT NULL")[0][0])
+
+            def poll() -> None:
+                progress = issued() * 100 // subs
+                for mark in (25, 50, 75):
+                    if progress >= mark and mark not in samples:
+                        samples[mark] = self.worker_memory(master)[0]
+
+            self.wait_for("big run", lambda: issued() >= subs, 3600, poll)
+            seconds = time.perf_counter() - started
+            samples[100], peak = self.worker_memory(master)
+            self.wait_for("deliveries", lambda: int(self.sql(
+                "SELECT count(*) FROM deliveries WHERE status = 'pending'")[0][0]) == 0, 3600)
+        last = self.sql("SELECT max(number) FROM invoices WHERE entity_id = 'big'")[0][0]
+        assert last == f"BIG-{subs:06d}", last
+        memory = ", ".join(f"{m}%: {samples[m]:.0f}" for m in sorted(samples))
+        self.results.append((f"4d. one entity, {subs:,} subscriptions, {n:,} events",
+                             f"{seconds:.1f} s", f"×{seconds / plain_seconds:.1f} the "
+                             f"{self.args.subscriptions:,}-subscription run (target ≤ ×10); "
+                             f"worker RSS MiB at {memory}; peak {peak:.0f}"))
+        return seconds
+
     # -- 7. the scheduler ---------------------------------------------------------------
     def scheduler(self) -> None:
         """N entities spread over every IANA zone, the real scheduler (its heap, claims,
@@ -437,7 +564,7 @@ class Bench:
         restarted.wake(back)
         seconds = time.perf_counter() - began
         claims = self.sql("SELECT entity_id, local_date, run_at FROM bill_runs "
-                          "WHERE claimed_at = %s", back)
+                          "WHERE claimed_at = %s AND entity_id LIKE 'se-%%'", back)
         tz_of = dict(self.sql("SELECT id, timezone FROM entities WHERE id LIKE 'se-%%'"))
         assert len(claims) == n == len({e for e, _, _ in claims}), "not once per entity"
         for entity, day, at in claims:
@@ -686,8 +813,8 @@ def main() -> None:
     parser.add_argument("--portal-events", type=int, default=1_000_000)
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--only", nargs="*", default=["ingest", "http", "naive", "floor",
-                                                      "bill", "late", "replay", "portal",
-                                                      "scheduler"])
+                                                      "bill", "late", "history", "big",
+                                                      "replay", "portal", "scheduler"])
     args = parser.parse_args()
     if args.quick:
         args.events //= 10
@@ -721,6 +848,10 @@ def main() -> None:
             plain, _ = bench.bill_run()
             if "late" in args.only:
                 bench.late_run(plain)
+            if "history" in args.only:
+                bench.history_run(plain)
+            if "big" in args.only:
+                bench.big_run(plain)
         if "replay" in args.only:
             bench.replay()
         if "portal" in args.only:

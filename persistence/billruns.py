@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -29,31 +29,27 @@ def claim_many(session: Session, runs: Sequence[tuple[str, date, datetime]],
     return claimed
 
 
-def lock_to_send(session: Session, now: datetime, resend_after: timedelta,
-                 entity_ids: Collection[str] | None = None) -> list[BillRunRow]:
-    """Claims to send (again), locked until the transaction ends and skipping those another
-    scheduler has locked: never sent, or sent more than ``resend_after`` ago and not done
-    (their message, or the work it fanned out, may have been lost). Two schedulers sending
-    at once so send each run once."""
+def take_to_send(session: Session, now: datetime, resend_after: timedelta,
+                 entity_ids: Collection[str] | None = None) -> list[tuple[str, date]]:
+    """Mark sent, in one statement, the claims to send (again) — never sent, or sent more
+    than ``resend_after`` ago and not done (their message, or the work it fanned out, may
+    have been lost) — skipping those another scheduler holds, and return them. They stay
+    locked until the transaction ends: send them before it commits (if sending fails, the
+    rollback leaves them to send again). Two schedulers at once so send each run once; a
+    run's worker marking it done waits for the commit."""
     R = BillRunRow
-    stmt = select(R).where(col(R.status) != "done").order_by(col(R.local_date),
-                                                             col(R.entity_id))
+    due = select(col(R.entity_id), col(R.local_date)).where(
+        col(R.status) != "done",
+        (col(R.status) == "claimed") | col(R.sent_at).is_(None)
+        | (col(R.sent_at) <= now - resend_after))
     if entity_ids is not None:
-        stmt = stmt.where(col(R.entity_id).in_(sorted(entity_ids)))
+        due = due.where(col(R.entity_id).in_(sorted(entity_ids)))
     if is_postgres(session):
-        stmt = stmt.with_for_update(skip_locked=True)
-    return [r for r in session.scalars(stmt)
-            if r.status == "claimed" or r.sent_at is None or r.sent_at <= now - resend_after]
-
-
-def mark_sent_many(session: Session, runs: Sequence[tuple[str, date]], now: datetime) -> None:
-    if not runs:
-        return
-    R = BillRunRow
-    session.connection().execute(  # a Core executemany (the ORM would match primary keys)
-        update(R).where(col(R.entity_id) == bindparam("e"), col(R.local_date) == bindparam("d"),
-                        col(R.status) != "done").values(status="sent", sent_at=now),
-        [{"e": e, "d": d} for e, d in runs])
+        due = due.with_for_update(skip_locked=True)
+    stmt = (update(R).where(tuple_(col(R.entity_id), col(R.local_date)).in_(due))
+            .values(status="sent", sent_at=now)
+            .returning(col(R.entity_id), col(R.local_date)))
+    return sorted((e, d) for e, d in session.execute(stmt))
 
 
 def mark_done(session: Session, entity_id: str, local_date: date, now: datetime) -> None:

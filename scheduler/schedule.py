@@ -95,38 +95,43 @@ class Woke:
 
 def wake(schedule: Schedule, now: datetime,
          entity_ids: Collection[str] | None = None) -> Woke:
-    """Claim the runs due, then send ``bill_run`` for every claim not done and not sent
-    recently, marking each sent once the broker has it: locked while it is sent, so that two
-    schedulers send each run once (a run claimed by one may be sent by the other)."""
+    """Claim the runs due, then send every claim not done and not sent recently, marked
+    sent in the transaction that sends it: locked while it is sent, so that two schedulers
+    send each run once (a run claimed by one may be sent by the other)."""
     due = schedule.pop_due(now)
     with unit_of_work() as session:
         claimed = billruns.claim_many(session, [(d.entity, d.local_date, d.run_at) for d in due],
                                       now)
+    if claimed:  # one line a wake (a wake may claim thousands), each run at debug level
+        log.info("bill runs claimed", runs=len(claimed), first=f"{claimed[0][0]}@"
+                 f"{claimed[0][1].isoformat()}")
     for entity, day in claimed:
-        log.info("bill run claimed", entity=entity, local_date=day.isoformat())
+        log.debug("bill run claimed", entity=entity, local_date=day.isoformat())
     sent = send_claims(now, entity_ids, set(claimed))
     return Woke(claimed, sent)
 
 
+SEND_BATCH = 500  # runs per bill_runs message
+
+
 def send_claims(now: datetime, entity_ids: Collection[str] | None = None,
                 fresh: Collection[tuple[str, date]] = ()) -> list[tuple[str, date]]:
-    """Send every claim that is not done and not sent recently (see ``wake``). When the
-    broker fails midway, those it took are marked sent and the error is raised."""
+    """Send every claim that is not done and not sent recently (see ``wake``): taken in one
+    statement, sent as ``bill_runs`` messages of up to ``SEND_BATCH`` runs (one run alone
+    goes as ``bill_run``), committed once the broker has them all — if it fails midway,
+    the rollback leaves them all to the next wake (a run sent twice issues nothing twice)."""
     resend_after = timedelta(seconds=settings().bill_run_resend_seconds)
-    sent: list[tuple[str, date]] = []
-    failure: Exception | None = None
     with unit_of_work() as session:
-        for row in billruns.lock_to_send(session, now, resend_after, entity_ids):
-            try:
-                actors.bill_run.send(row.entity_id, row.local_date.isoformat())
-            except Exception as exc:  # the broker is down: the rest wait for the next wake
-                failure = exc
-                break
-            sent.append((row.entity_id, row.local_date))
-            if row.status != "claimed" or (row.entity_id, row.local_date) not in fresh:
-                log.warning("bill run sent again", entity=row.entity_id,
-                            local_date=row.local_date.isoformat(), was=row.status)
-        billruns.mark_sent_many(session, sent, now)
-    if failure is not None:
-        raise failure
-    return sent
+        runs = billruns.take_to_send(session, now, resend_after, entity_ids)
+        for start in range(0, len(runs), SEND_BATCH):
+            batch = runs[start:start + SEND_BATCH]
+            if len(batch) == 1:
+                actors.bill_run.send(batch[0][0], batch[0][1].isoformat())
+            else:
+                actors.bill_runs.send([[e, d.isoformat()] for e, d in batch])
+    claimed_now = set(fresh)
+    again = [r for r in runs if r not in claimed_now]
+    if again:
+        log.warning("bill runs sent again", runs=len(again),
+                    first=f"{again[0][0]}@{again[0][1].isoformat()}")
+    return runs

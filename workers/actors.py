@@ -118,6 +118,19 @@ def undecodable_message(raw: str, reason: str) -> None:
 def bill_run(entity: str, local_date: str) -> None:
     """The entity's bill run of ``local_date`` (at 08:15 local): issue what is due, fanned
     out in chunks of ``invoicing.CHUNK`` invoices per ``issue_invoices`` message."""
+    _bill_run(entity, local_date)
+
+
+@actor
+def bill_runs(runs: list[list[str]]) -> None:
+    """Several entities' bill runs, ``[[entity, local_date], …]``, one after the other: what
+    the scheduler sends when many runs are due at once (thousands of entities share an
+    08:15), so that handing them to the broker takes a few messages, not thousands."""
+    for entity, local_date in runs:
+        _bill_run(entity, local_date)
+
+
+def _bill_run(entity: str, local_date: str) -> None:
     planned = invoicing.plan_bill_run(entity, parse_date(local_date, "local_date"),
                                       clock.now())
     if isinstance(planned, Outcome):

@@ -43,6 +43,9 @@ def sent_runs(broker: Any) -> Counter[tuple[str, str]]:
         message = get_encoder().decode(raw)
         if message["actor_name"] == "bill_run":
             runs[(message["args"][0], message["args"][1])] += 1
+        elif message["actor_name"] == "bill_runs":
+            for entity, day in message["args"][0]:
+                runs[(entity, day)] += 1
     return runs
 
 
@@ -157,3 +160,23 @@ def test_two_schedulers_at_once_send_each_run_once(pg_store: str,
     assert set(runs) == claims
     assert all(count == 1 for count in runs.values()), runs.most_common(3)
     assert len(claims) >= 60 * 4
+
+
+def test_a_wake_beats_and_sets_the_metrics(sqlite_store: str) -> None:
+    from prometheus_client import REGISTRY
+
+    from persistence import billruns
+
+    use(stub_broker(max_retries=0))
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    catalog_service.apply_document(catalog(3), now)
+    sent_before = REGISTRY.get_sample_value("billing_scheduler_runs_sent_total") or 0
+    Scheduler("metrics").wake(now)
+    assert REGISTRY.get_sample_value("billing_scheduler_last_wake_timestamp_seconds") == \
+        now.timestamp()
+    assert REGISTRY.get_sample_value("billing_scheduler_entities") == 3
+    assert REGISTRY.get_sample_value("billing_scheduler_runs_sent_total") == sent_before + 3
+    with unit_of_work() as session:
+        beat = billruns.beats(session)[0]
+    assert (beat.scheduler, beat.entities, beat.sent) == ("metrics", 3, 3)
+    assert beat.next_run_at is not None and beat.next_run_at > now
