@@ -13,16 +13,33 @@ from sqlmodel import col
 from persistence.sql import insert_ignore, is_postgres, rowcount
 from persistence.tables import BillRunRow, CatalogRevisionRow, EntityRow, SchedulerBeatRow
 
+CLAIM_MANY = (
+    "INSERT INTO bill_runs (entity_id, local_date, run_at, claimed_at, status) "
+    "SELECT e, d, r, %b, 'claimed' FROM unnest(%b::text[], %b::date[], %b::timestamptz[]) "
+    "AS u(e, d, r) ON CONFLICT (entity_id, local_date) DO NOTHING "
+    "RETURNING entity_id, local_date"
+)
+
 
 def claim_many(session: Session, runs: Sequence[tuple[str, date, datetime]],
                now: datetime) -> list[tuple[str, date]]:
     """Claim these (entity, local date, run instant) runs at once; those claimed now (not
-    before, by this scheduler or another)."""
+    before, by this scheduler or another). On PostgreSQL one statement, the runs as three
+    binary arrays (a wake may claim tens of thousands)."""
+    if not runs:
+        return []
+    if is_postgres(session):
+        driver = session.connection().connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            cursor.execute(CLAIM_MANY, (now, [e for e, _, _ in runs], [d for _, d, _ in runs],
+                                        [at for _, _, at in runs]))
+            return [(e, d) for e, d in cursor.fetchall()]
     R = BillRunRow
     claimed: list[tuple[str, date]] = []
-    for start in range(0, len(runs), 1000):
+    for start in range(0, len(runs), 500):
         rows = [{"entity_id": e, "local_date": d, "run_at": at, "claimed_at": now}
-                for e, d, at in runs[start:start + 1000]]
+                for e, d, at in runs[start:start + 500]]
         stmt = insert_ignore(session, R, "entity_id", "local_date").values(rows).returning(
             col(R.entity_id), col(R.local_date))
         claimed.extend((e, d) for e, d in session.execute(stmt))

@@ -60,6 +60,7 @@ def latest_due(now: datetime, tz: str) -> date:
     return today if run_instant(today, tz) <= now else _add_days(today, -1)
 
 
+@lru_cache(maxsize=4096)
 def next_run(after: date) -> date:
     """The local date of the run after the run of ``after``."""
     return _add_days(after, 1)

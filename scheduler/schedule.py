@@ -102,11 +102,9 @@ def wake(schedule: Schedule, now: datetime,
     with unit_of_work() as session:
         claimed = billruns.claim_many(session, [(d.entity, d.local_date, d.run_at) for d in due],
                                       now)
-    if claimed:  # one line a wake (a wake may claim thousands), each run at debug level
+    if claimed:  # one line a wake: a wake may claim thousands
         log.info("bill runs claimed", runs=len(claimed), first=f"{claimed[0][0]}@"
                  f"{claimed[0][1].isoformat()}")
-    for entity, day in claimed:
-        log.debug("bill run claimed", entity=entity, local_date=day.isoformat())
     sent = send_claims(now, entity_ids, set(claimed))
     return Woke(claimed, sent)
 
