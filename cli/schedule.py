@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import broker, connect, out
+from cli.common import broker, connect, fail, out
 from scheduler import status as status_service
 from services import clock
 
@@ -44,9 +44,13 @@ def schedule(
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
            ) -> None:
     """The scheduler's last wake and next run, queue depths, dead letters, and whether the
-    database and the broker answer. Exits 1 when something does not answer."""
-    connect(migrated=False)
+    database and the broker answer. A database that does not answer is one line on
+    standard error (like every command); a broker that does not, the report and then one
+    line. Either way a non-zero exit."""
+    connect()
     found = status_service.status(broker(optional=True))
+    if found.database != "ok":
+        fail(f"the database: {found.database}", 3)
     beats: list[dict[str, Any]] = [{
         "scheduler": b.scheduler, "started_at": b.started_at.isoformat(),
         "woke_at": b.woke_at.isoformat(), "entities": b.entities, "sent": b.sent,
@@ -54,7 +58,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         "next_entity": b.next_entity,
         "next_local_date": b.next_local_date.isoformat() if b.next_local_date else None,
     } for b in found.schedulers]
-    healthy = found.database == "ok" and found.broker in ("ok", status_service.NO_BROKER)
+    healthy = found.broker in ("ok", status_service.NO_BROKER)
     if as_json:
         out.print_json(json.dumps({"database": found.database, "broker": found.broker,
                                    "queues": found.queues, "dead_letters": found.dead_letters,
@@ -84,4 +88,4 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
                       f"({b.woke_at.isoformat()}), {b.entities} entities, {coming}",
                       highlight=False)
     if not healthy:
-        raise typer.Exit(1)
+        fail(f"the broker does not answer: {found.broker}", 3)

@@ -251,6 +251,8 @@ def commands(folder: Path) -> dict[str, tuple[str, ...]]:
         "portal link": ("portal", "link", "c-1"),
         "portal list": ("portal", "list"),
         "portal revoke": ("portal", "revoke", "--customer", "c-1"),
+        "schedule": ("schedule",),
+        "status": ("status",),
     }
 
 

@@ -84,3 +84,11 @@ def test_status_shows_the_scheduler_after_it_woke(env: dict[str, str]) -> None:
     assert found["database"] == "ok" and found["dead_letters"] == 0
     text = billing(env, "status")
     assert text.returncode == 0 and "woke" in text.stdout and "2 entities" in text.stdout
+
+
+def test_status_with_the_broker_down_reports_and_fails(env: dict[str, str]) -> None:
+    done = billing({**env, "BILLING_BROKER_URL": "redis://127.0.0.1:1/0"}, "status")
+    assert done.returncode != 0
+    assert "database     ok" in done.stdout and "unreachable" in done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "broker" in lines[0], done.stderr
