@@ -262,6 +262,32 @@ class Bench:
                              f"{rate:,.0f} rows/s", f"{n:,} rows in {seconds:.1f} s"))
         return rate
 
+    def timed_run(self, entity: str, day: date, numbered: int,
+                  sample: Callable[[int, int], None] | None = None) -> float:
+        """Seconds from the scheduler's tick for ``entity``'s run of ``day`` to its
+        ``numbered``-th numbered invoice, with the Procfile's workers. ``sample(master,
+        percent)`` is called while it runs and once at 100 %. Then, not measured, the run's
+        deliveries finish (a day passes between two runs), so that the next measure does
+        not carry them."""
+        from scheduler.tick import tick
+
+        def issued() -> int:
+            return int(self.sql("SELECT count(*) FROM invoices WHERE entity_id = %s "
+                                "AND number IS NOT NULL", entity)[0][0])
+
+        with self.workers() as (master,):
+            started = time.perf_counter()
+            claimed = tick(datetime(day.year, day.month, day.day, 9, tzinfo=UTC), [entity])
+            assert claimed == [(entity, day)], claimed
+            poll = (lambda: sample(master, issued() * 100 // numbered)) if sample else None
+            self.wait_for(f"{entity} run", lambda: issued() >= numbered, 3600, poll)
+            seconds = time.perf_counter() - started
+            if sample:
+                sample(master, 100)
+            self.wait_for("deliveries", lambda: int(self.sql(
+                "SELECT count(*) FROM deliveries WHERE status = 'pending'")[0][0]) == 0, 3600)
+        return seconds
+
     # -- 4. bill run --------------------------------------------------------------------
     def load_month(self, prefix: str, first: str, days: int, subs: int, n: int,
                    customers: tuple[str, ...] = ("bc-",)) -> None:
@@ -301,24 +327,11 @@ class Bench:
         assert int(plain[0][0]) == subs
         from dramatiq.brokers.redis import RedisBroker  # noqa: F401  (the env picks Redis)
 
-        from scheduler.tick import tick
         from services.settings import Settings
         from workers.broker import redis_broker, use
 
         use(redis_broker(Settings()))
-        with self.workers():
-            started = time.perf_counter()
-            claimed = tick(datetime(2026, 11, 1, 9, tzinfo=UTC), ["bill"])
-            assert claimed == [("bill", date(2026, 11, 1))], claimed
-            self.wait_for("bill run", lambda: int(self.sql(
-                "SELECT count(*) FROM invoices WHERE entity_id = 'bill' AND number IS NOT NULL"
-            )[0][0]) >= subs, 3600)
-            seconds = time.perf_counter() - started
-            # not measured: the run's deliveries finish before anything else is (a day
-            # passes between two runs), so that the next measure does not carry them
-            self.wait_for("deliveries", lambda: int(self.sql(
-                "SELECT count(*) FROM deliveries WHERE status = 'pending'")[0][0]) == 0,
-                3600)
+        seconds = self.timed_run("bill", date(2026, 11, 1), subs)
         numbers = self.sql("SELECT count(DISTINCT number), min(number), max(number), "
                            "sum(total) FROM invoices WHERE entity_id = 'bill'")[0]
         assert int(numbers[0]) == subs and numbers[2] == f"BILL-{subs:06d}", numbers
@@ -338,7 +351,6 @@ class Bench:
         usage, so they are flagged late), November's closing period is loaded like
         October's, and the December run issues every invoice with its adjustment lines."""
         from persistence.db import unit_of_work
-        from scheduler.tick import tick
         from services.usage import ingest
 
         subs, n = self.args.subscriptions, self.args.bill_events
@@ -379,29 +391,11 @@ class Bench:
         self.sql("INSERT INTO invoice_counters (entity_id, last_number) VALUES ('ctrl', %s)",
                  subs)
         self.load_month("n", "2026-11-01", 30, subs, n, customers=("bc-", "cc-"))
-        with self.workers():
-            started = time.perf_counter()
-            claimed = tick(datetime(2026, 12, 1, 9, tzinfo=UTC), ["ctrl"])
-            assert claimed == [("ctrl", date(2026, 12, 1))], claimed
-            self.wait_for("control run", lambda: int(self.sql(
-                "SELECT count(*) FROM invoices WHERE entity_id = 'ctrl' AND number IS NOT NULL"
-            )[0][0]) >= 2 * subs, 3600)
-            control = time.perf_counter() - started
-            self.wait_for("deliveries", lambda: int(self.sql(
-                "SELECT count(*) FROM deliveries WHERE status = 'pending'")[0][0]) == 0, 3600)
+        control = self.timed_run("ctrl", date(2026, 12, 1), 2 * subs)
         self.results.append(("4b'. the same December run without late usage (control)",
                              f"{control:.1f} s", f"{subs:,} invoices, same table and "
                              "November events"))
-        with self.workers():
-            started = time.perf_counter()
-            claimed = tick(datetime(2026, 12, 1, 9, tzinfo=UTC), ["bill"])
-            assert claimed == [("bill", date(2026, 12, 1))], claimed
-            self.wait_for("late bill run", lambda: int(self.sql(
-                "SELECT count(*) FROM invoices WHERE entity_id = 'bill' AND number IS NOT NULL"
-            )[0][0]) >= 2 * subs, 3600)
-            seconds = time.perf_counter() - started
-            self.wait_for("deliveries", lambda: int(self.sql(
-                "SELECT count(*) FROM deliveries WHERE status = 'pending'")[0][0]) == 0, 3600)
+        seconds = self.timed_run("bill", date(2026, 12, 1), 2 * subs)
         adjusted = int(self.sql("SELECT count(DISTINCT invoice_id) FROM invoice_lines "
                                 "WHERE type = 'adjustment'")[0][0])
         accounted = int(self.sql("SELECT count(*) FROM late_usage "
@@ -420,7 +414,6 @@ class Bench:
         each (240,000, with their lines) and 24 months of usage behind them, then the same
         closing period as run 4 (its own 10,000,000 events). A run reads each subscription's
         next boundary, never its history: it should cost what run 4 cost."""
-        from scheduler.tick import tick
 
         subs, n = self.args.subscriptions, self.args.bill_events
         past = n // 4  # 24 months of older usage: a quarter of a closing period's events
@@ -465,16 +458,7 @@ class Bench:
         self.sql("CREATE INDEX ix_usage_customer_meter_ts ON usage_events "
                  "(customer_id, meter_id, timestamp)")
         self.sql("VACUUM ANALYZE")
-        with self.workers():
-            started = time.perf_counter()
-            claimed = tick(datetime(2026, 11, 1, 9, tzinfo=UTC), ["hist"])
-            assert claimed == [("hist", date(2026, 11, 1))], claimed
-            self.wait_for("history run", lambda: int(self.sql(
-                "SELECT count(*) FROM invoices WHERE entity_id = 'hist' AND number IS NOT NULL"
-            )[0][0]) >= 25 * subs, 3600)
-            seconds = time.perf_counter() - started
-            self.wait_for("deliveries", lambda: int(self.sql(
-                "SELECT count(*) FROM deliveries WHERE status = 'pending'")[0][0]) == 0, 3600)
+        seconds = self.timed_run("hist", date(2026, 11, 1), 25 * subs)
         last = self.sql("SELECT max(number) FROM invoices WHERE entity_id = 'hist'")[0][0]
         assert last == f"HIST-{25 * subs:06d}", last
         self.results.append(("4c. the same run with two years of history behind it",
@@ -489,7 +473,6 @@ class Bench:
     def big_run(self, plain_seconds: float) -> float:
         """One entity with 100,000 subscriptions over the same 10,000,000 events (100 each):
         the run fans out 400 chunks; its time beside run 4's, and the workers' memory."""
-        from scheduler.tick import tick
 
         subs, n = self.args.subscriptions * 10, self.args.bill_events
         say(f"big run: one entity, {subs:,} subscriptions, {n:,} events")
@@ -513,26 +496,15 @@ class Bench:
                  "(customer_id, meter_id, timestamp)")
         self.sql("VACUUM ANALYZE")
         samples: dict[int, float] = {}
-        with self.workers() as (master,):
-            started = time.perf_counter()
-            claimed = tick(datetime(2026, 11, 1, 9, tzinfo=UTC), ["big"])
-            assert claimed == [("big", date(2026, 11, 1))], claimed
+        peak = 0.0
 
-            def issued() -> int:
-                return int(self.sql("SELECT count(*) FROM invoices WHERE entity_id = 'big' "
-                                    "AND number IS NOT NULL")[0][0])
+        def sample(master: int, progress: int) -> None:
+            nonlocal peak
+            for mark in (25, 50, 75, 100):
+                if progress >= mark and mark not in samples:
+                    samples[mark], peak = self.worker_memory(master)
 
-            def poll() -> None:
-                progress = issued() * 100 // subs
-                for mark in (25, 50, 75):
-                    if progress >= mark and mark not in samples:
-                        samples[mark] = self.worker_memory(master)[0]
-
-            self.wait_for("big run", lambda: issued() >= subs, 3600, poll)
-            seconds = time.perf_counter() - started
-            samples[100], peak = self.worker_memory(master)
-            self.wait_for("deliveries", lambda: int(self.sql(
-                "SELECT count(*) FROM deliveries WHERE status = 'pending'")[0][0]) == 0, 3600)
+        seconds = self.timed_run("big", date(2026, 11, 1), subs, sample)
         last = self.sql("SELECT max(number) FROM invoices WHERE entity_id = 'big'")[0][0]
         assert last == f"BIG-{subs:06d}", last
         memory = ", ".join(f"{m}%: {samples[m]:.0f}" for m in sorted(samples))
