@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.events import CUSTOMERS, distinct, events
+from services import rollups as rollups_service
 from workers.broker import delete_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +44,31 @@ console = Console(stderr=True)
 
 def say(text: str) -> None:
     console.print(f"[dim]{datetime.now():%H:%M:%S}[/] {text}", highlight=False)
+
+
+class Folding:
+    """A thread folding the rollups every second, as the scheduler process does."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.events = self.folds = 0
+        self.longest = 0.0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            began = time.perf_counter()
+            self.events += rollups_service.fold().events
+            self.longest = max(self.longest, time.perf_counter() - began)
+            self.folds += 1
+
+    def __enter__(self) -> Folding:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 class Bench:
@@ -175,7 +202,8 @@ class Bench:
         say(f"ingest: {n:,} events ({n - expected:,} re-sends) through 2 worker processes")
         samples: dict[int, float] = {}
         producer = self.produce(n, "e")
-        with self.workers() as (master,):
+        folding = Folding()  # what the scheduler process does meanwhile: fold every second
+        with self.workers() as (master,), folding:
             started = time.perf_counter()
 
             def stored() -> int:
@@ -201,6 +229,9 @@ class Bench:
             self.wait_for("ingest", finished, 3600, poll)
             seconds = time.perf_counter() - started
             samples[100], peak = self.worker_memory(master)
+        last = time.perf_counter()
+        tail = rollups_service.fold()
+        last = time.perf_counter() - last
         accepted, duplicate = self.sql(
             "SELECT sum(accepted), sum(duplicate) FROM ingest_batches")[0]
         assert int(accepted) == expected and int(duplicate) == n - expected, (
@@ -214,6 +245,10 @@ class Bench:
         memory = ", ".join(f"{k}%: {v:.0f}" for k, v in sorted(samples.items()))
         self.results.append(("   worker memory (RSS MiB per process)", f"peak {peak:.0f} MiB",
                              f"at {memory}"))
+        self.results.append(("   rollups folded meanwhile, every second",
+                             f"{folding.events:,} events",
+                             f"{folding.folds} folds, the longest {folding.longest:.2f} s; "
+                             f"then {tail.events:,} events left, folded in {last:.2f} s"))
         return rate
 
     # -- 2. naive baseline ------------------------------------------------------------------
@@ -712,6 +747,10 @@ class Bench:
             with unit_of_work() as session:
                 ingest(session, rows, now, f"portal-{offset}")
         say(f"  ingested in {time.perf_counter() - began:.1f} s")
+        folded = time.perf_counter()
+        report = rollups_service.fold()  # what the scheduler process does every second
+        folded = time.perf_counter() - folded
+        say(f"  {report.events:,} events folded into the hourly rollups in {folded:.1f} s")
         os.environ["BILLING_PORTAL_SECRET"] = "benchmark-portal-secret"
         from services.settings import settings
 
@@ -749,6 +788,9 @@ class Bench:
                              f"{e50:.0f} / {e95:.0f} ms", "target p95 ≤ 100 ms"))
         self.results.append(("   one plain SUM over the meter's events (p50 / p95)",
                              f"{r50:.0f} / {r95:.0f} ms", "the floor without pre-aggregation"))
+        self.results.append(("   folding those events into the rollups, once",
+                             f"{folded:.1f} s", f"{report.events:,} events, done by the "
+                             "scheduler process every second as they come"))
 
     def report(self) -> None:
         table = Table(title="Benchmark", title_justify="left")

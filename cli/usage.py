@@ -1,4 +1,5 @@
-"""``billing usage``: rejected events, and re-submitting them after a fix."""
+"""``billing usage``: rejected events, and re-submitting them after a fix; late events;
+folding the hourly rollups."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from cli.common import connect, err, fail, out
 from domain.money import format_quantity
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
-from services import clock, late
+from services import clock, late, rollups
 from services.usage import resubmit
 
 app = typer.Typer(help="Usage events: rejected ones and re-submission, conflicts, late ones.",
@@ -148,6 +149,28 @@ def late_command(
                       f"{r.timestamp:%Y-%m-%d %H:%M:%S}", f"{r.ingested_at:%Y-%m-%d %H:%M:%S}",
                       f"{r.period_start} → {r.period_end}", r.covering, r.billed_by)
     out.print(table)
+
+
+@app.command("fold")
+def fold_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Fold new usage into the hourly rollups the estimate and the portal read (the
+    scheduler process does it every BILLING_FOLD_SECONDS; this is for by hand)."""
+    connect()
+    report = rollups.fold()
+    if as_json:
+        out.print_json(json.dumps({"folds": report.folds, "events": report.events,
+                                   "batches": report.batches, "folded": report.folded,
+                                   "drawn": report.drawn}))
+        return
+    if not report.folds:
+        err.print("nothing to fold: on SQLite the estimate reads the events themselves",
+                  highlight=False)
+        return
+    err.print(f"[green]✓[/] folded {report.events:,} events of {report.batches:,} batches; "
+              f"the rollups hold every batch up to {report.folded:,} "
+              f"(the last drawn: {report.drawn:,})", highlight=False)
 
 
 def iso(instant: datetime) -> str:

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect
 
 from persistence import db
+
+
+def for_this_database(dialect: str) -> Callable[..., bool]:
+    """Alembic's ``include_object``: leave out what the models declare for another database
+    only (``Index(...).ddl_if(dialect="postgresql")``)."""
+
+    def include(obj: Any, name: str | None, kind: str, reflected: bool, compare_to: Any
+                ) -> bool:
+        only = getattr(obj, "_ddl_if", None)
+        return only is None or only.dialect is None or only.dialect == dialect
+
+    return include
 
 
 def config() -> Config:

@@ -10,11 +10,13 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
@@ -137,9 +139,17 @@ class SubscriptionCommandRow(SQLModel, table=True):
 
 
 class UsageEventRow(SQLModel, table=True):
+    """An accepted event. ``batch_seq`` numbers the ingest batch that stored it (on
+    PostgreSQL; 0 on SQLite): the rollups have folded every batch up to
+    ``usage_fold_state.folded`` (persistence/rollups.py)."""
+
     __tablename__ = "usage_events"
     __table_args__ = (
         Index("ix_usage_customer_meter_ts", "customer_id", "meter_id", "timestamp"),
+        # the batches not folded yet are the newest rows: a BRIN index finds them for almost
+        # nothing at insert time (PostgreSQL only; SQLite does not fold)
+        Index("ix_usage_batch_seq", "batch_seq", postgresql_using="brin").ddl_if(
+            dialect="postgresql"),
     )
     key: str = Field(primary_key=True, max_length=255)
     customer_id: str
@@ -148,6 +158,35 @@ class UsageEventRow(SQLModel, table=True):
     timestamp: datetime = Field(sa_type=UTCDateTime)
     properties: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     ingested_at: datetime = Field(sa_type=UTCDateTime)
+    batch_seq: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={
+        "server_default": "0"})
+
+
+# the ingest batches' numbers (PostgreSQL; SQLite has no sequences and does not fold)
+USAGE_BATCH_SEQ = Sequence("usage_batch_seq", metadata=SQLModel.metadata)
+
+
+class UsageRollupRow(SQLModel, table=True):
+    """One UTC hour of one customer's usage of one meter, folded from the events of the
+    batches up to ``usage_fold_state.folded``: what the estimate and the portal read instead
+    of the events (PostgreSQL)."""
+
+    __tablename__ = "usage_rollups"
+    customer_id: str = Field(primary_key=True, max_length=255)
+    meter_id: str = Field(primary_key=True, max_length=255)
+    hour: datetime = Field(primary_key=True, sa_type=UTCDateTime)
+    total: Decimal = Field(sa_type=ExactDecimal)
+    events: int = Field(sa_type=BigInteger)
+    largest: Decimal = Field(sa_type=ExactDecimal)
+    smallest: Decimal = Field(sa_type=ExactDecimal)
+
+
+class UsageFoldStateRow(SQLModel, table=True):
+    """How far the rollups go: every event with ``batch_seq <= folded`` is in them."""
+
+    __tablename__ = "usage_fold_state"
+    id: int = Field(primary_key=True)  # always 1
+    folded: int = Field(default=-1, sa_type=BigInteger)
 
 
 class LateUsageRow(SQLModel, table=True):

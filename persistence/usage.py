@@ -31,6 +31,7 @@ from sqlmodel import col
 from domain.aggregation import average
 from domain.catalog import Aggregation, Meter
 from domain.usage import Rejection, UsageEvent
+from persistence import rollups
 from persistence.sql import decimal_aggregate, insert_ignore, is_postgres
 from persistence.tables import (
     EntityRow,
@@ -64,8 +65,8 @@ def record_batch(session: Session, message_id: str, now: datetime,
 
 UNNEST_INSERT = (
     'INSERT INTO usage_events (key, customer_id, meter_id, quantity, "timestamp", properties, '
-    "ingested_at) SELECT k, c, m, q, t, p::jsonb, %b FROM unnest(%b::text[], %b::text[], "
-    "%b::text[], %b::numeric[], %b::timestamptz[], %b::text[]) AS u(k, c, m, q, t, p) "
+    "ingested_at, batch_seq) SELECT k, c, m, q, t, p::jsonb, %b, %b FROM unnest(%b::text[], "
+    "%b::text[], %b::text[], %b::numeric[], %b::timestamptz[], %b::text[]) AS u(k, c, m, q, t, p) "
     # in key order: two batches that share keys then lock them in the same order, and one
     # waits for the other instead of deadlocking
     'ORDER BY k COLLATE "C" ON CONFLICT (key) DO NOTHING RETURNING key'
@@ -75,7 +76,8 @@ UNNEST_INSERT = (
 def _insert_events_postgres(session: Session, events: Sequence[UsageEvent],
                             now: datetime) -> set[str]:
     """One set-wise ``INSERT … SELECT FROM unnest(arrays) ON CONFLICT (key) DO NOTHING``,
-    the batch sent as binary array parameters."""
+    the batch sent as binary array parameters, numbered for the rollups (persistence/
+    rollups.py: the number is drawn under the shared ingest lock, held until commit)."""
     driver = session.connection().connection.driver_connection
     assert driver is not None
     columns = (
@@ -84,7 +86,8 @@ def _insert_events_postgres(session: Session, events: Sequence[UsageEvent],
         [json.dumps(dict(e.properties)) if e.properties else None for e in events],
     )
     with driver.cursor() as cursor:
-        cursor.execute(UNNEST_INSERT, (now, *columns))
+        batch = rollups.draw_batch_number(cursor)
+        cursor.execute(UNNEST_INSERT, (now, batch, *columns))
         if cursor.rowcount == len(events):  # the common case: every key was new
             return {e.key for e in events}
         return {row[0] for row in cursor.fetchall()}
@@ -164,14 +167,18 @@ class Period:
 
 
 def aggregate_many(
-    session: Session, period: Period, customers: Collection[str], meters: Collection[Meter]
+    session: Session, period: Period, customers: Collection[str], meters: Collection[Meter],
+    *, rolled_up: bool = False,
 ) -> dict[tuple[str, str], Decimal]:
     """SPEC §4 for every (customer, meter) of the period, set-wise: one ``GROUP BY`` per
     kind of aggregation over the index on (customer, meter, timestamp). A pair without
-    events gives 0."""
+    events gives 0. ``rolled_up`` (the estimate) reads the hourly rollups where they give
+    the same: on PostgreSQL, for every event stored."""
     result = {(c, m.id): Decimal(0) for c in customers for m in meters}
     if not result:
         return result
+    if rolled_up and period.ingested_by is None and is_postgres(session):
+        return _aggregate_rolled_up(session, period, customers, meters)
     base: tuple[Any, ...] = (
         col(E.customer_id).in_(sorted(set(customers))),
         col(E.timestamp) >= period.start_at,
@@ -217,6 +224,42 @@ def aggregate_many(
             *base, col(E.meter_id).in_(sorted(ids))).group_by(*group)
         for customer, meter_id, count in session.execute(stmt):
             result[(customer, meter_id)] = Decimal(count)
+    return result
+
+
+def _aggregate_rolled_up(
+    session: Session, period: Period, customers: Collection[str], meters: Collection[Meter]
+) -> dict[tuple[str, str], Decimal]:
+    """``aggregate_many`` from the rollups: sum, count, max, min and average from the
+    hourly totals (persistence/rollups.py); last from the index, newest first; a
+    unique_count reads the events (distinct values do not add up by the hour)."""
+    result = {(c, m.id): Decimal(0) for c in customers for m in meters}
+    simple = {m.id: m.aggregation for m in meters if m.aggregation in SIMPLE}
+    if simple:
+        found = rollups.windows(session, customers, simple, [period.start_at, period.end_at])
+        for (customer, meter_id), (totals,) in found.items():
+            if totals.events:
+                assert totals.largest is not None and totals.smallest is not None
+                result[(customer, meter_id)] = {
+                    Aggregation.SUM: totals.total, Aggregation.COUNT: Decimal(totals.events),
+                    Aggregation.MAX: totals.largest, Aggregation.MIN: totals.smallest,
+                    Aggregation.AVERAGE: average(totals.total, totals.events),
+                }[simple[meter_id]]
+    key = col(E.key).collate("C")
+    for meter in meters:
+        if meter.aggregation is not Aggregation.LAST:
+            continue
+        for customer in customers:
+            newest = session.scalar(
+                select(col(E.quantity)).where(
+                    col(E.customer_id) == customer, col(E.meter_id) == meter.id,
+                    col(E.timestamp) >= period.start_at, col(E.timestamp) < period.end_at)
+                .order_by(col(E.timestamp).desc(), key.desc()).limit(1))
+            if newest is not None:
+                result[(customer, meter.id)] = newest
+    others = [m for m in meters if m.aggregation is Aggregation.UNIQUE_COUNT]
+    if others:
+        result.update(aggregate_many(session, period, customers, others))
     return result
 
 
@@ -472,13 +515,16 @@ def batch_status(session: Session, batch_id: str) -> dict[str, Any] | None:
 def daily_totals(session: Session, customer: str, meter_ids: Collection[str],
                  bounds: Sequence[datetime]) -> dict[str, list[tuple[Decimal, int]]]:
     """For the customer's events of each meter: (sum of quantities, number of events) in
-    each window ``[bounds[i], bounds[i+1])`` — days, for the portal's chart. One pass over
-    the index on (customer, meter, timestamp); any window edges (local midnights in any
-    zone), every event stored by now."""
+    each window ``[bounds[i], bounds[i+1])`` — days, for the portal's chart: any window
+    edges (local midnights in any zone), every event stored by now. From the hourly rollups
+    on PostgreSQL; on SQLite, one pass over the index on (customer, meter, timestamp)."""
     windows = len(bounds) - 1
     result = {m: [(Decimal(0), 0)] * windows for m in meter_ids}
     if windows <= 0 or not meter_ids:
         return result
+    if is_postgres(session):  # from the hourly rollups, the same totals
+        found = rollups.windows(session, [customer], meter_ids, bounds)
+        return {m: [(t.total, t.events) for t in found[(customer, m)]] for m in meter_ids}
     bucket = case(*[(col(E.timestamp) < edge, index)
                     for index, edge in enumerate(bounds[1:])]).label("bucket")
     stmt = select(col(E.meter_id), bucket,

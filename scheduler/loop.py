@@ -19,7 +19,7 @@ from persistence.tables import SchedulerBeatRow
 from scheduler import metrics
 from scheduler.schedule import Schedule, wake
 from scheduler.tick import requeue_lost_deliveries
-from services import clock
+from services import clock, rollups
 from services.settings import settings
 
 log = structlog.get_logger("billing")
@@ -70,9 +70,27 @@ class Scheduler:
         return max(0.0, min(limit, (coming.run_at - now).total_seconds()))
 
 
+def fold_loop(stop: threading.Event, every: float) -> None:
+    """Fold new usage into the hourly rollups every ``every`` seconds until ``stop``."""
+    while not stop.is_set():
+        try:
+            report = rollups.fold()
+            if not report.folds:
+                return  # SQLite: nothing to fold
+            if report.events:
+                log.debug("usage folded", events=report.events, batches=report.batches)
+        except Exception:  # an outage: try again at the next turn
+            log.exception("usage fold failed")
+        stop.wait(every)
+
+
 def loop(stop: threading.Event | None = None) -> None:
-    """Wake when the next run is due (or every ``BILLING_TICK_SECONDS``) until ``stop``."""
+    """Wake when the next run is due (or every ``BILLING_TICK_SECONDS``) until ``stop``;
+    meanwhile, in a thread of its own, fold usage every ``BILLING_FOLD_SECONDS``."""
     stop = stop or threading.Event()
+    if settings().fold_seconds > 0:
+        threading.Thread(target=fold_loop, args=(stop, settings().fold_seconds),
+                         name="fold", daemon=True).start()
     scheduler = Scheduler()
     log.info("scheduler started", scheduler=scheduler.name,
              tick_seconds=settings().tick_seconds)

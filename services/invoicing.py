@@ -72,12 +72,14 @@ class Computed:
 
 
 def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
-                 ingested_by: datetime | None = None) -> list[Computed | Exception]:
+                 ingested_by: datetime | None = None, *,
+                 estimate: bool = False) -> list[Computed | Exception]:
     """Compose the invoices at ``b_k`` of many subscriptions of one entity: their closing
     periods aggregated set-wise (one round of ``GROUP BY`` per distinct period) and their
     adjustment lines for late usage (SPEC §11). Everything stored counts, unless
     ``ingested_by`` (a preview of the past) limits it. An item that cannot be composed gets
-    its exception instead (the others are unaffected)."""
+    its exception instead (the others are unaffected). An ``estimate`` (SPEC §10) reads
+    the hourly rollups, which give the same totals; invoices read the events themselves."""
     meters = catalog_repo.meters(session)
     periods: dict[Period, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
     item_period: list[Period | None] = []
@@ -94,7 +96,8 @@ def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
         item_period.append(period)
     aggregated = {
         period: usage_repo.aggregate_many(session, period, customers,
-                                          [meters[m] for m in sorted(meter_ids)])
+                                          [meters[m] for m in sorted(meter_ids)],
+                                          rolled_up=estimate)
         for period, (customers, meter_ids) in periods.items()
     }
     adjusting = [late.ToAdjust(i.row, i.plan, i.k, i.invoice_id) for i in items]
@@ -142,10 +145,11 @@ def _adjust(session: Session, entity: Entity, items: list[late.ToAdjust],
 
 
 def compute(session: Session, row: SubscriptionRow, plan: Plan, entity: Entity, k: int,
-            ingested_by: datetime | None = None, invoice_id: int | None = None) -> Computed:
+            ingested_by: datetime | None = None, invoice_id: int | None = None, *,
+            estimate: bool = False) -> Computed:
     """Aggregate period k−1 in SQL and compose the invoice at ``b_k``."""
     result = compute_many(session, entity, [ToCompose(row, plan, k, invoice_id)],
-                          ingested_by)[0]
+                          ingested_by, estimate=estimate)[0]
     if isinstance(result, Exception):
         raise result
     return result
@@ -506,7 +510,7 @@ def preview(subscription: str, at: datetime, *, latest: bool = False) -> Compose
         if row.end is not None and boundary > row.end:
             raise Invalid("subscription", f"{subscription!r} ended on {row.end}")
         composed = compute(session, row, plan, entity, k,
-                           ingested_by=None if latest else at).invoice
+                           ingested_by=None if latest else at, estimate=True).invoice
     if composed is None:
         raise Invalid("subscription", f"the invoice at {boundary} would have no line")
     return composed

@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     # A bill run sent but not done (its bill_run message not processed) is sent again after
     # this many seconds: its message may have been lost.
     bill_run_resend_seconds: float = 300.0
-
+    # The scheduler process folds new usage into the hourly rollups the estimate and the
+    # portal read, every this many seconds (0: never; the estimate stays exact, only slower).
+    fold_seconds: float = 1.0
 
     @model_validator(mode="after")
     def _redis_url_names_the_broker(self) -> Settings:

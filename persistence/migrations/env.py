@@ -6,6 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 from persistence import db, tables  # noqa: F401  (registers the tables)
+from persistence.migrate import for_this_database
 
 connectable = context.config.attributes.get("connection")
 
@@ -16,6 +17,7 @@ def run(connection: object) -> None:
         target_metadata=SQLModel.metadata,
         render_as_batch=True,  # SQLite alters tables by copying them
         compare_type=True,
+        include_object=for_this_database(connection.dialect.name),  # type: ignore[attr-defined]
     )
     with context.begin_transaction():
         context.run_migrations()

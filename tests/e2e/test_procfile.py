@@ -107,6 +107,14 @@ def test_honcho_start_runs_the_procfile_and_every_line_is_json(
             return bool(status.get("status") == "processed")
 
         wait_until("the worker ingests the batch", processed, 60, log)
+
+        def folded() -> bool:  # the scheduler folds usage into the estimates' rollups
+            from services import rollups
+
+            report = rollups.lag()
+            return report.drawn > 0 and report.folded >= report.drawn
+
+        wait_until("the scheduler folds the batch into the rollups", folded, 30, log)
         # a message no actor can run (wrong arguments): dramatiq logs the failure with its
         # traceback, retries it once, then dead-letters it — all of it JSON
         from services.settings import settings

@@ -1,0 +1,51 @@
+"""Keeping the hourly usage rollups up to date (persistence/rollups.py): the scheduler
+process folds every ``BILLING_FOLD_SECONDS``; ``billing usage fold`` does it by hand. The
+estimate is exact whether or not they are up to date — a fold only makes it faster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from persistence import rollups
+from persistence.db import unit_of_work
+from persistence.sql import is_postgres
+
+
+@dataclass(frozen=True)
+class FoldReport:
+    folds: bool  # False on SQLite: the estimate reads the events there
+    events: int = 0  # events folded by this call
+    batches: int = 0  # batches folded by this call
+    folded: int = -1  # the fold state after it
+    drawn: int = 0  # the highest batch number drawn
+
+
+def fold() -> FoldReport:
+    """Fold every batch committed by now into the rollups (in steps of
+    ``BATCHES_PER_FOLD``, one transaction each)."""
+    with unit_of_work() as session:
+        if not is_postgres(session):
+            return FoldReport(folds=False)
+        rollups.summarize_new_pages(session)
+    with unit_of_work() as session:
+        settled = rollups.settled_batches(session)  # ends at once: ingest waits for it
+    events = batches = 0
+    while True:
+        with unit_of_work() as session:
+            step = rollups.fold(session, settled)
+        events += step.events
+        batches += step.upto - max(step.after, 0)  # (0: the events from before rollups)
+        if step.upto >= settled or step.upto == step.after:
+            break
+    with unit_of_work() as session:
+        drawn, folded = rollups.lag(session)
+    return FoldReport(True, events, batches, folded, drawn)
+
+
+def lag() -> FoldReport:
+    """How far the rollups are behind, without folding."""
+    with unit_of_work() as session:
+        if not is_postgres(session):
+            return FoldReport(folds=False)
+        drawn, folded = rollups.lag(session)
+    return FoldReport(True, folded=folded, drawn=drawn)
