@@ -49,14 +49,15 @@ def say(text: str) -> None:
 class Folding:
     """A thread folding the rollups every second, as the scheduler process does."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: float = 1.0) -> None:
+        self.every = every
         self.stop = threading.Event()
         self.events = self.folds = 0
         self.longest = 0.0
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
-        while not self.stop.wait(1.0):
+        while self.every > 0 and not self.stop.wait(self.every):
             began = time.perf_counter()
             self.events += rollups_service.fold().events
             self.longest = max(self.longest, time.perf_counter() - began)
@@ -202,7 +203,7 @@ class Bench:
         say(f"ingest: {n:,} events ({n - expected:,} re-sends) through 2 worker processes")
         samples: dict[int, float] = {}
         producer = self.produce(n, "e")
-        folding = Folding()  # what the scheduler process does meanwhile: fold every second
+        folding = Folding(self.args.fold_seconds)  # what the scheduler process does meanwhile
         with self.workers() as (master,), folding:
             started = time.perf_counter()
 
@@ -869,6 +870,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="events per message")
     parser.add_argument("--quick", action="store_true", help="a tenth of everything")
     parser.add_argument("--portal-events", type=int, default=1_000_000)
+    parser.add_argument("--fold-seconds", type=float, default=1.0,
+                        help="fold the rollups this often during ingest (0: not)")
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--only", nargs="*", default=["ingest", "http", "naive", "floor",
                                                       "bill", "late", "history", "big",

@@ -36,7 +36,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, literal, select, text, union_all
+from sqlalchemy import DateTime, func, literal, select, text, union_all
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -220,11 +221,12 @@ def windows(session: Session, customers: Collection[str], meter_ids: Collection[
 
 
 def _bucket(column: Any, bounds: Sequence[datetime]) -> Any:
-    """The window an instant falls in, as SQL (the caller keeps it inside the bounds)."""
+    """The window an instant falls in, as SQL (the caller keeps it inside the bounds):
+    how many inner edges are at or before it — ``width_bucket`` over one array."""
     if len(bounds) <= 2:
         return literal(0).label("bucket")
-    return case(*[(column < edge, i) for i, edge in enumerate(bounds[1:-1])],
-                else_=len(bounds) - 2).label("bucket")
+    edges = ARRAY(DateTime(timezone=True))
+    return func.width_bucket(column, literal(list(bounds[1:-1]), edges)).label("bucket")
 
 
 Found = list[tuple[str, str, int, Totals]]

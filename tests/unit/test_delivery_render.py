@@ -9,7 +9,7 @@ from decimal import Decimal
 from html.parser import HTMLParser
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.delivery.render import (
@@ -200,3 +200,19 @@ def test_floats_and_malformed_documents_are_refused() -> None:
 
 def test_one_day_period() -> None:
     assert format_period(date(2026, 3, 1), date(2026, 3, 2)) == "Mar 1, 2026"
+
+
+@settings(max_examples=2000)
+@given(st.decimals(allow_nan=False, allow_infinity=False, min_value=Decimal("-1e30"),
+                   max_value=Decimal("1e30"), places=None) | st.sampled_from(
+    [Decimal(x) for x in ("0", "-0", "1.00", "-1.50", "1E+3", "1.2E-7", "0.10", "1E-20")]))
+def test_the_english_fast_path_writes_what_babel_writes(value: Decimal) -> None:
+    from decimal import localcontext
+
+    from babel.numbers import format_decimal
+
+    from services.delivery.render import ROUNDING, english_quantity
+
+    with localcontext(ROUNDING):  # as format_quantity calls Babel
+        babel = format_decimal(value, locale="en_US", decimal_quantization=False)
+    assert english_quantity(value) == babel
