@@ -63,6 +63,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         out.print_json(json.dumps({"database": found.database, "broker": found.broker,
                                    "queues": found.queues, "dead_letters": found.dead_letters,
                                    "unfinished_runs": found.unfinished_runs,
+                                   "batches_not_folded": found.batches_not_folded,
                                    "schedulers": beats}))
     else:
         now = clock.now()
@@ -78,6 +79,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         if found.unfinished_runs is not None:
             out.print(f"bill runs    {found.unfinished_runs} claimed or sent, not done",
                       highlight=False)
+        if found.batches_not_folded is not None:
+            out.print(f"rollups      {found.batches_not_folded} ingest batches not folded yet "
+                      "(the scheduler folds every BILLING_FOLD_SECONDS)", highlight=False)
         if not found.schedulers:
             out.print("scheduler    none has run (python -m scheduler)", highlight=False)
         for b in found.schedulers:

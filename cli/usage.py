@@ -158,12 +158,17 @@ def fold_command(
     """Fold new usage into the hourly rollups the estimate and the portal read (the
     scheduler process does it every BILLING_FOLD_SECONDS; this is for by hand)."""
     connect()
-    report = rollups.fold()
+    report = rollups.fold(wait_ms=1000)
     if as_json:
-        out.print_json(json.dumps({"folds": report.folds, "events": report.events,
-                                   "batches": report.batches, "folded": report.folded,
-                                   "drawn": report.drawn}))
+        out.print_json(json.dumps({"folds": report.folds, "busy": report.busy,
+                                   "events": report.events, "batches": report.batches,
+                                   "folded": report.folded, "drawn": report.drawn}))
+        if report.busy:
+            raise typer.Exit(1)
         return
+    if report.busy:
+        fail("ingest transactions did not end within a second; nothing was folded "
+             "(try again)", code=1)
     if not report.folds:
         err.print("nothing to fold: on SQLite the estimate reads the events themselves",
                   highlight=False)

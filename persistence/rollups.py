@@ -38,6 +38,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, func, literal, select, text, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -49,7 +50,8 @@ HOUR = timedelta(hours=1)
 CHUNK = 1000
 INGEST_LOCK = 72_610  # the advisory locks' first key; the second is the schema's hash
 READ_LOCK = 72_611
-BATCHES_PER_FOLD = 2000  # a fold far behind (after an upgrade) catches up in steps
+BATCHES_PER_FOLD = 2000
+LOCK_NOT_AVAILABLE = "55P03"  # a fold far behind (after an upgrade) catches up in steps
 
 SHARE_INGEST_LOCK = "SELECT pg_advisory_xact_lock_shared(%s, hashtext(current_schema()))"
 NEXT_BATCH = "SELECT nextval('usage_batch_seq')"
@@ -68,12 +70,26 @@ def draw_batch_number(cursor: Any) -> int:
 # ---------------------------------------------------------------------------- folding
 
 
-def settled_batches(session: Session) -> int:
+class Busy(Exception):
+    """The ingest lock was not free within the wait given: fold at a later turn."""
+
+
+def settled_batches(session: Session, wait_ms: int) -> int:
     """The highest batch number such that every batch up to it has committed or rolled
     back: take the ingest lock exclusively (in-flight batches finish first; new ones wait
-    for this transaction, which should end right away)."""
-    session.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"),
-                    {"k": INGEST_LOCK})
+    for this transaction, which ends right away). While this waits, PostgreSQL queues every
+    new ingest behind it, so it waits at most ``wait_ms``: an ingest transaction that is
+    itself waiting (on a bill run's lock, say) must not stall all the others."""
+    session.execute(text(f"SET LOCAL lock_timeout = '{int(wait_ms)}ms'"))
+    try:
+        with session.begin_nested():
+            session.execute(text(
+                "SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"),
+                {"k": INGEST_LOCK})
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            raise Busy from None
+        raise
     drawn = session.execute(text(
         "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM usage_batch_seq")).scalar()
     return int(drawn or 0)

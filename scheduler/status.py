@@ -12,6 +12,7 @@ from persistence import deadletters as deadletters_repo
 from persistence.db import unit_of_work
 from persistence.tables import SchedulerBeatRow
 from scheduler import run_times
+from services import rollups
 from workers.broker import queue_depths
 
 
@@ -63,17 +64,20 @@ class Status:
     dead_letters: int | None  # kept in the database
     unfinished_runs: int | None  # claimed or sent, not done
     schedulers: list[SchedulerBeatRow]
+    batches_not_folded: int | None = None  # ingest batches the rollups lack (PostgreSQL)
 
 
 def status(broker: object | None) -> Status:
     """Whether the database and the broker answer, the queue's depths, dead letters, runs
     not done, and every scheduler's last beat (when it woke, the next run it waits for)."""
-    database, dead, unfinished, beats = "ok", None, None, []
+    database, dead, unfinished, beats, behind = "ok", None, None, [], None
     try:
         with unit_of_work() as session:
             dead = deadletters_repo.count(session)
             unfinished = billruns.count_unfinished(session)
             beats = billruns.beats(session)
+        lag = rollups.lag()
+        behind = max(lag.drawn - max(lag.folded, 0), 0) if lag.folds else None
     except Exception as exc:
         database = f"unreachable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     queues, broker_state = None, NO_BROKER
@@ -83,4 +87,4 @@ def status(broker: object | None) -> Status:
             broker_state = "ok"
         except Exception as exc:
             broker_state = f"unreachable: {type(exc).__name__}: {str(exc)[:200]}"
-    return Status(database, broker_state, queues, dead, unfinished, beats)
+    return Status(database, broker_state, queues, dead, unfinished, beats, behind)

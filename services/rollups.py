@@ -14,21 +14,28 @@ from persistence.sql import is_postgres
 @dataclass(frozen=True)
 class FoldReport:
     folds: bool  # False on SQLite: the estimate reads the events there
+    busy: bool = False  # the ingest lock was not free in time: nothing folded this turn
     events: int = 0  # events folded by this call
     batches: int = 0  # batches folded by this call
     folded: int = -1  # the fold state after it
     drawn: int = 0  # the highest batch number drawn
 
 
-def fold() -> FoldReport:
+def fold(wait_ms: int = 100) -> FoldReport:
     """Fold every batch committed by now into the rollups (in steps of
-    ``BATCHES_PER_FOLD``, one transaction each)."""
+    ``BATCHES_PER_FOLD``, one transaction each). Waits at most ``wait_ms`` for the
+    in-flight ingest transactions to end; if they do not, reports ``busy``."""
     with unit_of_work() as session:
         if not is_postgres(session):
             return FoldReport(folds=False)
         rollups.summarize_new_pages(session)
-    with unit_of_work() as session:
-        settled = rollups.settled_batches(session)  # ends at once: ingest waits for it
+    try:
+        with unit_of_work() as session:
+            settled = rollups.settled_batches(session, wait_ms)  # ends at once
+    except rollups.Busy:
+        with unit_of_work() as session:
+            drawn, folded = rollups.lag(session)
+        return FoldReport(True, busy=True, folded=folded, drawn=drawn)
     events = batches = 0
     while True:
         with unit_of_work() as session:
@@ -39,7 +46,7 @@ def fold() -> FoldReport:
             break
     with unit_of_work() as session:
         drawn, folded = rollups.lag(session)
-    return FoldReport(True, events, batches, folded, drawn)
+    return FoldReport(True, events=events, batches=batches, folded=folded, drawn=drawn)
 
 
 def lag() -> FoldReport:

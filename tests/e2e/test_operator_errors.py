@@ -235,6 +235,7 @@ def commands(folder: Path) -> dict[str, tuple[str, ...]]:
         "usage rejected": ("usage", "rejected"),
         "usage resubmit": ("usage", "resubmit", "1"),
         "usage late": ("usage", "late"),
+        "usage fold": ("usage", "fold"),
         "dead-letters list": ("dead-letters", "list"),
         "dead-letters requeue": ("dead-letters", "requeue"),
         "deliveries list": ("deliveries", "list"),

@@ -328,3 +328,37 @@ def test_the_estimate_is_the_invoice_the_bill_run_then_issues(pg_store: str) -> 
     invoicing.run_bill_run_now("in", date(2026, 3, 1),
                                bill_run_instant(date(2026, 3, 1), "Asia/Kolkata"))
     assert issued(date(2026, 3, 1)) == expected
+
+
+def test_a_slow_ingest_transaction_does_not_let_the_folder_stall_every_other_ingest(
+        pg_store: str) -> None:
+    """An ingest transaction that waits (here: sleeps; in life: on a bill run's lock)
+    holds the shared ingest lock. A fold asks for it exclusively, and PostgreSQL queues
+    every later ingest behind that request: the fold gives up after a moment instead, so
+    the other ingests go on, and it folds at a later turn."""
+    _reset()
+    holding = threading.Event()
+
+    def slow() -> None:
+        with unit_of_work() as session:
+            usage_repo.insert_events(session, [UsageEvent(
+                "slow", "c-1", "m-sum", Decimal(1), START, {})], START)
+            holding.set()
+            time.sleep(4)
+
+    slow_ingest = threading.Thread(target=slow)
+    slow_ingest.start()
+    assert holding.wait(10)
+    folding = threading.Thread(target=rollups_service.fold)
+    folding.start()
+    time.sleep(0.3)  # the fold is waiting for the lock (or gave up)
+    began = time.monotonic()
+    _insert([UsageEvent("quick", "c-1", "m-sum", Decimal(2), START, {})])
+    took = time.monotonic() - began
+    folding.join(20)
+    slow_ingest.join(20)
+    assert took < 1.5, f"an ingest waited {took:.1f} s behind the folder"
+    report = rollups_service.fold()
+    assert report.folded == report.drawn
+    with unit_of_work() as session:
+        assert session.scalar(select(func.sum(UsageRollupRow.total))) == Decimal(3)
