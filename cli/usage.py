@@ -158,7 +158,7 @@ def fold_command(
     """Fold new usage into the hourly rollups the estimate and the portal read (the
     scheduler process does it every BILLING_FOLD_SECONDS; this is for by hand)."""
     connect()
-    report = rollups.fold(wait_ms=1000)
+    report = rollups.fold()
     if as_json:
         out.print_json(json.dumps({"folds": report.folds, "busy": report.busy,
                                    "events": report.events, "batches": report.batches,
@@ -167,8 +167,8 @@ def fold_command(
             raise typer.Exit(1)
         return
     if report.busy:
-        fail("ingest transactions did not end within a second; nothing was folded "
-             "(try again)", code=1)
+        fail(f"folded {report.events:,} events, then was held up (an ingest transaction "
+             "without its batch number, or a long read): try again", code=1)
     if not report.folds:
         err.print("nothing to fold: on SQLite the estimate reads the events themselves",
                   highlight=False)

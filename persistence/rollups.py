@@ -14,15 +14,24 @@ same transaction. A read then takes, in one consistent view:
   by a BRIN index).
 
 Which batches a fold may take is the one subtle point: batch numbers are drawn in one
-order and committed in another. So ingest holds a shared *ingest lock* (a transaction-level
-advisory lock) from before it draws its number until it commits, and a fold first takes
-that lock exclusively, for an instant: every batch whose number was drawn by then has
-committed or rolled back, and every later batch draws a higher number. And a read holds a
-shared *read lock* while it reads the fold state, the rollups and the events; a fold takes
-it exclusively just before it commits, so a read never sees the rollups of one state and
-the fold state of another (reads at READ COMMITTED take a new snapshot per statement).
-Both locks are keyed by the schema, so that two schemas in one database never wait on each
-other.
+order and committed in another. So an ingest transaction *shares* an advisory *ingest
+lock* from before it draws its number until it commits, and right after drawing it
+*announces* the number with a second shared advisory lock keyed by the number itself. A
+fold reads the last number drawn ``L``, then, in one look at ``pg_locks``, the
+transactions holding the ingest lock and the numbers they announced: every number up to
+``L`` below the smallest one still announced has committed or rolled back (a number drawn
+later is above ``L``). A holder that has not announced yet (it is between two statements)
+makes the fold look again. Nothing waits for anything: a fold never holds ingest up.
+
+Events inserted by any other writer (an older worker during a rolling upgrade, a backfill
+in SQL) are numbered by a trigger that does the same, so none is left behind.
+
+A read holds a shared *read lock* while it reads the fold state, the rollups and the
+events; a fold takes it exclusively just before it commits, so a read never sees the
+rollups of one state and the fold state of another (reads at READ COMMITTED take a new
+snapshot per statement). The locks are keyed by the sequence's oid: every process that
+uses these tables takes the same locks, whatever its ``search_path``, and two schemas in
+one database never wait on each other.
 
 SQLite runs one writer at a time and is for small deployments: there the estimate reads
 the events (``batch_seq`` stays 0, nothing folds).
@@ -30,6 +39,7 @@ the events (``batch_seq`` stays 0, nothing folds).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,7 +48,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, func, literal, select, text, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -48,20 +58,39 @@ from persistence.tables import UsageEventRow, UsageFoldStateRow, UsageRollupRow
 E, R = UsageEventRow, UsageRollupRow
 HOUR = timedelta(hours=1)
 CHUNK = 1000
-INGEST_LOCK = 72_610  # the advisory locks' first key; the second is the schema's hash
+INGEST_LOCK = 72_610  # the advisory locks' first key; the second is the sequence's oid
 READ_LOCK = 72_611
-BATCHES_PER_FOLD = 2000
-LOCK_NOT_AVAILABLE = "55P03"  # a fold far behind (after an upgrade) catches up in steps
+BATCHES_PER_FOLD = 2000  # a fold far behind (after an upgrade) catches up in steps
+LOCK_NOT_AVAILABLE = "55P03"
+INSUFFICIENT_PRIVILEGE = "42501"
+SEQUENCE_KEY = "('usage_batch_seq'::regclass::oid::bigint & 2147483647)::int"
 
-SHARE_INGEST_LOCK = "SELECT pg_advisory_xact_lock_shared(%s, hashtext(current_schema()))"
-NEXT_BATCH = "SELECT nextval('usage_batch_seq')"
+SHARE_INGEST_LOCK = f"SELECT pg_advisory_xact_lock_shared({INGEST_LOCK}, {SEQUENCE_KEY})"
+# drawn, then announced (the subquery with nextval is evaluated first: it is volatile)
+DRAW_AND_ANNOUNCE = ("SELECT n, pg_advisory_xact_lock_shared(n) "
+                     "FROM (SELECT nextval('usage_batch_seq') AS n) AS drawn")
+
+# For writers that do not draw a number (``batch_seq`` left at its default, 0): the same
+# protocol, row by row. Created with the table (tables.py) and by migration 0006.
+NUMBERING_TRIGGER = (
+    f"""CREATE OR REPLACE FUNCTION usage_events_batch_number() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared({INGEST_LOCK}, {SEQUENCE_KEY});
+    NEW.batch_seq := nextval('usage_batch_seq');
+    PERFORM pg_advisory_xact_lock_shared(NEW.batch_seq);
+    RETURN NEW;
+END $$""",
+    "CREATE TRIGGER usage_events_batch_number BEFORE INSERT ON usage_events FOR EACH ROW "
+    "WHEN (NEW.batch_seq = 0) EXECUTE FUNCTION usage_events_batch_number()",
+)
 
 
 def draw_batch_number(cursor: Any) -> int:
     """For ``insert_events`` on PostgreSQL, in the ingest transaction, before it inserts:
-    share the ingest lock (until commit), then draw the batch's number."""
-    cursor.execute(SHARE_INGEST_LOCK, (INGEST_LOCK,))
-    cursor.execute(NEXT_BATCH)
+    share the ingest lock (until commit), then draw the batch's number and announce it."""
+    cursor.execute(SHARE_INGEST_LOCK)
+    cursor.execute(DRAW_AND_ANNOUNCE)
     row = cursor.fetchone()
     assert row is not None
     return int(row[0])
@@ -71,35 +100,55 @@ def draw_batch_number(cursor: Any) -> int:
 
 
 class Busy(Exception):
-    """The ingest lock was not free within the wait given: fold at a later turn."""
+    """The fold could not learn which batches are settled, or was held up: try later."""
 
 
-def settled_batches(session: Session, wait_ms: int) -> int:
+LAST_DRAWN = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM usage_batch_seq"
+IN_FLIGHT = f"""
+WITH held AS MATERIALIZED (  -- one look at the lock table
+    SELECT pid, classid, objid, objsubid FROM pg_locks
+    WHERE locktype = 'advisory' AND granted
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+)
+SELECT i.pid, min((b.classid::bigint << 32) | b.objid::bigint)
+FROM held AS i LEFT JOIN held AS b ON b.pid = i.pid AND b.objsubid = 1
+WHERE i.classid = {INGEST_LOCK} AND i.objid = {SEQUENCE_KEY}::oid AND i.objsubid = 2
+GROUP BY i.pid
+"""
+
+
+def settled_batches(session: Session, looks: int = 50) -> int:
     """The highest batch number such that every batch up to it has committed or rolled
-    back: take the ingest lock exclusively (in-flight batches finish first; new ones wait
-    for this transaction, which ends right away). While this waits, PostgreSQL queues every
-    new ingest behind it, so it waits at most ``wait_ms``: an ingest transaction that is
-    itself waiting (on a bill run's lock, say) must not stall all the others."""
-    session.execute(text(f"SET LOCAL lock_timeout = '{int(wait_ms)}ms'"))
-    try:
-        with session.begin_nested():
-            session.execute(text(
-                "SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"),
-                {"k": INGEST_LOCK})
-    except OperationalError as exc:
-        if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
-            raise Busy from None
-        raise
-    drawn = session.execute(text(
-        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM usage_batch_seq")).scalar()
-    return int(drawn or 0)
+    back, without waiting for any: the last number drawn, or just below the smallest one an
+    ingest transaction still announces. A transaction that holds the ingest lock but has
+    not announced its number yet is a few microseconds from doing it: look again (at most
+    ``looks`` times, then ``Busy``)."""
+    for _ in range(looks):
+        drawn = int(session.execute(text(LAST_DRAWN)).scalar() or 0)
+        announced = session.execute(text(IN_FLIGHT)).all()
+        if all(smallest is not None for _, smallest in announced):
+            return min([drawn, *[int(smallest) - 1 for _, smallest in announced]])
+        time.sleep(0.001)
+    raise Busy("an ingest transaction holds the ingest lock without a batch number")
 
 
-def summarize_new_pages(session: Session) -> None:
+def summarize_new_pages(session: Session) -> bool:
     """Bring the BRIN index over ``batch_seq`` up to date: PostgreSQL leaves new page
     ranges unsummarized (matching everything) until a VACUUM, which would make the fold and
-    the reads scan the whole table for the newest batches."""
-    session.execute(text("SELECT brin_summarize_new_values('ix_usage_batch_seq'::regclass)"))
+    the reads scan the whole table for the newest batches. It takes a lock a VACUUM holds
+    too: wait 100 ms at most (and never make autovacuum give way), and skip it when the
+    role may not (only the index's owner may; autovacuum then summarizes the ranges as they
+    fill, ``autosummarize``). False when skipped."""
+    try:
+        with session.begin_nested():
+            session.execute(text("SET LOCAL lock_timeout = '100ms'"))
+            session.execute(text(
+                "SELECT brin_summarize_new_values('ix_usage_batch_seq'::regclass)"))
+        return True
+    except (OperationalError, ProgrammingError) as exc:
+        if getattr(exc.orig, "sqlstate", None) in (LOCK_NOT_AVAILABLE, INSUFFICIENT_PRIVILEGE):
+            return False
+        raise
 
 
 FOLD = """
@@ -146,8 +195,15 @@ def fold(session: Session, settled: int) -> Folded:
     session.execute(text("UPDATE usage_fold_state SET folded = :upto WHERE id = 1"),
                     {"upto": upto})
     # readers that hold the read lock read the state before this fold: let them finish
-    session.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"),
-                    {"k": READ_LOCK})
+    # (readers are short; one that hangs makes this fold give up, not the portal wait)
+    session.execute(text("SET LOCAL lock_timeout = '2s'"))
+    try:
+        with session.begin_nested():
+            session.execute(text(f"SELECT pg_advisory_xact_lock({READ_LOCK}, {SEQUENCE_KEY})"))
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            raise Busy("a reader held the read lock for 2 s") from None
+        raise
     return Folded(after, upto, int(events), int(rows))
 
 
@@ -204,8 +260,7 @@ def split_hours(bounds: Sequence[datetime]) -> list[tuple[datetime, datetime]]:
 def share_read_lock(session: Session) -> tuple[int, int]:
     """Hold the read lock for the rest of the transaction: (the fold state it guards, the
     highest batch number drawn after it was read)."""
-    session.execute(text("SELECT pg_advisory_xact_lock_shared(:k, hashtext(current_schema()))"),
-                    {"k": READ_LOCK})
+    session.execute(text(f"SELECT pg_advisory_xact_lock_shared({READ_LOCK}, {SEQUENCE_KEY})"))
     # a statement of its own, after the lock: its snapshot then holds any fold that
     # committed while this waited (the number drawn is read after that snapshot)
     folded, drawn = session.execute(text(

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -148,8 +149,8 @@ class UsageEventRow(SQLModel, table=True):
         Index("ix_usage_customer_meter_ts", "customer_id", "meter_id", "timestamp"),
         # the batches not folded yet are the newest rows: a BRIN index finds them for almost
         # nothing at insert time (PostgreSQL only; SQLite does not fold)
-        Index("ix_usage_batch_seq", "batch_seq", postgresql_using="brin").ddl_if(
-            dialect="postgresql"),
+        Index("ix_usage_batch_seq", "batch_seq", postgresql_using="brin",
+              postgresql_with={"autosummarize": "on"}).ddl_if(dialect="postgresql"),
     )
     key: str = Field(primary_key=True, max_length=255)
     customer_id: str
@@ -164,6 +165,19 @@ class UsageEventRow(SQLModel, table=True):
 
 # the ingest batches' numbers (PostgreSQL; SQLite has no sequences and does not fold)
 USAGE_BATCH_SEQ = Sequence("usage_batch_seq", metadata=SQLModel.metadata)
+
+
+def _number_other_writers(target: Any, connection: Any, **_: Any) -> None:
+    """On PostgreSQL, the trigger that numbers events a writer stored without a batch
+    number (persistence/rollups.py), made with the table."""
+    if connection.dialect.name == "postgresql":
+        from persistence.rollups import NUMBERING_TRIGGER
+
+        for statement in NUMBERING_TRIGGER:
+            connection.exec_driver_sql(statement)
+
+
+event.listen(UsageEventRow.__table__, "after_create", _number_other_writers)  # type: ignore[attr-defined]
 
 
 class UsageRollupRow(SQLModel, table=True):

@@ -71,23 +71,16 @@ class Scheduler:
 
 
 def fold_loop(stop: threading.Event, every: float) -> None:
-    """Fold new usage into the hourly rollups every ``every`` seconds until ``stop``. A
-    fold waits 100 ms at most for the ingest lock; each turn it could not have it, the
-    next waits twice as long (up to 3.2 s), so that long ingest transactions delay it but
-    never starve it."""
-    wait_ms = 100
+    """Fold new usage into the hourly rollups every ``every`` seconds until ``stop``."""
     while not stop.is_set():
         try:
-            report = rollups.fold(wait_ms)
+            report = rollups.fold()
             if not report.folds:
                 return  # SQLite: nothing to fold
             if report.busy:
-                log.info("usage fold deferred: ingest transactions still running",
-                         waited_ms=wait_ms, behind=report.drawn - report.folded)
-                wait_ms = min(wait_ms * 2, 3200)
-            else:
-                wait_ms = 100
-            if report.events:
+                log.info("usage fold deferred to the next turn",
+                         behind=report.drawn - max(report.folded, 0))
+            elif report.events:
                 log.debug("usage folded", events=report.events, batches=report.batches)
         except Exception:  # an outage: try again at the next turn
             log.exception("usage fold failed")

@@ -14,36 +14,37 @@ from persistence.sql import is_postgres
 @dataclass(frozen=True)
 class FoldReport:
     folds: bool  # False on SQLite: the estimate reads the events there
-    busy: bool = False  # the ingest lock was not free in time: nothing folded this turn
+    busy: bool = False  # could not finish this turn (see ``fold``): try again later
     events: int = 0  # events folded by this call
     batches: int = 0  # batches folded by this call
     folded: int = -1  # the fold state after it
     drawn: int = 0  # the highest batch number drawn
 
 
-def fold(wait_ms: int = 100) -> FoldReport:
+def fold() -> FoldReport:
     """Fold every batch committed by now into the rollups (in steps of
-    ``BATCHES_PER_FOLD``, one transaction each). Waits at most ``wait_ms`` for the
-    in-flight ingest transactions to end; if they do not, reports ``busy``."""
+    ``BATCHES_PER_FOLD``, one transaction each). Never waits for ingest; ``busy`` when
+    it could not tell which batches are settled or a reader held it up (try later)."""
     with unit_of_work() as session:
         if not is_postgres(session):
             return FoldReport(folds=False)
         rollups.summarize_new_pages(session)
+    events = batches = 0
     try:
         with unit_of_work() as session:
-            settled = rollups.settled_batches(session, wait_ms)  # ends at once
+            settled = rollups.settled_batches(session)
+        while True:
+            with unit_of_work() as session:
+                step = rollups.fold(session, settled)
+            events += step.events
+            batches += step.upto - max(step.after, 0)  # (0: the events from before rollups)
+            if step.upto >= settled or step.upto == step.after:
+                break
     except rollups.Busy:
         with unit_of_work() as session:
             drawn, folded = rollups.lag(session)
-        return FoldReport(True, busy=True, folded=folded, drawn=drawn)
-    events = batches = 0
-    while True:
-        with unit_of_work() as session:
-            step = rollups.fold(session, settled)
-        events += step.events
-        batches += step.upto - max(step.after, 0)  # (0: the events from before rollups)
-        if step.upto >= settled or step.upto == step.after:
-            break
+        return FoldReport(True, busy=True, events=events, batches=batches, folded=folded,
+                          drawn=drawn)
     with unit_of_work() as session:
         drawn, folded = rollups.lag(session)
     return FoldReport(True, events=events, batches=batches, folded=folded, drawn=drawn)

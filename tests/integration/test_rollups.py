@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -124,16 +125,83 @@ def test_a_fold_takes_only_what_is_new_and_catches_up_in_steps(
 def test_events_stored_before_the_upgrade_are_folded_by_the_first_fold(pg_store: str) -> None:
     """Rows that predate the rollups carry batch number 0; the state starts at -1."""
     _reset()
-    with unit_of_work() as session:
+    with unit_of_work() as session:  # as before migration 0006: no trigger, batch 0
+        session.execute(text("ALTER TABLE usage_events DISABLE TRIGGER "
+                             "usage_events_batch_number"))
         session.execute(text(
             "INSERT INTO usage_events (key, customer_id, meter_id, quantity, timestamp, "
             "ingested_at) VALUES ('old', 'c-1', 'm-sum', 5, '2026-03-01T10:30:00Z', "
             "'2026-03-01T10:30:00Z')"))
+        session.execute(text("ALTER TABLE usage_events ENABLE TRIGGER "
+                             "usage_events_batch_number"))
     assert rollups_service.fold().events == 1
     bounds = [START, START + timedelta(days=1)]
     with unit_of_work() as session:
         assert rollups.windows(session, ["c-1"], ["m-sum"], bounds)[("c-1", "m-sum")] == [
             rollups.Totals(Decimal(5), 1, Decimal(5), Decimal(5))]
+
+
+def test_events_another_writer_stores_without_a_number_are_numbered_and_folded(
+        pg_store: str) -> None:
+    """A worker still on the code before the rollups (a rolling upgrade), or a backfill in
+    SQL, inserts events without a batch number, after folds have run: a trigger numbers
+    them under the same locks, so the estimate and the rollups count them."""
+    _reset()
+    _insert([UsageEvent("new-1", "c-1", "m-sum", Decimal(10), START, {})])
+    rollups_service.fold()
+    with unit_of_work() as session:
+        session.execute(text(
+            "INSERT INTO usage_events (key, customer_id, meter_id, quantity, timestamp, "
+            "ingested_at) VALUES ('legacy', 'c-1', 'm-sum', 5, '2026-03-01T10:30:00Z', "
+            "'2026-03-01T10:30:00Z')"))
+    bounds = [START, START + timedelta(days=1)]
+    with unit_of_work() as session:  # not folded yet: read as the newest batch
+        assert rollups.windows(session, ["c-1"], ["m-sum"], bounds)[("c-1", "m-sum")][
+            0].total == Decimal(15)
+    assert rollups_service.fold().events == 1
+    with unit_of_work() as session:
+        assert session.scalar(select(func.sum(UsageRollupRow.total))) == Decimal(15)
+
+
+def test_a_writer_with_another_search_path_takes_the_same_locks(pg_store: str) -> None:
+    """The locks are keyed by the sequence, not by the session's first schema: an ingest
+    reaching the tables through another ``search_path`` (here an empty schema first, like
+    ``"$user"``) still holds the fold back until it commits."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from persistence import db
+
+    _reset()
+    with unit_of_work() as session:
+        real = session.scalar(text("SELECT current_schema()"))
+        session.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{real}_ghost"'))
+    other = create_engine(db.engine().url, connect_args={
+        "options": f"-csearch_path={real}_ghost,{real}"})
+    inserted, commit = threading.Event(), threading.Event()
+
+    def ingest() -> None:
+        with Session(other) as session, session.begin():
+            usage_repo.insert_events(session, [UsageEvent(
+                "ghost", "c-1", "m-sum", Decimal(7), START, {})], START)
+            inserted.set()
+            commit.wait(20)
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    try:
+        assert inserted.wait(20)
+        report = rollups_service.fold()
+        assert report.folded < report.drawn  # its batch is in flight: not folded past
+    finally:
+        commit.set()
+        writer.join(20)
+        other.dispose()
+        with unit_of_work() as session:
+            session.execute(text(f'DROP SCHEMA "{real}_ghost"'))
+    rollups_service.fold()
+    with unit_of_work() as session:
+        assert session.scalar(select(func.sum(UsageRollupRow.total))) == Decimal(7)
 
 
 def _committed_sum() -> tuple[Decimal, int]:
@@ -165,7 +233,9 @@ def test_under_concurrent_ingest_and_folds_no_event_is_lost_or_counted_twice(
                                     START + rng.randrange(48) * hour
                                     + timedelta(seconds=rng.randrange(3600)), {})
                          for i in range(rng.randrange(1, 60))]
-                _insert(batch)
+                with unit_of_work() as session:
+                    usage_repo.insert_events(session, batch, START)
+                    time.sleep(rng.random() / 50)  # the rest of an ingest transaction
                 time.sleep(rng.random() / 200)
         except BaseException as exc:
             errors.append(exc)
@@ -330,35 +400,119 @@ def test_the_estimate_is_the_invoice_the_bill_run_then_issues(pg_store: str) -> 
     assert issued(date(2026, 3, 1)) == expected
 
 
-def test_a_slow_ingest_transaction_does_not_let_the_folder_stall_every_other_ingest(
-        pg_store: str) -> None:
-    """An ingest transaction that waits (here: sleeps; in life: on a bill run's lock)
-    holds the shared ingest lock. A fold asks for it exclusively, and PostgreSQL queues
-    every later ingest behind that request: the fold gives up after a moment instead, so
-    the other ingests go on, and it folds at a later turn."""
+def test_a_slow_ingest_transaction_holds_no_other_ingest_up(pg_store: str) -> None:
+    """An ingest transaction that waits (here: sleeps; in life: on a bill run's lock) for
+    several seconds while the scheduler's fold loop turns every 50 ms: every other ingest
+    goes on at its usual speed, the folds fold everything but the slow batch and what
+    follows it, and once it commits, everything."""
+    from scheduler.loop import fold_loop
+
     _reset()
-    holding = threading.Event()
+    holding, release = threading.Event(), threading.Event()
 
     def slow() -> None:
         with unit_of_work() as session:
             usage_repo.insert_events(session, [UsageEvent(
                 "slow", "c-1", "m-sum", Decimal(1), START, {})], START)
             holding.set()
-            time.sleep(4)
+            release.wait(30)
 
+    _insert([UsageEvent("before", "c-1", "m-sum", Decimal(100), START, {})])
     slow_ingest = threading.Thread(target=slow)
     slow_ingest.start()
     assert holding.wait(10)
-    folding = threading.Thread(target=rollups_service.fold)
-    folding.start()
-    time.sleep(0.3)  # the fold is waiting for the lock (or gave up)
-    began = time.monotonic()
-    _insert([UsageEvent("quick", "c-1", "m-sum", Decimal(2), START, {})])
-    took = time.monotonic() - began
-    folding.join(20)
-    slow_ingest.join(20)
-    assert took < 1.5, f"an ingest waited {took:.1f} s behind the folder"
+    stop = threading.Event()
+    folder = threading.Thread(target=fold_loop, args=(stop, 0.05))
+    folder.start()
+    slowest = 0.0
+    try:
+        began = time.monotonic()
+        n = 0
+        while time.monotonic() - began < 3:
+            n += 1
+            t = time.monotonic()
+            _insert([UsageEvent(f"quick-{n}", "c-1", "m-sum", Decimal(2), START, {})])
+            slowest = max(slowest, time.monotonic() - t)
+            time.sleep(0.01)
+        report = rollups_service.fold()
+        assert not report.busy and report.folded < report.drawn  # the slow batch is open
+        with unit_of_work() as session:  # "before" is folded; nothing after "slow" is
+            assert session.scalar(select(func.sum(UsageRollupRow.total))) == Decimal(100)
+    finally:
+        release.set()
+        slow_ingest.join(20)
+        stop.set()
+        folder.join(20)
+    assert slowest < 0.5, f"an ingest took {slowest:.2f} s"
     report = rollups_service.fold()
     assert report.folded == report.drawn
     with unit_of_work() as session:
-        assert session.scalar(select(func.sum(UsageRollupRow.total))) == Decimal(3)
+        assert session.scalar(select(func.sum(UsageRollupRow.total))) == Decimal(101 + 2 * n)
+
+
+def test_a_fold_runs_as_a_role_that_does_not_own_the_tables(pg_store: str) -> None:
+    """Least privilege: the schema migrated by its owner, the services run as a role that
+    may read and write. Only an owner may summarize the BRIN index; the fold then goes on
+    without it (autovacuum summarizes, ``autosummarize``)."""
+    import uuid
+
+    from sqlalchemy import event
+
+    from persistence import db
+
+    _reset()
+    _insert([UsageEvent("r-1", "c-1", "m-sum", Decimal(4), START, {})])
+    engine = db.engine()
+    with unit_of_work() as session:
+        schema = session.scalar(text("SELECT current_schema()"))
+    role = f"billing_app_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as c:
+        c.exec_driver_sql(f'CREATE ROLE "{role}" NOLOGIN')
+        c.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        c.exec_driver_sql(f'GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "{schema}" '
+                          f'TO "{role}"')
+        c.exec_driver_sql(f'GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "{schema}" '
+                          f'TO "{role}"')
+
+    def as_app(dbapi: Any, record: Any) -> None:
+        with dbapi.cursor() as cursor:
+            cursor.execute(f'SET ROLE "{role}"')
+        dbapi.commit()
+
+    engine.dispose()
+    event.listen(engine, "connect", as_app)
+    try:
+        report = rollups_service.fold()
+        assert not report.busy and report.events == 1
+    finally:
+        engine.dispose()
+        event.remove(engine, "connect", as_app)
+        with engine.begin() as c:
+            c.exec_driver_sql(f'DROP OWNED BY "{role}"')
+            c.exec_driver_sql(f'DROP ROLE "{role}"')
+
+
+def test_a_vacuum_holding_the_table_does_not_hold_the_fold(pg_store: str) -> None:
+    """Summarizing the BRIN index takes the lock a VACUUM holds: the fold waits 100 ms for
+    it at most, then folds without it (and never makes autovacuum give way)."""
+    _reset()
+    _insert([UsageEvent("v-1", "c-1", "m-sum", Decimal(4), START, {})])
+    locked, done = threading.Event(), threading.Event()
+
+    def vacuum_like() -> None:
+        with unit_of_work() as session:
+            session.execute(text("LOCK TABLE usage_events IN SHARE UPDATE EXCLUSIVE MODE"))
+            locked.set()
+            done.wait(20)
+
+    holder = threading.Thread(target=vacuum_like)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        began = time.monotonic()
+        report = rollups_service.fold()
+        took = time.monotonic() - began
+    finally:
+        done.set()
+        holder.join(20)
+    assert report.events == 1 and took < 2, (report, took)

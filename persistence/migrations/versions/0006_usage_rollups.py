@@ -5,7 +5,8 @@ Revises: 0005
 Create Date: 2026-12-01
 
 Existing events get batch number 0 without rewriting the table (a constant default), and
-the fold state starts at -1: the first fold takes them all.
+the fold state starts at -1: the first fold takes them all. Events inserted later without
+a number (by a worker still on the older code) are numbered by a trigger.
 """
 
 from __future__ import annotations
@@ -44,14 +45,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id'),
     )
     if op.get_bind().dialect.name == 'postgresql':
+        from persistence.rollups import NUMBERING_TRIGGER
+
         op.execute(sa.schema.CreateSequence(sa.Sequence('usage_batch_seq')))
+        for statement in NUMBERING_TRIGGER:  # numbers what older workers still insert
+            op.execute(statement)
+        # one scan of the table, during which inserts wait: on a large table, upgrade at a
+        # quiet moment (a BRIN index builds at about the speed of a sequential scan)
         op.create_index('ix_usage_batch_seq', 'usage_events', ['batch_seq'],
-                        postgresql_using='brin')
+                        postgresql_using='brin', postgresql_with={'autosummarize': 'on'})
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == 'postgresql':
         op.drop_index('ix_usage_batch_seq', table_name='usage_events')
+        op.execute('DROP TRIGGER usage_events_batch_number ON usage_events')
+        op.execute('DROP FUNCTION usage_events_batch_number()')
         op.execute(sa.schema.DropSequence(sa.Sequence('usage_batch_seq')))
     op.drop_table('usage_fold_state')
     op.drop_table('usage_rollups')
