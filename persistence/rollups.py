@@ -71,14 +71,22 @@ DRAW_AND_ANNOUNCE = ("SELECT n, pg_advisory_xact_lock_shared(n) "
                      "FROM (SELECT nextval('usage_batch_seq') AS n) AS drawn")
 
 # For writers that do not draw a number (``batch_seq`` left at its default, 0): the same
-# protocol, row by row. Created with the table (tables.py) and by migration 0006.
+# protocol, one number per transaction (kept in a transaction-local setting, so that a
+# backfill of millions of rows takes two locks, not millions). Created with the table
+# (tables.py) and by migration 0006.
 NUMBERING_TRIGGER = (
     f"""CREATE OR REPLACE FUNCTION usage_events_batch_number() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    batch bigint := nullif(current_setting('billing.batch_seq', true), '')::bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared({INGEST_LOCK}, {SEQUENCE_KEY});
-    NEW.batch_seq := nextval('usage_batch_seq');
-    PERFORM pg_advisory_xact_lock_shared(NEW.batch_seq);
+    IF batch IS NULL THEN
+        PERFORM pg_advisory_xact_lock_shared({INGEST_LOCK}, {SEQUENCE_KEY});
+        batch := nextval('usage_batch_seq');
+        PERFORM pg_advisory_xact_lock_shared(batch);
+        PERFORM set_config('billing.batch_seq', batch::text, true);
+    END IF;
+    NEW.batch_seq := batch;
     RETURN NEW;
 END $$""",
     "CREATE TRIGGER usage_events_batch_number BEFORE INSERT ON usage_events FOR EACH ROW "

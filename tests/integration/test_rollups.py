@@ -161,6 +161,17 @@ def test_events_another_writer_stores_without_a_number_are_numbered_and_folded(
     assert rollups_service.fold().events == 1
     with unit_of_work() as session:
         assert session.scalar(select(func.sum(UsageRollupRow.total))) == Decimal(15)
+    with unit_of_work() as session:  # a backfill: one number for the transaction
+        session.execute(text(
+            "INSERT INTO usage_events (key, customer_id, meter_id, quantity, timestamp, "
+            "ingested_at) SELECT 'fill-' || g, 'c-1', 'm-sum', 1, "
+            "'2026-03-01T00:00:00Z'::timestamptz + g * interval '1 second', now() "
+            "FROM generate_series(1, 20000) AS g"))
+        assert session.scalar(text(
+            "SELECT count(DISTINCT batch_seq) FROM usage_events WHERE key LIKE 'fill-%'")) == 1
+    assert rollups_service.fold().events == 20_000
+    with unit_of_work() as session:
+        assert session.scalar(select(func.sum(UsageRollupRow.total))) == Decimal(20_015)
 
 
 def test_a_writer_with_another_search_path_takes_the_same_locks(pg_store: str) -> None:
