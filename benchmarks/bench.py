@@ -287,9 +287,11 @@ class Bench:
                     with cur.copy("COPY stage FROM STDIN") as copy:
                         for row in rows[start:start + 1000]:
                             copy.write_row(row)
+                    # the rows ingest writes, with a batch number drawn once per batch
                     cur.execute("INSERT INTO usage_events (key, customer_id, meter_id, quantity,"
-                                " timestamp, ingested_at) SELECT key, customer_id, meter_id, "
-                                "quantity, ts, ingested_at FROM stage "
+                                " timestamp, ingested_at, batch_seq) SELECT key, customer_id, "
+                                "meter_id, quantity, ts, ingested_at, "
+                                "(SELECT nextval('usage_batch_seq')) FROM stage "
                                 "ON CONFLICT (key) DO NOTHING")
                 conn.commit()
             seconds = time.perf_counter() - started
@@ -870,6 +872,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="events per message")
     parser.add_argument("--quick", action="store_true", help="a tenth of everything")
     parser.add_argument("--portal-events", type=int, default=1_000_000)
+    parser.add_argument("--live-usage", action="store_true",
+                        help="ingest events timestamped as they happen, not over 30 days")
     parser.add_argument("--fold-seconds", type=float, default=1.0,
                         help="fold the rollups this often during ingest (0: not)")
     parser.add_argument("--entities", type=int, default=100_000)
@@ -877,6 +881,10 @@ def main() -> None:
                                                       "bill", "late", "history", "big",
                                                       "replay", "portal", "scheduler"])
     args = parser.parse_args()
+    if args.live_usage:  # for the producer processes, and this one's floor
+        import benchmarks.events
+
+        os.environ["BENCH_TIMESTAMPS"] = benchmarks.events.TIMESTAMPS = "live"
     if args.quick:
         args.events //= 10
         args.naive_events //= 4

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 CUSTOMERS = 1000
 START = datetime(2026, 10, 1, tzinfo=UTC)
+# "spread" (the default): timestamps spread over 30 days, as a backfill sends them; "live":
+# 500 events a second of event time, as usage that arrives as it happens
+TIMESTAMPS = os.environ.get("BENCH_TIMESTAMPS", "spread")
 
 
 def events(count: int, prefix: str = "e", resend_every: int = 20) -> Iterator[dict[str, Any]]:
@@ -26,7 +30,8 @@ def events(count: int, prefix: str = "e", resend_every: int = 20) -> Iterator[di
 
 
 def event(i: int, prefix: str) -> dict[str, Any]:
-    ts = START + timedelta(seconds=(i * 37) % (30 * 86400))
+    ts = (START + timedelta(seconds=i // 500) if TIMESTAMPS == "live"
+          else START + timedelta(seconds=(i * 37) % (30 * 86400)))
     return {"key": f"{prefix}-{i}", "customer": f"c-{i % CUSTOMERS}", "meter": "tokens",
             "quantity": f"{i % 997}.{i % 10}", "timestamp": ts.isoformat()}
 
