@@ -174,9 +174,8 @@ WITH grouped AS (
         total = r.total + EXCLUDED.total, events = r.events + EXCLUDED.events,
         largest = greatest(r.largest, EXCLUDED.largest),
         smallest = least(r.smallest, EXCLUDED.smallest)
-    RETURNING 1
-)
-SELECT coalesce(sum(events), 0), (SELECT count(*) FROM written) FROM grouped
+)  -- a data-modifying CTE runs whether or not it is read
+SELECT coalesce(sum(events), 0) FROM grouped
 """
 
 
@@ -185,7 +184,6 @@ class Folded:
     after: int  # the fold state before
     upto: int  # and after
     events: int  # events added into the rollups
-    rows: int  # rollup rows written
 
 
 def fold(session: Session, settled: int) -> Folded:
@@ -198,8 +196,8 @@ def fold(session: Session, settled: int) -> Folded:
         col(UsageFoldStateRow.id) == 1).with_for_update()).scalar_one())
     upto = min(settled, after + BATCHES_PER_FOLD)
     if upto <= after:
-        return Folded(after, after, 0, 0)
-    events, rows = session.execute(text(FOLD), {"after": after, "upto": upto}).one()
+        return Folded(after, after, 0)
+    events = session.execute(text(FOLD), {"after": after, "upto": upto}).scalar()
     session.execute(text("UPDATE usage_fold_state SET folded = :upto WHERE id = 1"),
                     {"upto": upto})
     # readers that hold the read lock read the state before this fold: let them finish
@@ -212,7 +210,7 @@ def fold(session: Session, settled: int) -> Folded:
         if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
             raise Busy("a reader held the read lock for 2 s") from None
         raise
-    return Folded(after, upto, int(events), int(rows))
+    return Folded(after, upto, int(events or 0))
 
 
 def lag(session: Session) -> tuple[int, int]:
@@ -252,13 +250,17 @@ def floor_hour(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
+def split_hour_starts(bounds: Sequence[datetime]) -> list[datetime]:
+    """The hours an edge that is not on the hour cuts, by their start."""
+    return sorted({floor_hour(b) for b in bounds if floor_hour(b) != b})
+
+
 def split_hours(bounds: Sequence[datetime]) -> list[tuple[datetime, datetime]]:
     """The parts of ``[bounds[0], bounds[-1])`` whose hour is not wholly inside one window:
     for each edge that is not on the hour, its hour cut to the outer bounds."""
     first, last = bounds[0], bounds[-1]
-    hours = sorted({floor_hour(b) for b in bounds if floor_hour(b) != b})
     parts = []
-    for hour in hours:
+    for hour in split_hour_starts(bounds):
         lo, hi = max(hour, first), min(hour + HOUR, last)
         if lo < hi:
             parts.append((lo, hi))
@@ -326,7 +328,7 @@ def _rollups(session: Session, customers: list[str], meter_ids: list[str],
     bucket = _bucket(hour, bounds)
     where: list[Any] = [col(R.customer_id).in_(customers), col(R.meter_id).in_(meter_ids),
                         hour >= floor_hour(bounds[0]), hour < bounds[-1]]
-    split = sorted({floor_hour(b) for b in bounds if floor_hour(b) != b})
+    split = split_hour_starts(bounds)
     if split:
         where.append(hour.not_in(split))
     group = (col(R.customer_id), col(R.meter_id), bucket)

@@ -79,7 +79,7 @@ def fold_loop(stop: threading.Event, every: float) -> None:
                 return  # SQLite: nothing to fold
             if report.busy:
                 log.info("usage fold deferred to the next turn",
-                         behind=report.drawn - max(report.folded, 0))
+                         behind=report.behind)
             elif report.events:
                 log.debug("usage folded", events=report.events, batches=report.batches)
         except Exception:  # an outage: try again at the next turn

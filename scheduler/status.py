@@ -77,7 +77,7 @@ def status(broker: object | None) -> Status:
             unfinished = billruns.count_unfinished(session)
             beats = billruns.beats(session)
         lag = rollups.lag()
-        behind = max(lag.drawn - max(lag.folded, 0), 0) if lag.folds else None
+        behind = lag.behind if lag.folds else None
     except Exception as exc:
         database = f"unreachable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     queues, broker_state = None, NO_BROKER

@@ -20,6 +20,11 @@ class FoldReport:
     folded: int = -1  # the fold state after it
     drawn: int = 0  # the highest batch number drawn
 
+    @property
+    def behind(self) -> int:
+        """Batches not folded yet (batch 0, the events from before rollups, aside)."""
+        return max(self.drawn - max(self.folded, 0), 0)
+
 
 def fold() -> FoldReport:
     """Fold every batch committed by now into the rollups (in steps of
@@ -30,6 +35,7 @@ def fold() -> FoldReport:
             return FoldReport(folds=False)
         rollups.summarize_new_pages(session)
     events = batches = 0
+    busy = False
     try:
         with unit_of_work() as session:
             settled = rollups.settled_batches(session)
@@ -41,13 +47,11 @@ def fold() -> FoldReport:
             if step.upto >= settled or step.upto == step.after:
                 break
     except rollups.Busy:
-        with unit_of_work() as session:
-            drawn, folded = rollups.lag(session)
-        return FoldReport(True, busy=True, events=events, batches=batches, folded=folded,
-                          drawn=drawn)
+        busy = True
     with unit_of_work() as session:
         drawn, folded = rollups.lag(session)
-    return FoldReport(True, events=events, batches=batches, folded=folded, drawn=drawn)
+    return FoldReport(True, busy=busy, events=events, batches=batches, folded=folded,
+                      drawn=drawn)
 
 
 def lag() -> FoldReport:
