@@ -27,6 +27,12 @@ class InvoiceRecord:
     subtotal: Decimal
     discount: Decimal
     total: Decimal
+    credits: Decimal = Decimal(0)  # SPEC §12: what prepaid credits paid when it was sent
+
+    @property
+    def amount_due(self) -> Decimal:
+        """SPEC §12: ``max(0, total − credits)``."""
+        return max(self.total - self.credits, Decimal(0))
 
     @property
     def reference(self) -> str:
@@ -35,7 +41,7 @@ class InvoiceRecord:
 
 
 def _amounts(lines: tuple[Line, ...], subtotal: Decimal, discount: Decimal, total: Decimal,
-             currency: str) -> dict[str, Any]:
+             currency: str, credits: Decimal = Decimal(0)) -> dict[str, Any]:
     return {
         "lines": [
             {"type": ln.type, "charge": ln.charge,
@@ -47,7 +53,11 @@ def _amounts(lines: tuple[Line, ...], subtotal: Decimal, discount: Decimal, tota
         ],
         "subtotal": format_money(subtotal, currency),
         "discount": format_money(discount, currency),
+        "taxes": [],
+        "tax": format_money(Decimal(0), currency),
         "total": format_money(total, currency),
+        "credits": format_money(credits, currency),
+        "amount_due": format_money(max(total - credits, Decimal(0)), currency),
     }
 
 
@@ -58,7 +68,8 @@ def invoice_document(inv: InvoiceRecord) -> dict[str, Any]:
         "issued_at": inv.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "status": inv.status, "number": inv.number, "final": inv.final,
         "currency": inv.currency,
-        **_amounts(inv.lines, inv.subtotal, inv.discount, inv.total, inv.currency),
+        **_amounts(inv.lines, inv.subtotal, inv.discount, inv.total, inv.currency,
+                   inv.credits),
     }
 
 

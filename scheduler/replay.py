@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+import structlog
 from dramatiq import Worker
 
 from domain.documents import invoice_document
@@ -32,6 +33,8 @@ from services import catalog as catalog_service
 from services import clock, deliveries
 from workers import actors
 from workers.broker import FailureRecorder, join, stub_broker, use
+
+log = structlog.get_logger("billing")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,15 @@ def bill_run_steps(scenario: Scenario) -> Iterator[Step]:
 
 
 def plan_steps(scenario: Scenario) -> list[Step]:
-    steps = [Step(a.at, action=a) for a in scenario.actions]
+    """The actions and bill runs in the order they happen; ``until`` ends the replay: an
+    action later than it is not applied (and logged)."""
+    steps = []
+    for a in scenario.actions:
+        if a.at > scenario.until:
+            log.warning("action after until: not applied", action=a.kind,
+                        at=a.at.isoformat(), until=scenario.until.isoformat())
+        else:
+            steps.append(Step(a.at, action=a))
     steps.extend(bill_run_steps(scenario))
     return sorted(steps, key=lambda s: s.order)
 
@@ -125,7 +136,7 @@ def report() -> dict[str, Any]:
         counts = usage_repo.outcome_counts(session)
         counts["unbilled"] = usage_repo.count_unbilled(session)
         counts["late"] = usage_repo.count_late(session)
-    return {"invoices": invoices, "usage": counts}
+    return {"invoices": invoices, "usage": counts, "credit_grants": []}
 
 
 def replay(scenario: Scenario, *, database_url: str | None = None,
