@@ -13,7 +13,7 @@ from rich.table import Table
 
 from cli.common import connect, err, fail, instant, out, writable
 from cli.demo import invoice_table
-from domain.documents import InvoiceRecord, invoice_document, preview_document
+from domain.documents import InvoiceRecord, detailed_document, preview_document
 from domain.money import format_money
 from domain.validation import Invalid
 from persistence import catalog as catalog_repo
@@ -99,11 +99,11 @@ def show(
     writable(out_file)
     connect()
     record = find(reference)
-    document = invoice_document(record)
+    document = detailed_document(record)
     if html:
         with unit_of_work() as session:
             entity = catalog_repo.entity(session, record.entity)
-        page = render_html({**document, "id": record.id},
+        page = render_html(document,
                            timezone=entity.timezone if entity else None,
                            units=invoices_service.display_units(record.subscription))
         if out_file is None:

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from domain.credits import Grant, Ledger
 from domain.invoices import ComposedInvoice, Line, line_order
 from domain.money import format_money, format_quantity
 
@@ -28,6 +29,7 @@ class InvoiceRecord:
     discount: Decimal
     total: Decimal
     credits: Decimal = Decimal(0)  # SPEC §12: what prepaid credits paid when it was sent
+    paid_by: tuple[tuple[str, Decimal], ...] = ()  # (grant id, amount) of those credits
 
     @property
     def amount_due(self) -> Decimal:
@@ -70,6 +72,28 @@ def invoice_document(inv: InvoiceRecord) -> dict[str, Any]:
         "currency": inv.currency,
         **_amounts(inv.lines, inv.subtotal, inv.discount, inv.total, inv.currency,
                    inv.credits),
+    }
+
+
+def detailed_document(inv: InvoiceRecord) -> dict[str, Any]:
+    """The invoice as the API, the webhooks and the documents show it: REPLAY.md's shape,
+    its id, and which grants paid its credits."""
+    return {
+        "id": inv.id, **invoice_document(inv),
+        "credits_applied": [{"grant": grant, "amount": format_money(amount, inv.currency)}
+                            for grant, amount in inv.paid_by],
+    }
+
+
+def grant_document(grant: Grant, state: Ledger) -> dict[str, Any]:
+    """A credit grant with its ledger (REPLAY.md's ``credit_grants``)."""
+    money = grant.currency
+    return {
+        "id": grant.id, "customer": grant.customer, "currency": grant.currency,
+        "amount": format_money(grant.amount, money), "used": format_money(state.used, money),
+        "voided": format_money(state.voided, money),
+        "expired": format_money(state.expired, money),
+        "remaining": format_money(state.remaining, money),
     }
 
 

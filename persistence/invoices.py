@@ -15,7 +15,7 @@ from sqlmodel import col
 from domain.documents import InvoiceRecord
 from domain.invoices import ADJUSTMENT, USAGE, Billed, ComposedInvoice, Line, line_order
 from domain.money import EXACT
-from persistence import deliveries
+from persistence import credits as credits_repo
 from persistence.sql import insert_ignore, is_postgres, rowcount, storable
 from persistence.tables import (
     InvoiceCounterRow,
@@ -100,12 +100,11 @@ def replace_draft(session: Session, invoice_id: int, invoice: ComposedInvoice,
     return True
 
 
-def send_many(session: Session, entity_id: str, prefix: str, invoice_ids: Sequence[int],
-              now: datetime) -> list[str]:
+def number(session: Session, entity_id: str, prefix: str, invoice_ids: Sequence[int],
+           now: datetime) -> list[str]:
     """Mark drafts sent with the entity's next numbers, in the order given, in this
     transaction: the counter row stays locked until commit, so numbers are gapless and in
-    the order of sending. Every id must be a draft (else nothing is numbered). The same
-    transaction records each invoice's delivery as pending."""
+    the order of sending. Every id must be a draft (else nothing is numbered)."""
     if not invoice_ids:
         return []
     session.execute(
@@ -126,20 +125,10 @@ def send_many(session: Session, entity_id: str, prefix: str, invoice_ids: Sequen
                                                                  strict=True)],
     )
     if rowcount(result) != len(invoice_ids):
-        raise RuntimeError("send_many: an invoice was not a draft")  # the transaction rolls back
+        raise RuntimeError("number: an invoice was not a draft")  # the transaction rolls back
     counter.last_number += len(invoice_ids)
     session.flush()
-    deliveries.add_pending(session, invoice_ids, now)  # to deliver after this commits
     return numbers
-
-
-def send(session: Session, invoice_id: int, entity_id: str, prefix: str,
-         now: datetime) -> str | None:
-    """Send one invoice if it is a draft (its number), else None."""
-    invoice = session.get(I, invoice_id)
-    if invoice is None or invoice.status != "draft":
-        return None
-    return send_many(session, entity_id, prefix, [invoice_id], now)[0]
 
 
 def find(session: Session, subscription_id: str, boundary: date, *,
@@ -184,13 +173,16 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
             lines[ln.invoice_id].append(
                 Line(ln.type, ln.charge_id, ln.period_start, ln.period_end, ln.quantity,
                      ln.amount))
+    paid_by = credits_repo.of_invoices(
+        session, [r.id for r in rows if r.id is not None and r.credits])
     return [
         InvoiceRecord(
             id=r.id or 0, entity=r.entity_id, customer=r.customer_id,
             subscription=r.subscription_id, boundary=r.boundary, issued_at=r.issued_at,
             status=r.status, number=r.number, final=r.final, currency=r.currency,
             lines=tuple(sorted(lines[r.id or 0], key=line_order)),
-            subtotal=r.subtotal, discount=r.discount, total=r.total,
+            subtotal=r.subtotal, discount=r.discount, total=r.total, credits=r.credits,
+            paid_by=tuple(paid_by.get(r.id or 0, ())),
         )
         for r in rows
     ]

@@ -327,6 +327,9 @@ class InvoiceRow(SQLModel, table=True):
     subtotal: Decimal = Field(sa_type=ExactDecimal)
     discount: Decimal = Field(sa_type=ExactDecimal)
     total: Decimal = Field(sa_type=ExactDecimal)
+    # SPEC §12: what prepaid credits paid when it was sent (the sum of its applications)
+    credits: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal,
+                             sa_column_kwargs={"server_default": "0"})
 
 
 class InvoiceLineRow(SQLModel, table=True):
@@ -342,6 +345,41 @@ class InvoiceLineRow(SQLModel, table=True):
     period_end: date
     quantity: Decimal = Field(sa_type=ExactDecimal)
     amount: Decimal = Field(sa_type=ExactDecimal)
+
+
+class CreditGrantRow(SQLModel, table=True):
+    """A prepaid credit grant (SPEC §12). What it paid is in its applications; a void sets
+    ``voided_at`` once. A grant made from a sent invoice's negative total names it in
+    ``source_invoice_id`` (its id is ``credit-{subscription}@{boundary}``)."""
+
+    __tablename__ = "credit_grants"
+    __table_args__ = (Index("ix_credit_grants_customer", "customer_id", "currency"),)
+    id: str = Field(primary_key=True, max_length=255)
+    customer_id: str = Field(foreign_key="customers.id", max_length=255)
+    currency: str = Field(max_length=3)
+    amount: Decimal = Field(sa_type=ExactDecimal)
+    priority: int
+    granted_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    voided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    source_invoice_id: int | None = Field(default=None, foreign_key="invoices.id",
+                                          unique=True)
+
+
+class CreditApplicationRow(SQLModel, table=True):
+    """The ledger: a grant paying part of a sent invoice, at the instant it was sent. One
+    row per (invoice, grant), so a redelivered message or a re-sent run pays nothing
+    twice; rows are only ever added."""
+
+    __tablename__ = "credit_applications"
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "grant_id", name="uq_credit_application"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    grant_id: str = Field(foreign_key="credit_grants.id", index=True, max_length=255)
+    invoice_id: int = Field(foreign_key="invoices.id")
+    amount: Decimal = Field(sa_type=ExactDecimal)
+    applied_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class BillRunRow(SQLModel, table=True):

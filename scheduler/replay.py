@@ -20,7 +20,7 @@ import dramatiq
 import structlog
 from dramatiq import Worker
 
-from domain.documents import invoice_document
+from domain.documents import grant_document, invoice_document
 from domain.periods import bill_run_instant, zone
 from domain.validation import EARLIEST, MAX_DIGITS
 from persistence import db
@@ -30,7 +30,7 @@ from persistence.db import unit_of_work
 from scheduler.scenario import Action, Scenario
 from scheduler.tick import tick
 from services import catalog as catalog_service
-from services import clock, deliveries
+from services import clock, credits, deliveries
 from workers import actors
 from workers.broker import FailureRecorder, join, stub_broker, use
 
@@ -113,6 +113,11 @@ def send(action: Action) -> None:
         actors.release_invoice.send(p["subscription"], p["boundary"])
     elif action.kind == "regenerate":
         actors.regenerate_invoice.send(p["subscription"], p["boundary"])
+    elif action.kind == "grant_credits":
+        actors.grant_credits.send(**{k: str(v) if isinstance(v, Decimal) and k == "amount"
+                                     else _json_number(v) for k, v in p.items()})
+    elif action.kind == "void_credits":
+        actors.void_credits.send(p["grant"])
     else:  # pragma: no cover - the scenario parser allows no other kind
         raise ValueError(action.kind)
 
@@ -129,14 +134,16 @@ def drain(broker: dramatiq.Broker, worker: Worker, failures: FailureRecorder) ->
         raise ReplayError(failures.failures[0])
 
 
-def report() -> dict[str, Any]:
-    """The replay's output (REPLAY.md)."""
+def report(until: datetime) -> dict[str, Any]:
+    """The replay's output (REPLAY.md), its counts and ledgers taken at ``until``."""
     with unit_of_work() as session:
         invoices = [invoice_document(inv) for inv in invoices_repo.records(session)]
         counts = usage_repo.outcome_counts(session)
         counts["unbilled"] = usage_repo.count_unbilled(session)
         counts["late"] = usage_repo.count_late(session)
-    return {"invoices": invoices, "usage": counts, "credit_grants": []}
+        grants = [grant_document(v.grant, v.ledger)
+                  for v in credits.grant_views(session, until)]
+    return {"invoices": invoices, "usage": counts, "credit_grants": grants}
 
 
 def replay(scenario: Scenario, *, database_url: str | None = None,
@@ -183,7 +190,7 @@ def replay(scenario: Scenario, *, database_url: str | None = None,
                 drain(broker, worker, failures)
                 if on_step is not None:
                     on_step(number, len(steps), step)
-            return report()
+            return report(scenario.until)
         finally:
             worker.stop()
             clock.reset()

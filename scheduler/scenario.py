@@ -29,7 +29,7 @@ from domain.validation import (
 )
 
 ACTIONS = ("subscribe", "usage", "cancel", "uncancel", "set_draft_invoices", "release",
-           "regenerate")
+           "regenerate", "grant_credits", "void_credits")
 # The parameters an action needs to be sent at all; their values are the engine's to judge.
 # Others than these and OPTIONAL are ignored, with a warning.
 REQUIRED = {
@@ -39,8 +39,11 @@ REQUIRED = {
     "set_draft_invoices": ("customer", "value"),
     "release": ("subscription", "boundary"),
     "regenerate": ("subscription", "boundary"),
+    "grant_credits": ("id", "customer", "currency", "amount"),
+    "void_credits": ("grant",),
 }
-OPTIONAL = {"subscribe": ("discount",)}
+OPTIONAL = {"subscribe": ("discount",), "grant_credits": ("expires_at", "priority")}
+NUMBERS = ("amount",)  # parameters that may be written as numbers too (exact decimals)
 
 
 class ScenarioError(Exception):
@@ -342,6 +345,9 @@ def _action(path: str, item: Any, index: int) -> Action:
         if name == "value":
             if not isinstance(value, bool):
                 p.fail(name, f"must be true or false, got {describe(value)}")
+        elif name in NUMBERS:
+            if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+                p.fail(name, f"must be a decimal number, got {describe(value)}")
         elif not isinstance(value, str):
             p.fail(name, f"must be a string, got {describe(value)}")
     for name in OPTIONAL.get(kind, ()):

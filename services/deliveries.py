@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from domain.catalog import Customer, Delivery, Entity
-from domain.documents import invoice_document
+from domain.documents import detailed_document
 from domain.units import Unit
 from persistence import catalog as catalog_repo
 from persistence import deliveries as deliveries_repo
@@ -110,7 +110,7 @@ def attempt(session: Session, invoice_id: int, now: datetime,
     entity = catalog_repo.entity(session, record.entity)
     customer = catalog_repo.customer(session, record.customer)
     assert entity is not None and customer is not None
-    document = {**invoice_document(record), "id": record.id}
+    document = detailed_document(record)
     delivery = entity.delivery or default_delivery()
     readable = delivery.channel in ("email", "outbox")  # the channels that render it
     units = display_units_in(session, record.subscription) if readable else {}

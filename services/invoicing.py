@@ -30,10 +30,11 @@ from persistence import invoices as invoices_repo
 from persistence import subscriptions as subs_repo
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
-from persistence.tables import SubscriptionRow
+from persistence.tables import InvoiceRow, SubscriptionRow
 from persistence.usage import Period
-from services import deliveries, late
+from services import deliveries, late, sending
 from services.commands import Outcome, applied, invalid, not_found, refused
+from services.credits import Sent
 from services.outages import is_infrastructure
 
 CHUNK = 250  # (subscription, boundary) pairs per issue_invoices message
@@ -371,16 +372,16 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
     # numbering last: the entity's counter stays locked from here to the commit, so the
     # chunks of a run wait for each other only for this
     numbers: dict[int, str] = {}  # invoice id -> number
-    to_send: dict[str, list[int]] = defaultdict(list)  # by entity, in the order of pairs
+    to_send: dict[str, list[Sent]] = defaultdict(list)  # by entity, in the order of pairs
     for index in sorted(issued):
         invoice_id, n = issued[index]
         if not drafts.get(n.customer, False):
-            to_send[n.entity].append(invoice_id)
-    for entity_id, invoice_ids in to_send.items():
+            to_send[n.entity].append(Sent(invoice_id, n.subscription, n.invoice.boundary,
+                                          n.customer, n.invoice.currency, n.invoice.total))
+    for entity_id, sent in to_send.items():
         entity = entities[entity_id]
         assert entity is not None
-        numbers.update(zip(invoice_ids, invoices_repo.send_many(
-            session, entity_id, entity.invoice_prefix, invoice_ids, now), strict=True))
+        numbers.update(sending.send(session, entity, sent, issued_at, now))
     for index, (invoice_id, n) in issued.items():
         sent_as = numbers.get(invoice_id)
         state = f"sent {sent_as}" if sent_as else "draft"
@@ -437,7 +438,7 @@ def failures(entity: str | None = None) -> list[Failure]:
 
 
 def _draft(session: Session, subscription: str, boundary: str,
-           action: str) -> tuple[int, SubscriptionRow] | Outcome:
+           action: str) -> tuple[InvoiceRow, SubscriptionRow] | Outcome:
     try:
         day = parse_date(boundary, f"{action}.boundary")
     except Invalid as exc:
@@ -450,25 +451,29 @@ def _draft(session: Session, subscription: str, boundary: str,
         return refused(f"{action}: invoice {invoice.number} is {invoice.status}, not a draft")
     row = subs_repo.get(session, subscription)
     assert row is not None
-    return invoice.id, row
+    return invoice, row
 
 
 def do_release(session: Session, now: datetime, subscription: str, boundary: str) -> Outcome:
     found = _draft(session, subscription, boundary, "release")
     if isinstance(found, Outcome):
         return found
-    invoice_id, row = found
+    invoice, row = found
     entity = catalog_repo.entity(session, row.entity_id)
-    assert entity is not None
-    number = invoices_repo.send(session, invoice_id, entity.id, entity.invoice_prefix, now)
-    return applied(f"sent as {number}", deliver=(invoice_id,))
+    assert entity is not None and invoice.id is not None
+    sent = Sent(invoice.id, row.id, invoice.boundary, invoice.customer_id, invoice.currency,
+                invoice.total)
+    number = sending.send(session, entity, [sent], now, now)[invoice.id]
+    return applied(f"sent as {number}", deliver=(invoice.id,))
 
 
 def do_regenerate(session: Session, now: datetime, subscription: str, boundary: str) -> Outcome:
     found = _draft(session, subscription, boundary, "regenerate")
     if isinstance(found, Outcome):
         return found
-    invoice_id, row = found
+    invoice, row = found
+    invoice_id = invoice.id
+    assert invoice_id is not None
     plan = plan_of(session, row)
     entity = catalog_repo.entity(session, row.entity_id)
     assert entity is not None

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.documents import InvoiceRecord, invoice_document, preview_document
+from domain.documents import InvoiceRecord, detailed_document, preview_document
 from domain.validation import UNSTORABLE, Invalid, check_text, parse_instant
 from persistence import catalog as catalog_repo
 from persistence import db
@@ -147,7 +147,7 @@ def subscription_json(view: subscriptions.SubscriptionView) -> dict[str, Any]:
 
 
 def invoice_json(record: InvoiceRecord) -> dict[str, Any]:
-    return {"id": record.id, **invoice_document(record)}
+    return detailed_document(record)
 
 
 def find_invoice(reference: str) -> InvoiceRecord:

@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from domain.documents import invoice_document
+from domain.documents import detailed_document
 from services import clock
 from services import portal as portal_service
 from services.delivery import render_html
@@ -115,7 +115,7 @@ def portal_invoice(token: str, invoice_id: str) -> HTMLResponse:
         html = _env().get_template("portal_refused.html.j2").render(
             reason="There is no such invoice on this account.")
         return HTMLResponse(html, status_code=404, headers=HEADERS)
-    document = {"id": record.id, **invoice_document(record)}
+    document = detailed_document(record)
     html = render_html(document, timezone=portal_service.timezone_of(record.entity),
                        units=display_units(record.subscription))
     return HTMLResponse(html, headers=HEADERS)

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from domain.validation import parse_date, parse_instant
-from services import clock, deliveries, invoicing, subscriptions, usage
+from services import clock, credits, deliveries, invoicing, subscriptions, usage
 from services.commands import Outcome, run_command
 from workers import deadletters
 from workers.broker import RetryLater, actor, claim_undecodable, current_message, sent_at
@@ -96,6 +96,24 @@ def set_draft_invoices(customer: str, value: bool) -> None:
     run_command("set_draft_invoices",
                 lambda s, now: subscriptions.do_set_draft_invoices(s, now, customer, value, at),
                 message_id=current_message_id(), customer=customer)
+
+
+@actor
+def grant_credits(id: str, customer: str, currency: str, amount: Any,
+                  expires_at: str | None = None, priority: Any = None) -> None:
+    """Grant prepaid credit (SPEC §12), granted at the instant it is applied."""
+    request: dict[str, Any] = {"id": id, "customer": customer, "currency": currency,
+                               "amount": amount, "expires_at": expires_at,
+                               "priority": priority}
+    run_command("grant_credits", lambda s, now: credits.do_grant(s, now, request),
+                message_id=current_message_id(), grant=id)
+
+
+@actor
+def void_credits(grant: str) -> None:
+    """Void a credit grant: it pays nothing sent from then on."""
+    run_command("void_credits", lambda s, now: credits.do_void(s, now, grant),
+                message_id=current_message_id(), grant=grant)
 
 
 @actor
@@ -215,6 +233,7 @@ __all__ = [
     "bill_run",
     "cancel",
     "deliver_invoice",
+    "grant_credits",
     "issue_invoice",
     "issue_invoices",
     "record_usage",
@@ -224,4 +243,5 @@ __all__ = [
     "subscribe",
     "uncancel",
     "undecodable_message",
+    "void_credits",
 ]
