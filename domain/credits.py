@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, localcontext
-from typing import Any
+from typing import Any, NamedTuple
 
 from domain.money import EXACT, minor_units, parse_currency
 from domain.validation import Fields, Invalid, describe, parse_decimal, parse_instant
@@ -76,8 +76,7 @@ def allocate(due: Decimal, balances: Iterable[Balance], at: datetime) -> list[tu
     return paid
 
 
-@dataclass(frozen=True)
-class Ledger:
+class Ledger(NamedTuple):
     """A grant's state at an instant: ``used + voided + expired + remaining = amount``."""
 
     used: Decimal

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -163,12 +163,33 @@ def compute(session: Session, row: SubscriptionRow, plan: Plan, entity: Entity, 
 class BillRun:
     entity: str
     run_at: datetime
-    due: list[tuple[str, date]]
+    due: list[tuple[str, date]]  # (subscription, boundary), in that order
     notes: tuple[str, ...] = ()  # why something due is not in this run
+    customers: Mapping[str, str] = field(default_factory=dict)  # subscription -> customer
+
+    def chunks(self, size: int = CHUNK) -> list[list[tuple[str, date]]]:
+        """The run's pairs in chunks of about ``size`` (one ``issue_invoices`` message and
+        transaction each), a customer's pairs never split across two: its invoices then
+        take its prepaid credits in (subscription, boundary) order however the chunks are
+        spread over workers (SPEC §12). A customer with more than ``size`` pairs is a
+        chunk of its own. Each chunk keeps the run's order."""
+        groups: dict[str, list[int]] = defaultdict(list)
+        for index, (subscription, _) in enumerate(self.due):
+            groups[self.customers.get(subscription, subscription)].append(index)
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        for indexes in sorted(groups.values(), key=lambda g: g[0]):
+            if current and len(current) + len(indexes) > size:
+                chunks.append(current)
+                current = []
+            current.extend(indexes)
+        if current:
+            chunks.append(current)
+        return [[self.due[i] for i in sorted(chunk)] for chunk in chunks]
 
 
 def due_invoices(session: Session, entity: Entity, run_at: datetime,
-                 now: datetime) -> list[tuple[str, date]]:
+                 now: datetime) -> tuple[list[tuple[str, date]], dict[str, str]]:
     """(subscription, boundary) pairs the run at ``run_at`` must issue, in (subscription,
     boundary) order: from each subscription's next boundary on, never its history. A
     subscription with nothing to issue moves its next boundary on; one whose data cannot be
@@ -199,7 +220,7 @@ def due_invoices(session: Session, entity: Entity, run_at: datetime,
                 break  # this run failed it already; later boundaries wait behind it
             due.append((sub.id, b))
     subs_repo.advance(session, moves)
-    return due
+    return due, {sub.id: sub.customer_id for sub in subs}
 
 
 def plan_bill_run(entity: str, local_date: date, now: datetime) -> BillRun | Outcome:
@@ -213,13 +234,13 @@ def plan_bill_run(entity: str, local_date: date, now: datetime) -> BillRun | Out
         if run_at > now:
             return refused(f"bill-run: the {local_date} run is at {run_at.isoformat()}, "
                            "which has not come yet")
-        due = due_invoices(session, found, run_at, now)
+        due, customers = due_invoices(session, found, run_at, now)
         notes = tuple(
             f"{row.id}: created at {row.created_at:%Y-%m-%d %H:%M} UTC, after this run "
             f"({run_at:%Y-%m-%d %H:%M} UTC): its invoice at {row.next_boundary} comes with "
             f"the next run, {_utc(next_run_at(found.timezone, max(row.created_at, now)))}"
             for row in subs_repo.created_after_run(session, entity, run_at))
-        return BillRun(entity, run_at, due, notes)
+        return BillRun(entity, run_at, due, notes, customers)
 
 
 def _utc(instant: datetime) -> str:
@@ -407,11 +428,10 @@ def run_bill_run_now(entity: str, local_date: date,
     planned = plan_bill_run(entity, local_date, now)
     if isinstance(planned, Outcome):
         return [planned], [], ()
-    due, run_at = planned.due, planned.run_at
     issued: list[Outcome] = []
     delivered: list[Outcome] = []
-    for start in range(0, len(due), CHUNK):
-        chunk = issue_chunk(due[start:start + CHUNK], run_at, now)
+    for pairs in planned.chunks():
+        chunk = issue_chunk(pairs, planned.run_at, now)
         issued.extend(chunk)
         delivered.extend(deliveries.deliver_now(i) for o in chunk for i in o.deliver)
     finish_bill_run(entity, local_date, now)

@@ -135,7 +135,8 @@ def undecodable_message(raw: str, reason: str) -> None:
 @actor
 def bill_run(entity: str, local_date: str) -> None:
     """The entity's bill run of ``local_date`` (at 08:15 local): issue what is due, fanned
-    out in chunks of ``invoicing.CHUNK`` invoices per ``issue_invoices`` message."""
+    out in chunks of about ``invoicing.CHUNK`` invoices per ``issue_invoices`` message (a
+    customer's invoices in one chunk)."""
     _bill_run(entity, local_date)
 
 
@@ -157,9 +158,9 @@ def _bill_run(entity: str, local_date: str) -> None:
         return
     log.info("bill run", actor="bill_run", entity=entity, local_date=local_date,
              run_at=planned.run_at.isoformat(), due=len(planned.due))
-    for start in range(0, len(planned.due), invoicing.CHUNK):
-        chunk = [[sub, b.isoformat()] for sub, b in planned.due[start:start + invoicing.CHUNK]]
-        issue_invoices.send(chunk, planned.run_at.isoformat())
+    for pairs in planned.chunks():
+        issue_invoices.send([[sub, b.isoformat()] for sub, b in pairs],
+                            planned.run_at.isoformat())
     invoicing.finish_bill_run(entity, parse_date(local_date, "local_date"), clock.now())
 
 
