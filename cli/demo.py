@@ -38,10 +38,17 @@ def invoice_table(inv: dict[str, Any], units: Mapping[str, Unit] | None = None) 
         return format_amount(value, currency)
 
     discount = to_decimal(inv["discount"], "discount")
-    table.add_column(currency, justify="right",
-                     footer=f"subtotal {money(inv['subtotal'])}\n"
-                            f"discount {money(-discount) if discount else money(0)}\n"
-                            f"[bold]total {money(inv['total'])}[/]")
+    paid = to_decimal(inv.get("credits", "0"), "credits")
+    footer = (f"subtotal {money(inv['subtotal'])}\n"
+              f"discount {money(-discount) if discount else money(0)}\n"
+              f"[bold]total {money(inv['total'])}[/]")
+    if paid:
+        grants = ", ".join(a["grant"] for a in inv.get("credits_applied", []))
+        footer += (f"\nprepaid credits{f' ({grants})' if grants else ''} {money(-paid)}\n"
+                   f"[bold]amount due {money(inv['amount_due'])}[/]")
+    elif to_decimal(inv["total"], "total") < 0 and inv["status"] == "sent":
+        footer += "\n(became prepaid credit)"
+    table.add_column(currency, justify="right", footer=footer)
     for ln in inv["lines"]:
         table.add_row(f"{ln['type']} {ln['charge']}", f"{ln['period_start']} → {ln['period_end']}",
                       format_in_unit(ln["quantity"], (units or {}).get(ln["charge"])),

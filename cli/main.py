@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cli import (
     apikeys,
     catalog,
+    credits,
     customers,
     deadletters,
     deliveries,
@@ -153,6 +154,7 @@ app.add_typer(deadletters.app, name="dead-letters")
 app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(apikeys.app, name="api-keys")
 app.add_typer(portal.app, name="portal")
+app.add_typer(credits.app, name="credits")
 app.command("schedule")(schedule.schedule)
 app.command("status")(schedule.status)
 

@@ -105,5 +105,5 @@ def preview_document(invoice: ComposedInvoice, subscription: str,
         "boundary": invoice.boundary.isoformat(), "final": invoice.final,
         "currency": invoice.currency,
         **_amounts(invoice.lines, invoice.subtotal, invoice.discount, invoice.total,
-                   invoice.currency),
+                   invoice.currency, invoice.credits),
     }

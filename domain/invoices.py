@@ -47,6 +47,13 @@ class ComposedInvoice:
     subtotal: Decimal
     discount: Decimal
     total: Decimal
+    # SPEC §12: what prepaid credits would pay of it (a preview's estimate; an invoice
+    # records what they paid when it is sent)
+    credits: Decimal = Decimal(0)
+
+    @property
+    def amount_due(self) -> Decimal:
+        return max(self.total - self.credits, Decimal(0))
 
 
 @dataclass(frozen=True)

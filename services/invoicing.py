@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -32,7 +32,7 @@ from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import InvoiceRow, SubscriptionRow
 from persistence.usage import Period
-from services import deliveries, late, sending
+from services import credits, deliveries, late, sending
 from services.commands import Outcome, applied, invalid, not_found, refused
 from services.credits import Sent
 from services.outages import is_infrastructure
@@ -536,9 +536,12 @@ def preview(subscription: str, at: datetime, *, latest: bool = False) -> Compose
             raise Invalid("subscription", f"{subscription!r} ended on {row.end}")
         composed = compute(session, row, plan, entity, k,
                            ingested_by=None if latest else at, estimate=True).invoice
-    if composed is None:
-        raise Invalid("subscription", f"the invoice at {boundary} would have no line")
-    return composed
+        if composed is None:
+            raise Invalid("subscription", f"the invoice at {boundary} would have no line")
+        # SPEC §12: the customer's balance applied as if it were sent at `at`, first
+        paid = credits.estimate(session, row.customer_id, composed.currency, composed.total,
+                                at)
+    return replace(composed, credits=paid)
 
 
 def preview_customer(customer: str, at: datetime, *,

@@ -34,7 +34,7 @@ from persistence import subscriptions as subs_repo
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import PortalLinkRow
-from services import invoicing
+from services import credits, invoicing
 from services.delivery.render import format_amount, format_in_unit, format_price_in_unit
 from services.settings import settings
 
@@ -203,6 +203,20 @@ class SubscriptionEstimate:
     total: str
     total_value: Decimal = Decimal(0)
     discount_value: Decimal = Decimal(0)
+    credits: str | None = None  # what the customer's prepaid credit would pay (SPEC §12)
+    amount_due: str = ""
+
+
+@dataclass(frozen=True)
+class GrantItem:
+    """A prepaid credit grant as the customer sees it, with its ledger."""
+
+    id: str
+    amount: str
+    remaining: str
+    state: str  # "usable", "used up", "expired", "voided", "usable from …"
+    expires: str  # local date and time, or ""
+    ledger: tuple[tuple[str, str], ...]  # (local date, amount) of each invoice it paid
 
 
 @dataclass(frozen=True)
@@ -212,6 +226,7 @@ class InvoiceItem:
     boundary: date
     total: str
     final: bool
+    amount_due: str = ""
 
 
 @dataclass(frozen=True)
@@ -223,6 +238,8 @@ class Page:
     subscriptions: tuple[SubscriptionEstimate, ...]
     invoices: tuple[InvoiceItem, ...]
     notes: tuple[str, ...] = field(default=())
+    balances: tuple[tuple[str, str], ...] = ()  # (currency, balance) of prepaid credit
+    grants: tuple[GrantItem, ...] = ()
 
 
 def written_price(price: Decimal, currency: str, unit: Unit | None) -> str:
@@ -331,7 +348,9 @@ def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version:
         subtotal=format_amount(composed.subtotal, currency),
         discount=format_amount(composed.discount, currency),
         total=format_amount(composed.total, currency), total_value=composed.total,
-        discount_value=composed.discount)
+        discount_value=composed.discount,
+        credits=format_amount(-composed.credits, currency) if composed.credits else None,
+        amount_due=format_amount(composed.amount_due, currency))
 
 
 def _adjustment(ln: Line, meters: dict[str, Meter], charges: dict[str, UsageCharge],
@@ -356,6 +375,8 @@ def page(customer: str, now: datetime) -> Page:
                 if (r.end_at is None or now < r.end_at) and r.start_at <= now]
         plans = {r.id: (invoicing.plan_of(session, r), r.plan_version) for r in rows}
         records = invoices_repo.records(session, customer=customer, status="sent")
+        grant_views = credits.grant_views(session, now, customer=customer)
+        balances = credits.balances(session, customer, now)
     estimates = []
     notes = []
     today = _local_date(now, entity.timezone)
@@ -380,11 +401,32 @@ def page(customer: str, now: datetime) -> Page:
         estimates.append(_estimate(composed, row.id, plan, version, meters, daily, days))
     invoices = tuple(
         InvoiceItem(r.id, r.number or r.reference, r.boundary,
-                    format_amount(r.total, r.currency), r.final)
+                    format_amount(r.total, r.currency), r.final,
+                    format_amount(r.amount_due, r.currency))
         for r in sorted(records, key=lambda r: (r.boundary, r.id), reverse=True))
     return Page(customer=customer, entity=entity.id, timezone=entity.timezone,
                 now_local=_local_text(now, entity.timezone), subscriptions=tuple(estimates),
-                invoices=invoices, notes=tuple(notes))
+                invoices=invoices, notes=tuple(notes),
+                balances=tuple((c, format_amount(b, c)) for c, b in balances.items()),
+                grants=tuple(_grant_item(v, now, entity.timezone) for v in grant_views))
+
+
+def _grant_item(view: credits.GrantView, now: datetime, tz: str) -> GrantItem:
+    g, state = view.grant, view.ledger
+    if g.voided_at is not None and g.voided_at <= now:
+        status = "voided"
+    elif g.expires_at is not None and g.expires_at <= now:
+        status = "expired"
+    elif g.granted_at >= now:
+        status = f"usable from {_local_text(g.granted_at, tz)}"
+    else:
+        status = "used up" if state.remaining <= 0 else "usable"
+    return GrantItem(
+        id=g.id, amount=format_amount(g.amount, g.currency),
+        remaining=format_amount(state.remaining, g.currency), state=status,
+        expires=_local_text(g.expires_at, tz) if g.expires_at else "",
+        ledger=tuple((_local_text(at, tz)[:10], format_amount(amount, g.currency))
+                     for at, amount in view.applications))
 
 
 def invoice_of(customer: str, invoice_id: int) -> InvoiceRecord | None:

@@ -222,6 +222,21 @@ class InvoiceView:
     total: str
     credit: str | None  # the amount owed to the customer when the total is negative
     adjusted: bool  # it carries adjustment lines (late usage of earlier periods)
+    credits: str | None = None  # what prepaid credits paid (SPEC §12), as a deduction
+    credit_grants: str = ""  # which grants paid it: "welcome 25.00, promo 4.80"
+    amount_due: str | None = None  # what is left to pay, when credits paid part of it
+
+    @property
+    def totals(self) -> list[tuple[str, str, str]]:
+        """The rows under the lines: (label, amount, CSS class)."""
+        rows = [("Subtotal", self.subtotal, "subtotal"), ("Discount", self.discount, "discount"),
+                (self.total_label, self.total, "total")]
+        if self.credits is not None and self.amount_due is not None:
+            label = "Prepaid credits" + (f" ({self.credit_grants})" if self.credit_grants
+                                         else "")
+            rows += [(label, self.credits, "credits"), ("Amount due", self.amount_due,
+                                                        "amount-due")]
+        return rows
 
     @property
     def total_label(self) -> str:
@@ -233,8 +248,12 @@ class InvoiceView:
         if self.adjusted:
             notes.append("Adjustment lines correct an earlier period: usage that arrived after "
                          "its invoice was sent, priced again with the whole period.")
-        if self.credit:
-            notes.append(f"This invoice is a credit: {self.credit} is owed to the customer.")
+        if self.credit and self.draft:
+            notes.append(f"This invoice is a credit: {self.credit} is owed to the customer; "
+                         "once sent, it becomes prepaid credit that pays the next invoices.")
+        elif self.credit:
+            notes.append(f"This invoice is a credit: {self.credit} became prepaid credit "
+                         "that pays the customer's next invoices first.")
         return notes
 
 
@@ -313,7 +332,21 @@ def invoice_view(
         total=format_amount(document.get("total"), currency, locale),
         credit=format_amount(-total, currency, locale) if total < 0 else None,
         adjusted=any(line.type == "adjustment" for line in lines),
+        **_credits(document, currency, locale),
     )
+
+
+def _credits(document: Mapping[str, Any], currency: str, locale: str) -> dict[str, Any]:
+    """What prepaid credits paid of a sent invoice, and what is left to pay (nothing to
+    show when they paid nothing)."""
+    paid = to_decimal(document.get("credits", "0"), "credits")
+    if not paid:
+        return {}
+    applied = document.get("credits_applied") or []
+    grants = ", ".join(f"{a['grant']} {format_amount(a['amount'], currency, locale)}"
+                       for a in applied if isinstance(a, Mapping))
+    return {"credits": format_amount(-paid, currency, locale), "credit_grants": grants,
+            "amount_due": format_amount(document.get("amount_due"), currency, locale)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,8 +407,7 @@ def render_text(
     widths = [max([len(t), *(len(r[i]) for r in rows)]) for i, t in enumerate(titles)]
     columns = [_Column(t, w, r) for t, w, r in zip(titles, widths, right, strict=True)]
     table_width = sum(widths) + 2 * (len(widths) - 1)
-    pairs = [("Subtotal", view.subtotal), ("Discount", view.discount),
-             (view.total_label, view.total)]
+    pairs = [(label, value) for label, value, _ in view.totals]
     value_width = max(len(v) for _, v in pairs)
     label_width = max(len(label) for label, _ in pairs)
     totals = [f"{label:>{label_width}}  {value:>{value_width}}" for label, value in pairs]
