@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from domain.money import parse_currency
 from domain.periods import Interval, zone
+from domain.taxes import TaxRate, optional_tax_ids, parse_tax_rates
 from domain.units import Unit, parse_unit
 from domain.validation import Fields, Invalid, describe
 
@@ -64,6 +65,7 @@ class Entity:
     timezone: str
     invoice_prefix: str
     delivery: Delivery | None = None
+    taxes: tuple[str, ...] = ()  # the tax rates its invoices carry by default (SPEC §15)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Tier:
 class RecurringCharge:
     id: str
     amount: Decimal
+    taxes: tuple[str, ...] | None = None  # its own tax rates (SPEC §15); None: names none
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class UsageCharge:
     included: Decimal = Decimal(0)
     minimum: Decimal | None = None
     cap: Decimal | None = None
+    taxes: tuple[str, ...] | None = None  # its own tax rates (SPEC §15); None: names none
 
 
 Charge = RecurringCharge | UsageCharge
@@ -135,6 +139,8 @@ class Customer:
     # alone (None); a new customer then gets False.
     draft_invoices: bool | None = False
     email: str | None = None
+    taxes: tuple[str, ...] | None = None  # its own tax rates (SPEC §15); None: names none
+    tax_exempt: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,9 +149,10 @@ class Catalog:
     meters: Mapping[str, Meter] = field(default_factory=dict)
     plans: Mapping[str, Plan] = field(default_factory=dict)
     customers: Mapping[str, Customer] = field(default_factory=dict)
+    taxes: Mapping[str, TaxRate] = field(default_factory=dict)  # SPEC §15
 
 
-def parse_entity(data: Any, path: str) -> Entity:
+def parse_entity(data: Any, path: str, taxes: Mapping[str, object] | None = None) -> Entity:
     f = Fields(data, path)
     entity_id = f.text("id")
     tz = f.text("timezone")
@@ -161,8 +168,9 @@ def parse_entity(data: Any, path: str) -> Entity:
     elif f.has("invoice_prefix"):
         prefix = f.text("invoice_prefix")
     delivery = parse_delivery(f.raw("delivery"), f.at("delivery")) if f.has("delivery") else None
+    rates = optional_tax_ids(f, taxes) or ()
     f.check_unknown()
-    return Entity(entity_id, tz, prefix, delivery)
+    return Entity(entity_id, tz, prefix, delivery, rates)
 
 
 def parse_delivery(data: Any, path: str) -> Delivery:
@@ -238,12 +246,14 @@ def _parse_tiers(f: Fields, name: str, *, bands: bool) -> tuple[Tier, ...]:
     return tuple(tiers)
 
 
-def parse_charge(data: Any, path: str, meters: Mapping[str, Meter] | None) -> Charge:
+def parse_charge(data: Any, path: str, meters: Mapping[str, Meter] | None,
+                 taxes: Mapping[str, object] | None = None) -> Charge:
     f = Fields(data, path)
     charge_id = f.text("id")
     kind = f.choice("type", ["recurring", "usage"])
+    rates = optional_tax_ids(f, taxes)
     if kind == "recurring":
-        charge: Charge = RecurringCharge(charge_id, f.decimal("amount"))
+        charge: Charge = RecurringCharge(charge_id, f.decimal("amount"), rates)
         f.check_unknown()
         return charge
     meter = f.text("meter")
@@ -254,6 +264,7 @@ def parse_charge(data: Any, path: str, meters: Mapping[str, Meter] | None) -> Ch
         "included": f.optional_decimal("included") or Decimal(0),
         "minimum": f.optional_decimal("minimum"),
         "cap": f.optional_decimal("cap"),
+        "taxes": rates,
     }
     if model is Model.UNIT:
         charge = UsageCharge(charge_id, meter, model, unit_price=f.decimal("unit_price"), **common)
@@ -275,7 +286,8 @@ def parse_charge(data: Any, path: str, meters: Mapping[str, Meter] | None) -> Ch
     return charge
 
 
-def parse_plan(data: Any, path: str, meters: Mapping[str, Meter] | None = None) -> Plan:
+def parse_plan(data: Any, path: str, meters: Mapping[str, Meter] | None = None,
+               taxes: Mapping[str, object] | None = None) -> Plan:
     f = Fields(data, path)
     plan_id = f.text("id")
     currency = parse_currency(f.required("currency"), f.at("currency"))
@@ -283,7 +295,7 @@ def parse_plan(data: Any, path: str, meters: Mapping[str, Meter] | None = None) 
     charges: list[Charge] = []
     seen: set[str] = set()
     for charge_path, item in f.items("charges"):
-        charge = parse_charge(item, charge_path, meters)
+        charge = parse_charge(item, charge_path, meters, taxes)
         if charge.id in seen:
             raise Invalid(charge_path + ".id", f"duplicate charge id {charge.id!r}")
         seen.add(charge.id)
@@ -292,7 +304,8 @@ def parse_plan(data: Any, path: str, meters: Mapping[str, Meter] | None = None) 
     return Plan(plan_id, currency, interval, tuple(charges))
 
 
-def parse_customer(data: Any, path: str, entities: Mapping[str, Entity] | None) -> Customer:
+def parse_customer(data: Any, path: str, entities: Mapping[str, Entity] | None,
+                   taxes: Mapping[str, object] | None = None) -> Customer:
     f = Fields(data, path)
     customer_id = f.text("id")
     entity = f.text("entity")
@@ -303,8 +316,10 @@ def parse_customer(data: Any, path: str, entities: Mapping[str, Entity] | None) 
     email = f.optional_text("email")
     if email is not None and ("@" not in email or any(c in email for c in " \r\n,;<>")):
         f.fail("email", f"must be one email address, got {describe(email)}")
+    rates = optional_tax_ids(f, taxes)
+    exempt = f.boolean("tax_exempt", default=False)
     f.check_unknown()
-    return Customer(customer_id, entity, draft, email)
+    return Customer(customer_id, entity, draft, email, rates, exempt)
 
 
 def _unique(items: list[Any], kind: str, paths: list[str]) -> dict[str, Any]:
@@ -321,16 +336,20 @@ def parse_catalog(data: Mapping[str, Any], path: str = "", known: Catalog | None
     Plans may charge, and customers belong to, items of ``known`` (what is stored) too."""
     f = Fields(data, path, "a mapping with entities, meters, plans and customers")
     parsed: dict[str, dict[str, Any]] = {}
-    entity_list = [(p, parse_entity(d, p)) for p, d in f.items("entities", required=False)]
+    parsed["taxes"] = parse_tax_rates(f.items("taxes", required=False))
+    taxes = {**(known.taxes if known else {}), **parsed["taxes"]}
+    entity_list = [(p, parse_entity(d, p, taxes))
+                   for p, d in f.items("entities", required=False)]
     parsed["entities"] = _unique([e for _, e in entity_list], "entity", [p for p, _ in entity_list])
     meter_list = [(p, parse_meter(d, p)) for p, d in f.items("meters", required=False)]
     parsed["meters"] = _unique([m for _, m in meter_list], "meter", [p for p, _ in meter_list])
     meters = {**(known.meters if known else {}), **parsed["meters"]}
     entities = {**(known.entities if known else {}), **parsed["entities"]}
-    plan_list = [(p, parse_plan(d, p, meters)) for p, d in f.items("plans", required=False)]
+    plan_list = [(p, parse_plan(d, p, meters, taxes))
+                 for p, d in f.items("plans", required=False)]
     parsed["plans"] = _unique([x for _, x in plan_list], "plan", [p for p, _ in plan_list])
     customer_list = [
-        (p, parse_customer(d, p, entities))
+        (p, parse_customer(d, p, entities, taxes))
         for p, d in f.items("customers", required=False)
     ]
     parsed["customers"] = _unique(
@@ -350,6 +369,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     for c in plan.charges:
         if isinstance(c, RecurringCharge):
             charges.append({"id": c.id, "type": "recurring", "amount": dec(c.amount)})
+            if c.taxes is not None:
+                charges[-1]["taxes"] = list(c.taxes)
             continue
         d: dict[str, Any] = {"id": c.id, "type": "usage", "meter": c.meter, "model": c.model.value}
         if c.model is Model.UNIT:
@@ -370,6 +391,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         for name in ("minimum", "cap"):
             if getattr(c, name) is not None:
                 d[name] = dec(getattr(c, name))
+        if c.taxes is not None:
+            d["taxes"] = list(c.taxes)
         charges.append(d)
     return {
         "id": plan.id, "currency": plan.currency, "interval": plan.interval.value,

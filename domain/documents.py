@@ -10,6 +10,7 @@ from typing import Any
 from domain.credits import Grant, Ledger
 from domain.invoices import ComposedInvoice, Line, line_order
 from domain.money import format_money, format_quantity
+from domain.taxes import TaxAmount
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class InvoiceRecord:
     total: Decimal
     credits: Decimal = Decimal(0)  # SPEC §12: what prepaid credits paid when it was sent
     paid_by: tuple[tuple[str, Decimal], ...] = ()  # (grant id, amount) of those credits
+    taxes: tuple[TaxAmount, ...] = ()  # SPEC §15, per rate, as computed
 
     @property
     def amount_due(self) -> Decimal:
@@ -43,7 +45,7 @@ class InvoiceRecord:
 
 
 def _amounts(lines: tuple[Line, ...], subtotal: Decimal, discount: Decimal, total: Decimal,
-             currency: str, credits: Decimal = Decimal(0)) -> dict[str, Any]:
+             currency: str, credits: Decimal, taxes: tuple[TaxAmount, ...]) -> dict[str, Any]:
     return {
         "lines": [
             {"type": ln.type, "charge": ln.charge,
@@ -55,8 +57,10 @@ def _amounts(lines: tuple[Line, ...], subtotal: Decimal, discount: Decimal, tota
         ],
         "subtotal": format_money(subtotal, currency),
         "discount": format_money(discount, currency),
-        "taxes": [],
-        "tax": format_money(Decimal(0), currency),
+        "taxes": [{"tax": t.tax, "rate": format_quantity(t.rate),
+                   "base": format_money(t.base, currency),
+                   "amount": format_money(t.amount, currency)} for t in taxes],
+        "tax": format_money(sum((t.amount for t in taxes), Decimal(0)), currency),
         "total": format_money(total, currency),
         "credits": format_money(credits, currency),
         "amount_due": format_money(max(total - credits, Decimal(0)), currency),
@@ -71,7 +75,7 @@ def invoice_document(inv: InvoiceRecord) -> dict[str, Any]:
         "status": inv.status, "number": inv.number, "final": inv.final,
         "currency": inv.currency,
         **_amounts(inv.lines, inv.subtotal, inv.discount, inv.total, inv.currency,
-                   inv.credits),
+                   inv.credits, inv.taxes),
     }
 
 
@@ -105,5 +109,5 @@ def preview_document(invoice: ComposedInvoice, subscription: str,
         "boundary": invoice.boundary.isoformat(), "final": invoice.final,
         "currency": invoice.currency,
         **_amounts(invoice.lines, invoice.subtotal, invoice.discount, invoice.total,
-                   invoice.currency, invoice.credits),
+                   invoice.currency, invoice.credits, invoice.taxes),
     }

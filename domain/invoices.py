@@ -12,7 +12,7 @@ One invoice per subscription per boundary ``b_k`` it reaches:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal, localcontext
 
@@ -21,6 +21,7 @@ from domain.money import EXACT, round_money
 from domain.periods import boundaries, boundary, midnight
 from domain.pricing import price_usage
 from domain.subscriptions import Discount
+from domain.taxes import NO_TAX, TaxAmount, TaxPolicy, invoice_taxes
 
 RECURRING = "recurring"
 USAGE = "usage"
@@ -35,6 +36,7 @@ class Line:
     period_end: date  # exclusive
     quantity: Decimal
     amount: Decimal
+    taxes: tuple[str, ...] = ()  # the tax rates it carries (SPEC §15)
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,15 @@ class ComposedInvoice:
     lines: tuple[Line, ...]
     subtotal: Decimal
     discount: Decimal
-    total: Decimal
+    total: Decimal  # subtotal − discount + tax
     # SPEC §12: what prepaid credits would pay of it (a preview's estimate; an invoice
     # records what they paid when it is sent)
     credits: Decimal = Decimal(0)
+    taxes: tuple[TaxAmount, ...] = ()  # SPEC §15, per rate, sorted by id
+
+    @property
+    def tax(self) -> Decimal:
+        return sum((t.amount for t in self.taxes), round_money(Decimal(0), self.currency))
 
     @property
     def amount_due(self) -> Decimal:
@@ -107,43 +114,79 @@ def adjustment(charge: UsageCharge, period_start: date, period_end: date, quanti
                     quantity - billed.quantity, now - billed.amount)
 
 
-def compose_invoice(
-    terms: Terms, k: int, usage: Mapping[str, Decimal], adjustments: Sequence[Line] = ()
-) -> ComposedInvoice | None:
-    """The invoice at ``b_k``; ``usage`` holds the aggregated quantity of period k−1 per
-    usage charge id (missing = 0); ``adjustments`` the adjustment lines it carries. None
-    when the invoice would have no line."""
+def recurring_lines(terms: Terms, k: int) -> list[Line]:
+    """In advance, for period k, when the subscription continues past ``b_k``."""
     plan = terms.plan
     at = terms.boundary(k)
-    final = terms.end is not None and at == terms.end
-    lines: list[Line] = []
-    if not final:
-        nxt = terms.boundary(k + 1)
-        for r in plan.recurring_charges:
-            lines.append(
-                Line(RECURRING, r.id, at, nxt, Decimal(1), round_money(r.amount, plan.currency))
-            )
-    if k >= 1:
-        prev = terms.boundary(k - 1)
-        for u in plan.usage_charges:
-            q = usage.get(u.id, Decimal(0))
-            lines.append(Line(USAGE, u.id, prev, at, q, price_usage(u, q, plan.currency)))
-    lines.extend(adjustments)
-    if not lines:
-        return None
-    lines.sort(key=line_order)
+    if terms.end is not None and at == terms.end:
+        return []
+    nxt = terms.boundary(k + 1)
+    return [Line(RECURRING, r.id, at, nxt, Decimal(1), round_money(r.amount, plan.currency))
+            for r in plan.recurring_charges]
+
+
+def usage_lines(terms: Terms, k: int, usage: Mapping[str, Decimal]) -> list[Line]:
+    """In arrears, for period k−1 (k ≥ 1), one per usage charge, even at quantity 0."""
+    if k < 1:
+        return []
+    plan = terms.plan
+    prev, at = terms.boundary(k - 1), terms.boundary(k)
+    return [Line(USAGE, u.id, prev, at, usage.get(u.id, Decimal(0)),
+                 price_usage(u, usage.get(u.id, Decimal(0)), plan.currency))
+            for u in plan.usage_charges]
+
+
+def with_taxes(lines: Sequence[Line], plan: Plan, tax: TaxPolicy) -> list[Line]:
+    """Each line with the tax rates of its charge (SPEC §15: the charge's, else the
+    customer's, else the entity's; none for an exempt customer)."""
+    charges = {c.id: c.taxes for c in plan.charges}
+    return [replace(ln, taxes=tax.rates_of(charges.get(ln.charge))) for ln in lines]
+
+
+@dataclass(frozen=True)
+class Totals:
+    subtotal: Decimal
+    discount: Decimal
+    taxes: tuple[TaxAmount, ...]
+    total: Decimal
+
+
+def totals(lines: Sequence[Line], discount_terms: Discount | None, k: int, currency: str,
+           rates: Mapping[str, Decimal]) -> Totals:
+    """SPEC §6 and §15: ``subtotal`` = Σ lines; the discount on a positive subtotal; tax
+    per rate on what the discount leaves; ``total = subtotal − discount + tax``."""
     with localcontext(EXACT):  # never the 28-digit default context: amounts can be long
         subtotal = sum((line.amount for line in lines), Decimal(0))
         discount = Decimal(0)
         # a subtotal ≤ 0 (a credit, through negative adjustments) gets no discount
-        if terms.discount is not None and terms.discount.applies_to(k) and subtotal > 0:
-            discount = terms.discount.of(subtotal, plan.currency)
-        discount = round_money(discount, plan.currency)  # "0.00", not "0"
-        total = subtotal - discount
+        if discount_terms is not None and discount_terms.applies_to(k) and subtotal > 0:
+            discount = discount_terms.of(subtotal, currency)
+        discount = round_money(discount, currency)  # "0.00", not "0"
+        taxes = invoice_taxes([(ln.amount, ln.taxes) for ln in lines], subtotal, discount,
+                              rates, currency)
+        total = subtotal - discount + sum((t.amount for t in taxes), Decimal(0))
+    return Totals(round_money(subtotal, currency), discount, taxes, total)
+
+
+def compose_invoice(
+    terms: Terms, k: int, usage: Mapping[str, Decimal], adjustments: Sequence[Line] = (),
+    tax: TaxPolicy = NO_TAX,
+) -> ComposedInvoice | None:
+    """The invoice at ``b_k`` from its line sources — recurring (in advance), usage of
+    period k−1 (``usage``: the aggregated quantity per usage charge id, missing = 0), the
+    adjustment lines of late usage — each line with its tax rates, then totalled. None
+    when the invoice would have no line."""
+    plan = terms.plan
+    at = terms.boundary(k)
+    lines = [*recurring_lines(terms, k), *usage_lines(terms, k, usage), *adjustments]
+    if not lines:
+        return None
+    lines = sorted(with_taxes(lines, plan, tax), key=line_order)
+    result = totals(lines, terms.discount, k, plan.currency, tax.rates)
     return ComposedInvoice(
-        boundary=at, k=k, final=final, currency=plan.currency, lines=tuple(lines),
-        subtotal=round_money(subtotal, plan.currency), discount=discount, total=total,
-    )
+        boundary=at, k=k, final=terms.end is not None and at == terms.end,
+        currency=plan.currency, lines=tuple(lines), subtotal=result.subtotal,
+        discount=result.discount, total=result.total, taxes=result.taxes)
 
 
 def due_boundaries(terms: Terms, tz: str, run_at: datetime,

@@ -23,6 +23,7 @@ from domain.catalog import (
     parse_plan,
     plan_to_dict,
 )
+from domain.taxes import TaxPolicy, TaxRate
 from domain.units import Unit
 from domain.validation import UNSTORABLE
 from persistence import db
@@ -37,6 +38,7 @@ from persistence.tables import (
     PlanRow,
     PlanVersionRow,
     SubscriptionRow,
+    TaxRateRow,
 )
 
 PlanKey = tuple[str, int]  # (plan id, version)
@@ -47,7 +49,7 @@ PlanKey = tuple[str, int]  # (plan id, version)
 
 def _entity(row: EntityRow) -> Entity:
     delivery = parse_delivery(row.delivery, "delivery") if row.delivery else None
-    return Entity(row.id, row.timezone, row.invoice_prefix, delivery)
+    return Entity(row.id, row.timezone, row.invoice_prefix, delivery, tuple(row.taxes or ()))
 
 
 def entity(session: Session, entity_id: str) -> Entity | None:
@@ -66,7 +68,8 @@ def save_entity(session: Session, e: Entity) -> None:
     if stored is None or stored.timezone != e.timezone:
         bump_catalog_revision(session)
     session.merge(EntityRow(id=e.id, timezone=e.timezone, invoice_prefix=e.invoice_prefix,
-                            delivery=e.delivery.to_dict() if e.delivery else None))
+                            delivery=e.delivery.to_dict() if e.delivery else None,
+                            taxes=list(e.taxes) or None))
 
 
 def entity_invoice_count(session: Session, entity_id: str) -> int:
@@ -173,7 +176,8 @@ def subscriptions_per_version(session: Session) -> dict[PlanKey, int]:
 
 
 def _customer(row: CustomerRow) -> Customer:
-    return Customer(row.id, row.entity_id, row.draft_invoices, row.email)
+    return Customer(row.id, row.entity_id, row.draft_invoices, row.email,
+                    None if row.taxes is None else tuple(row.taxes), row.tax_exempt)
 
 
 def customers(session: Session, ids: Collection[str] | None = None) -> dict[str, Customer]:
@@ -197,11 +201,14 @@ def save_customer(session: Session, c: Customer) -> None:
     """Create or update a customer; its draft setting is not touched here (see
     ``add_draft_setting``)."""
     row = session.get(CustomerRow, c.id)
+    taxes = None if c.taxes is None else list(c.taxes)
     if row is None:
         session.add(CustomerRow(id=c.id, entity_id=c.entity, email=c.email,
-                                draft_invoices=bool(c.draft_invoices)))
+                                draft_invoices=bool(c.draft_invoices), taxes=taxes,
+                                tax_exempt=c.tax_exempt))
     else:
         row.entity_id, row.email = c.entity, c.email
+        row.taxes, row.tax_exempt = taxes, c.tax_exempt
     session.flush()
 
 
@@ -245,8 +252,31 @@ def drafts_at(session: Session, customer_ids: Collection[str], at: datetime) -> 
 
 
 def stored(session: Session) -> Catalog:
-    """The stored entities and meters (what a catalog file may refer to)."""
-    return Catalog(entities={e.id: e for e in entities(session)}, meters=meters(session))
+    """The stored entities, meters and tax rates (what a catalog file may refer to)."""
+    return Catalog(entities={e.id: e for e in entities(session)}, meters=meters(session),
+                   taxes=tax_rates(session))
+
+
+# ---------------------------------------------------------------------------- taxes
+
+
+def tax_rates(session: Session) -> dict[str, TaxRate]:
+    rows = session.scalars(select(TaxRateRow).order_by(col(TaxRateRow.id)))
+    return {r.id: TaxRate(r.id, r.rate) for r in rows}
+
+
+def save_tax_rate(session: Session, rate: TaxRate, now: datetime) -> None:
+    session.merge(TaxRateRow(id=rate.id, rate=rate.rate, updated_at=now))
+
+
+def tax_policies(session: Session, customer_ids: Collection[str]) -> dict[str, TaxPolicy]:
+    """What decides the tax rates of these customers' invoices (SPEC §15)."""
+    rates = {r.id: r.rate for r in tax_rates(session).values()}
+    found = customers(session, customer_ids)
+    entity_taxes = {e.id: e.taxes for e in entities(session)
+                    if e.id in {c.entity for c in found.values()}}
+    return {c.id: TaxPolicy(rates, entity_taxes.get(c.entity, ()), c.taxes, c.tax_exempt)
+            for c in found.values()}
 
 
 def known_ids(session: Session, model: type[CustomerRow] | type[MeterRow],

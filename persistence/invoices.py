@@ -15,6 +15,7 @@ from sqlmodel import col
 from domain.documents import InvoiceRecord
 from domain.invoices import ADJUSTMENT, USAGE, Billed, ComposedInvoice, Line, line_order
 from domain.money import EXACT
+from domain.taxes import TaxAmount
 from persistence import credits as credits_repo
 from persistence.sql import insert_ignore, is_postgres, rowcount, storable
 from persistence.tables import (
@@ -22,6 +23,7 @@ from persistence.tables import (
     InvoiceFailureRow,
     InvoiceLineRow,
     InvoiceRow,
+    InvoiceTaxRow,
     SubscriptionRow,
 )
 
@@ -45,9 +47,14 @@ def _line_rows(invoice_id: int, invoice: ComposedInvoice) -> list[dict[str, obje
     return [
         {"invoice_id": invoice_id, "type": ln.type, "charge_id": ln.charge,
          "period_start": ln.period_start, "period_end": ln.period_end,
-         "quantity": ln.quantity, "amount": ln.amount}
+         "quantity": ln.quantity, "amount": ln.amount, "taxes": list(ln.taxes) or None}
         for ln in invoice.lines
     ]
+
+
+def _tax_rows(invoice_id: int, invoice: ComposedInvoice) -> list[dict[str, object]]:
+    return [{"invoice_id": invoice_id, "tax_id": t.tax, "rate": t.rate, "base": t.base,
+             "amount": t.amount} for t in invoice.taxes]
 
 
 @dataclass(frozen=True)
@@ -73,15 +80,19 @@ def add_many(session: Session, new: Sequence[NewInvoice], *, issued_at: datetime
          "entity_id": n.entity, "customer_id": n.customer, "currency": n.invoice.currency,
          "status": "draft", "final": n.invoice.final, "issued_at": issued_at,
          "computed_at": computed_at, "subtotal": n.invoice.subtotal,
-         "discount": n.invoice.discount, "total": n.invoice.total}
+         "discount": n.invoice.discount, "tax": n.invoice.tax, "total": n.invoice.total}
         for n in new
     ]
     ids = {(sub, day): invoice_id
            for invoice_id, sub, day in session.execute(stmt, rows)}
-    lines = [line for n in new if (n.subscription, n.invoice.boundary) in ids
-             for line in _line_rows(ids[(n.subscription, n.invoice.boundary)], n.invoice)]
+    stored = [(ids[(n.subscription, n.invoice.boundary)], n.invoice) for n in new
+              if (n.subscription, n.invoice.boundary) in ids]
+    lines = [line for i, invoice in stored for line in _line_rows(i, invoice)]
     if lines:
         session.execute(insert(InvoiceLineRow), lines)
+    taxes = [tax for i, invoice in stored for tax in _tax_rows(i, invoice)]
+    if taxes:
+        session.execute(insert(InvoiceTaxRow), taxes)
     return ids
 
 
@@ -91,12 +102,16 @@ def replace_draft(session: Session, invoice_id: int, invoice: ComposedInvoice,
     result = session.execute(
         update(I).where(col(I.id) == invoice_id, col(I.status) == "draft")
         .values(final=invoice.final, currency=invoice.currency, subtotal=invoice.subtotal,
-                discount=invoice.discount, total=invoice.total, computed_at=computed_at)
+                discount=invoice.discount, tax=invoice.tax, total=invoice.total,
+                computed_at=computed_at)
     )
     if not rowcount(result):
         return False
     session.execute(delete(InvoiceLineRow).where(col(InvoiceLineRow.invoice_id) == invoice_id))
     session.execute(insert(InvoiceLineRow), _line_rows(invoice_id, invoice))
+    session.execute(delete(InvoiceTaxRow).where(col(InvoiceTaxRow.invoice_id) == invoice_id))
+    if invoice.taxes:
+        session.execute(insert(InvoiceTaxRow), _tax_rows(invoice_id, invoice))
     return True
 
 
@@ -163,6 +178,7 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
         stmt = stmt.where(col(I.id).in_(ids))
     rows = list(session.scalars(stmt))
     lines: dict[int, list[Line]] = defaultdict(list)
+    taxes: dict[int, list[TaxAmount]] = defaultdict(list)
     wanted = [r.id for r in rows if r.id is not None]
     for start in range(0, len(wanted), 500):
         part = wanted[start:start + 500]
@@ -172,7 +188,12 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
         for ln in line_rows:
             lines[ln.invoice_id].append(
                 Line(ln.type, ln.charge_id, ln.period_start, ln.period_end, ln.quantity,
-                     ln.amount))
+                     ln.amount, tuple(ln.taxes or ())))
+        tax_rows = session.scalars(
+            select(InvoiceTaxRow).where(col(InvoiceTaxRow.invoice_id).in_(part))
+            .order_by(col(InvoiceTaxRow.tax_id)))
+        for t in tax_rows:
+            taxes[t.invoice_id].append(TaxAmount(t.tax_id, t.rate, t.base, t.amount))
     paid_by = credits_repo.of_invoices(
         session, [r.id for r in rows if r.id is not None and r.credits])
     return [
@@ -182,7 +203,7 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
             status=r.status, number=r.number, final=r.final, currency=r.currency,
             lines=tuple(sorted(lines[r.id or 0], key=line_order)),
             subtotal=r.subtotal, discount=r.discount, total=r.total, credits=r.credits,
-            paid_by=tuple(paid_by.get(r.id or 0, ())),
+            paid_by=tuple(paid_by.get(r.id or 0, ())), taxes=tuple(taxes[r.id or 0]),
         )
         for r in rows
     ]

@@ -36,6 +36,18 @@ class EntityRow(SQLModel, table=True):
     timezone: str
     invoice_prefix: str
     delivery: dict[str, Any] | None = Field(default=None, sa_type=JSONType)  # Delivery
+    taxes: list[str] | None = Field(default=None, sa_type=JSONType)  # default rate ids
+
+
+class TaxRateRow(SQLModel, table=True):
+    """A tax rate of the catalog (SPEC §15), a percent. A changed rate applies to the
+    invoices computed afterwards; an invoice keeps the rates it was computed with
+    (``invoice_taxes``)."""
+
+    __tablename__ = "tax_rates"
+    id: str = Field(primary_key=True, max_length=255)
+    rate: Decimal = Field(sa_type=ExactDecimal)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class MeterRow(SQLModel, table=True):
@@ -87,6 +99,8 @@ class CustomerRow(SQLModel, table=True):
     entity_id: str = Field(foreign_key="entities.id", index=True)
     draft_invoices: bool = False  # the latest setting sent (see DraftSettingRow)
     email: str | None = None
+    taxes: list[str] | None = Field(default=None, sa_type=JSONType)  # None: names none
+    tax_exempt: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 class DraftSettingRow(SQLModel, table=True):
@@ -326,7 +340,9 @@ class InvoiceRow(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     subtotal: Decimal = Field(sa_type=ExactDecimal)
     discount: Decimal = Field(sa_type=ExactDecimal)
-    total: Decimal = Field(sa_type=ExactDecimal)
+    total: Decimal = Field(sa_type=ExactDecimal)  # subtotal − discount + tax
+    tax: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal,
+                         sa_column_kwargs={"server_default": "0"})  # Σ of invoice_taxes
     # SPEC §12: what prepaid credits paid when it was sent (the sum of its applications)
     credits: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal,
                              sa_column_kwargs={"server_default": "0"})
@@ -344,6 +360,22 @@ class InvoiceLineRow(SQLModel, table=True):
     period_start: date
     period_end: date
     quantity: Decimal = Field(sa_type=ExactDecimal)
+    amount: Decimal = Field(sa_type=ExactDecimal)
+    taxes: list[str] | None = Field(default=None, sa_type=JSONType)  # the rates it carries
+
+
+class InvoiceTaxRow(SQLModel, table=True):
+    """One tax rate of an invoice (SPEC §15) as it was computed: a document never
+    computes it again."""
+
+    __tablename__ = "invoice_taxes"
+    invoice_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("invoices.id", ondelete="CASCADE"),
+                         primary_key=True)
+    )
+    tax_id: str = Field(primary_key=True, max_length=255)
+    rate: Decimal = Field(sa_type=ExactDecimal)
+    base: Decimal = Field(sa_type=ExactDecimal)
     amount: Decimal = Field(sa_type=ExactDecimal)
 
 

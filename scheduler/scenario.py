@@ -371,11 +371,11 @@ def _parse_scenario(document: Any, source: str) -> Scenario:
             raise Invalid("", f"must be a mapping with entities, meters, plans, customers, "
                               f"timeline and until, got {describe(document)}")
         catalog = parse_catalog(
-            {k: document[k] for k in ("entities", "meters", "plans", "customers")
+            {k: document[k] for k in ("taxes", "entities", "meters", "plans", "customers")
              if k in document}
         )
         f = Fields(document, "")
-        for name in ("entities", "meters", "plans", "customers"):
+        for name in ("taxes", "entities", "meters", "plans", "customers"):
             f.raw(name)
         until = parse_instant(f.required("until"), "until")
         actions = tuple(

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import Catalog, Customer, Entity, Meter, Plan, parse_catalog, plan_to_dict
 from domain.periods import midnight
+from domain.taxes import TaxRate
 from domain.units import Unit
 from persistence import catalog as catalog_repo
 from persistence import subscriptions as subs_repo
@@ -36,7 +37,7 @@ NEW, CHANGED, UNCHANGED, REFUSED = "new", "changed", "unchanged", "refused"
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # entity | meter | plan | customer
+    kind: str  # tax | entity | meter | plan | customer
     id: str
     action: str  # new | changed | unchanged | refused
     detail: str = ""
@@ -133,6 +134,9 @@ def _entity(session: Session, e: Entity, path: str) -> Change:
              if getattr(stored, name) != getattr(e, name)]
     if stored.delivery != e.delivery:
         parts.append("delivery changed")
+    if stored.taxes != e.taxes:
+        parts.append(f"taxes: {_rates(stored.taxes)} → {_rates(e.taxes)} (invoices computed "
+                     "from now on)")
     return Change("entity", e.id, CHANGED, "; ".join(parts))
 
 
@@ -189,7 +193,24 @@ def _customer(session: Session, c: Customer, path: str) -> Change:
         parts.append(f"email: {stored.email} → {c.email}")
     if c.draft_invoices is not None and c.draft_invoices != stored.draft_invoices:
         parts.append(f"draft_invoices: {stored.draft_invoices} → {c.draft_invoices}")
+    if (stored.taxes, stored.tax_exempt) != (c.taxes, c.tax_exempt):
+        before = "exempt" if stored.tax_exempt else _rates(stored.taxes)
+        after = "exempt" if c.tax_exempt else _rates(c.taxes)
+        parts.append(f"taxes: {before} → {after} (invoices computed from now on)")
     return Change("customer", c.id, CHANGED if parts else UNCHANGED, "; ".join(parts))
+
+
+def _rates(ids: tuple[str, ...] | None) -> str:
+    return "the entity's" if ids is None else ", ".join(ids) or "none"
+
+
+def _tax(rate: TaxRate, stored: TaxRate | None) -> Change:
+    if stored is None:
+        return Change("tax", rate.id, NEW, f"{rate.rate} %")
+    if stored.rate == rate.rate:
+        return Change("tax", rate.id, UNCHANGED)
+    return Change("tax", rate.id, CHANGED, f"rate {stored.rate} % → {rate.rate} % (invoices "
+                                          "computed from now on; issued ones keep theirs)")
 
 
 def diff(session: Session, catalog: Catalog) -> CatalogDiff:
@@ -197,7 +218,8 @@ def diff(session: Session, catalog: Catalog) -> CatalogDiff:
     stored_meters = catalog_repo.meters(session)
     latest = catalog_repo.latest_plans(session, list(catalog.plans))
     on_version = catalog_repo.subscriptions_per_version(session)
-    changes: list[Change] = []
+    stored_rates = catalog_repo.tax_rates(session)
+    changes: list[Change] = [_tax(t, stored_rates.get(t.id)) for t in catalog.taxes.values()]
     changes += [_entity(session, e, f"entities[{_index(catalog.entities, e.id)}]")
                 for e in catalog.entities.values()]
     changes += [_meter(session, m, stored_meters.get(m.id),
@@ -216,6 +238,9 @@ def apply(session: Session, catalog: Catalog, now: datetime) -> CatalogDiff:
     if result.refused:
         raise CatalogRefused(result)
     actions = {(c.kind, c.id): c.action for c in result.changes}
+    for t in catalog.taxes.values():
+        if actions[("tax", t.id)] != UNCHANGED:
+            catalog_repo.save_tax_rate(session, t, now)
     for e in catalog.entities.values():
         if actions[("entity", e.id)] == UNCHANGED:
             continue

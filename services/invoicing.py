@@ -23,6 +23,7 @@ from domain.catalog import Entity, Meter, Plan
 from domain.invoices import ComposedInvoice, Terms, compose_invoice, next_boundary_after, reached
 from domain.periods import bill_run_instant, boundary_index, midnight, next_run_at
 from domain.subscriptions import parse_discount
+from domain.taxes import NO_TAX
 from domain.validation import Invalid, parse_date
 from persistence import billruns
 from persistence import catalog as catalog_repo
@@ -103,6 +104,7 @@ def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
     }
     adjusting = [late.ToAdjust(i.row, i.plan, i.k, i.invoice_id) for i in items]
     _adjust(session, entity, adjusting, ingested_by, meters)
+    taxes = catalog_repo.tax_policies(session, {i.row.customer_id for i in items})
     composed: list[Computed | Exception] = []
     for item, closing, adjusted in zip(items, item_period, adjusting, strict=True):
         if isinstance(adjusted.error, Exception):
@@ -115,7 +117,7 @@ def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
                      for c in item.plan.usage_charges}
         try:
             invoice = compose_invoice(terms_of(item.row, item.plan), item.k, usage,
-                                      adjusted.lines)
+                                      adjusted.lines, taxes.get(item.row.customer_id, NO_TAX))
             composed.append(Computed(invoice, tuple(adjusted.accounts)))
         except Exception as exc:  # this subscription's data cannot be billed
             composed.append(exc)

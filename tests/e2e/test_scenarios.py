@@ -42,7 +42,6 @@ SHARED = sorted(SHARED_SCENARIOS.glob("*.yaml"))
 WAITING = {
     "10-charge-filters": "issue #23: charge filters (SPEC §13) not built yet",
     "11-plan-changes": "issue #24: plan changes (SPEC §14) not built yet",
-    "12-taxes": "issue #28: taxes (SPEC §15) not built yet",
 }
 
 
