@@ -39,8 +39,12 @@ def invoice_table(inv: dict[str, Any], units: Mapping[str, Unit] | None = None) 
 
     discount = to_decimal(inv["discount"], "discount")
     paid = to_decimal(inv.get("credits", "0"), "credits")
+    taxes = "".join(f"tax {t['tax']} {t['rate']} % of {money(t['base'])} {money(t['amount'])}\n"
+                    for t in inv.get("taxes", []))
+    if inv.get("tax_exempt"):
+        taxes += "tax exempt\n"
     footer = (f"subtotal {money(inv['subtotal'])}\n"
-              f"discount {money(-discount) if discount else money(0)}\n"
+              f"discount {money(-discount) if discount else money(0)}\n{taxes}"
               f"[bold]total {money(inv['total'])}[/]")
     if paid:
         grants = ", ".join(a["grant"] for a in inv.get("credits_applied", []))

@@ -32,6 +32,7 @@ class InvoiceRecord:
     credits: Decimal = Decimal(0)  # SPEC §12: what prepaid credits paid when it was sent
     paid_by: tuple[tuple[str, Decimal], ...] = ()  # (grant id, amount) of those credits
     taxes: tuple[TaxAmount, ...] = ()  # SPEC §15, per rate, as computed
+    tax_exempt: bool = False
 
     @property
     def amount_due(self) -> Decimal:
@@ -82,10 +83,14 @@ def invoice_document(inv: InvoiceRecord) -> dict[str, Any]:
 def detailed_document(inv: InvoiceRecord) -> dict[str, Any]:
     """The invoice as the API, the webhooks and the documents show it: REPLAY.md's shape,
     its id, and which grants paid its credits."""
+    document = invoice_document(inv)
+    for shown, line in zip(document["lines"], sorted(inv.lines, key=line_order), strict=True):
+        shown["taxes"] = list(line.taxes)  # the rates the line carries
     return {
-        "id": inv.id, **invoice_document(inv),
+        "id": inv.id, **document,
         "credits_applied": [{"grant": grant, "amount": format_money(amount, inv.currency)}
                             for grant, amount in inv.paid_by],
+        "tax_exempt": inv.tax_exempt,
     }
 
 

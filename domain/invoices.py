@@ -53,6 +53,7 @@ class ComposedInvoice:
     # records what they paid when it is sent)
     credits: Decimal = Decimal(0)
     taxes: tuple[TaxAmount, ...] = ()  # SPEC §15, per rate, sorted by id
+    tax_exempt: bool = False  # its customer was tax-exempt when it was computed
 
     @property
     def tax(self) -> Decimal:
@@ -186,7 +187,8 @@ def compose_invoice(
     return ComposedInvoice(
         boundary=at, k=k, final=terms.end is not None and at == terms.end,
         currency=plan.currency, lines=tuple(lines), subtotal=result.subtotal,
-        discount=result.discount, total=result.total, taxes=result.taxes)
+        discount=result.discount, total=result.total, taxes=result.taxes,
+        tax_exempt=tax.exempt)
 
 
 def due_boundaries(terms: Terms, tz: str, run_at: datetime,

@@ -80,7 +80,8 @@ def add_many(session: Session, new: Sequence[NewInvoice], *, issued_at: datetime
          "entity_id": n.entity, "customer_id": n.customer, "currency": n.invoice.currency,
          "status": "draft", "final": n.invoice.final, "issued_at": issued_at,
          "computed_at": computed_at, "subtotal": n.invoice.subtotal,
-         "discount": n.invoice.discount, "tax": n.invoice.tax, "total": n.invoice.total}
+         "discount": n.invoice.discount, "tax": n.invoice.tax, "total": n.invoice.total,
+         "tax_exempt": n.invoice.tax_exempt}
         for n in new
     ]
     ids = {(sub, day): invoice_id
@@ -103,7 +104,7 @@ def replace_draft(session: Session, invoice_id: int, invoice: ComposedInvoice,
         update(I).where(col(I.id) == invoice_id, col(I.status) == "draft")
         .values(final=invoice.final, currency=invoice.currency, subtotal=invoice.subtotal,
                 discount=invoice.discount, tax=invoice.tax, total=invoice.total,
-                computed_at=computed_at)
+                tax_exempt=invoice.tax_exempt, computed_at=computed_at)
     )
     if not rowcount(result):
         return False
@@ -204,6 +205,7 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
             lines=tuple(sorted(lines[r.id or 0], key=line_order)),
             subtotal=r.subtotal, discount=r.discount, total=r.total, credits=r.credits,
             paid_by=tuple(paid_by.get(r.id or 0, ())), taxes=tuple(taxes[r.id or 0]),
+            tax_exempt=r.tax_exempt,
         )
         for r in rows
     ]

@@ -343,6 +343,8 @@ class InvoiceRow(SQLModel, table=True):
     total: Decimal = Field(sa_type=ExactDecimal)  # subtotal − discount + tax
     tax: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal,
                          sa_column_kwargs={"server_default": "0"})  # Σ of invoice_taxes
+    # its customer was tax-exempt when it was computed (the document says so)
+    tax_exempt: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
     # SPEC §12: what prepaid credits paid when it was sent (the sum of its applications)
     credits: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal,
                              sa_column_kwargs={"server_default": "0"})

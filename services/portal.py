@@ -35,7 +35,12 @@ from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import PortalLinkRow
 from services import credits, invoicing
-from services.delivery.render import format_amount, format_in_unit, format_price_in_unit
+from services.delivery.render import (
+    format_amount,
+    format_in_unit,
+    format_price_in_unit,
+    format_quantity,
+)
 from services.settings import settings
 
 SALT = "billing.portal.v1"
@@ -205,6 +210,7 @@ class SubscriptionEstimate:
     discount_value: Decimal = Decimal(0)
     credits: str | None = None  # what the customer's prepaid credit would pay (SPEC §12)
     amount_due: str = ""
+    taxes: tuple[tuple[str, str], ...] = ()  # ("Tax vat-de (19 %) on €42.49", "€8.07")
 
 
 @dataclass(frozen=True)
@@ -350,7 +356,10 @@ def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version:
         total=format_amount(composed.total, currency), total_value=composed.total,
         discount_value=composed.discount,
         credits=format_amount(-composed.credits, currency) if composed.credits else None,
-        amount_due=format_amount(composed.amount_due, currency))
+        amount_due=format_amount(composed.amount_due, currency),
+        taxes=tuple((f"Tax {t.tax} ({format_quantity(t.rate)} %) on "
+                     f"{format_amount(t.base, currency)}", format_amount(t.amount, currency))
+                    for t in composed.taxes))
 
 
 def _adjustment(ln: Line, meters: dict[str, Meter], charges: dict[str, UsageCharge],

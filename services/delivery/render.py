@@ -222,6 +222,8 @@ class InvoiceView:
     total: str
     credit: str | None  # the amount owed to the customer when the total is negative
     adjusted: bool  # it carries adjustment lines (late usage of earlier periods)
+    taxes: tuple[tuple[str, str], ...] = ()  # ("Tax vat-de 19 % on €42.49", "€8.07")
+    tax_exempt: bool = False
     credits: str | None = None  # what prepaid credits paid (SPEC §12), as a deduction
     credit_grants: str = ""  # which grants paid it: "welcome 25.00, promo 4.80"
     amount_due: str | None = None  # what is left to pay, when credits paid part of it
@@ -230,6 +232,7 @@ class InvoiceView:
     def totals(self) -> list[tuple[str, str, str]]:
         """The rows under the lines: (label, amount, CSS class)."""
         rows = [("Subtotal", self.subtotal, "subtotal"), ("Discount", self.discount, "discount"),
+                *((label, amount, "tax") for label, amount in self.taxes),
                 (self.total_label, self.total, "total")]
         if self.credits is not None and self.amount_due is not None:
             label = "Prepaid credits" + (f" ({self.credit_grants})" if self.credit_grants
@@ -248,6 +251,8 @@ class InvoiceView:
         if self.adjusted:
             notes.append("Adjustment lines correct an earlier period: usage that arrived after "
                          "its invoice was sent, priced again with the whole period.")
+        if self.tax_exempt:
+            notes.append("Tax exempt: no tax is charged to this customer.")
         if self.credit and self.draft:
             notes.append(f"This invoice is a credit: {self.credit} is owed to the customer; "
                          "once sent, it becomes prepaid credit that pays the next invoices.")
@@ -333,7 +338,23 @@ def invoice_view(
         credit=format_amount(-total, currency, locale) if total < 0 else None,
         adjusted=any(line.type == "adjustment" for line in lines),
         **_credits(document, currency, locale),
+        taxes=_taxes(document, currency, locale),
+        tax_exempt=document.get("tax_exempt") is True,
     )
+
+
+def _taxes(document: Mapping[str, Any], currency: str, locale: str
+           ) -> tuple[tuple[str, str], ...]:
+    """One row per tax rate: "Tax vat-de (19 %) on €42.49" and its amount."""
+    rows = []
+    for i, t in enumerate(document.get("taxes") or []):
+        if not isinstance(t, Mapping):
+            raise ValueError(f"invoice document: taxes[{i}] must be an object")
+        rate = format_quantity(t.get("rate"), locale)
+        base = format_amount(t.get("base"), currency, locale)
+        rows.append((f"Tax {_text(t, 'tax')} ({rate} %) on {base}",
+                     format_amount(t.get("amount"), currency, locale)))
+    return tuple(rows)
 
 
 def _credits(document: Mapping[str, Any], currency: str, locale: str) -> dict[str, Any]:

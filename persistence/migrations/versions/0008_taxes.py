@@ -52,6 +52,8 @@ def upgrade() -> None:
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.add_column(sa.Column('tax', persistence.types.ExactDecimal(),
                                       server_default='0', nullable=False))
+        batch_op.add_column(sa.Column('tax_exempt', sa.Boolean(), server_default='0',
+                                      nullable=False))
     with op.batch_alter_table('invoice_lines', schema=None) as batch_op:
         batch_op.add_column(sa.Column('taxes', _json(), nullable=True))
 
@@ -60,6 +62,7 @@ def downgrade() -> None:
     with op.batch_alter_table('invoice_lines', schema=None) as batch_op:
         batch_op.drop_column('taxes')
     with op.batch_alter_table('invoices', schema=None) as batch_op:
+        batch_op.drop_column('tax_exempt')
         batch_op.drop_column('tax')
     with op.batch_alter_table('customers', schema=None) as batch_op:
         batch_op.drop_column('tax_exempt')
