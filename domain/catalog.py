@@ -7,12 +7,20 @@ refuses a broken one with an ``Invalid`` that names the field.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+from domain.filters import (
+    DEFAULT_GROUP,
+    FILTER_ID,
+    Filter,
+    check_filters,
+    match_to_dict,
+    parse_match,
+)
 from domain.money import parse_currency
 from domain.periods import Interval, zone
 from domain.taxes import TaxRate, optional_tax_ids, parse_tax_rates
@@ -106,6 +114,15 @@ class UsageCharge:
     minimum: Decimal | None = None
     cap: Decimal | None = None
     taxes: tuple[str, ...] | None = None  # its own tax rates (SPEC §15); None: names none
+    filters: tuple[Filter, ...] = ()  # prices by dimension (SPEC §13)
+
+    @property
+    def groups(self) -> tuple[tuple[str, UsageCharge], ...]:
+        """Its groups with their price: the default group (this charge's own price, id
+        DEFAULT_GROUP), then each filter. A charge without filters has none."""
+        if not self.filters:
+            return ()
+        return ((DEFAULT_GROUP, self), *((f.id, f.pricing) for f in self.filters))
 
 
 Charge = RecurringCharge | UsageCharge
@@ -259,6 +276,18 @@ def parse_charge(data: Any, path: str, meters: Mapping[str, Meter] | None,
     meter = f.text("meter")
     if meters is not None and meter not in meters:
         f.fail("meter", f"{describe(meter)} is not a known meter")
+    charge = _parse_pricing(f, charge_id, meter, rates)
+    if f.raw("filters") is not None:
+        filters = [(p, _parse_filter(item, p, charge)) for p, item in f.items("filters")]
+        check_filters([flt for _, flt in filters], [p for p, _ in filters])
+        charge = replace(charge, filters=tuple(flt for _, flt in filters))
+    f.check_unknown()
+    return charge
+
+
+def _parse_pricing(f: Fields, charge_id: str, meter: str,
+                   rates: tuple[str, ...] | None) -> UsageCharge:
+    """A usage price (SPEC §5): the model with its parameters, included, minimum, cap."""
     model = Model(f.choice("model", [m.value for m in Model]))
     common: dict[str, Any] = {
         "included": f.optional_decimal("included") or Decimal(0),
@@ -267,23 +296,33 @@ def parse_charge(data: Any, path: str, meters: Mapping[str, Meter] | None,
         "taxes": rates,
     }
     if model is Model.UNIT:
-        charge = UsageCharge(charge_id, meter, model, unit_price=f.decimal("unit_price"), **common)
-    elif model is Model.PACKAGE:
+        return UsageCharge(charge_id, meter, model, unit_price=f.decimal("unit_price"), **common)
+    if model is Model.PACKAGE:
         size = f.decimal("package_size")
         if size <= 0:
             f.fail("package_size", "must be greater than 0")
-        charge = UsageCharge(
-            charge_id, meter, model, package_size=size,
-            package_price=f.decimal("package_price"), **common,
-        )
-    elif model is Model.BANDS:
-        charge = UsageCharge(charge_id, meter, model, tiers=_parse_tiers(f, "bands", bands=True),
-                             **common)
-    else:
-        charge = UsageCharge(charge_id, meter, model, tiers=_parse_tiers(f, "tiers", bands=False),
-                             **common)
+        return UsageCharge(charge_id, meter, model, package_size=size,
+                           package_price=f.decimal("package_price"), **common)
+    if model is Model.BANDS:
+        return UsageCharge(charge_id, meter, model, tiers=_parse_tiers(f, "bands", bands=True),
+                           **common)
+    return UsageCharge(charge_id, meter, model, tiers=_parse_tiers(f, "tiers", bands=False),
+                       **common)
+
+
+def _parse_filter(data: Any, path: str, charge: UsageCharge) -> Filter:
+    """A filter of a usage charge (SPEC §13): its id, its match, its own price. Its lines
+    carry its charge's tax rates: a filter names none."""
+    f = Fields(data, path)
+    filter_id = f.text("id")
+    if not FILTER_ID.match(filter_id):
+        f.fail("id", f"must be letters, digits, - and _, got {describe(filter_id)}")
+    if "taxes" in f.data:
+        f.fail("taxes", "a filter takes its charge's tax rates and names none")
+    match = parse_match(f.required("match"), f.at("match"))
+    pricing = _parse_pricing(f, filter_id, charge.meter, charge.taxes)
     f.check_unknown()
-    return charge
+    return Filter(filter_id, match, pricing)
 
 
 def parse_plan(data: Any, path: str, meters: Mapping[str, Meter] | None = None,
@@ -358,6 +397,32 @@ def parse_catalog(data: Mapping[str, Any], path: str = "", known: Catalog | None
     return Catalog(**parsed)
 
 
+def _pricing_to_dict(c: UsageCharge) -> dict[str, Any]:
+    def dec(value: Decimal | None) -> str | None:
+        return None if value is None else str(value)
+
+    d: dict[str, Any] = {"model": c.model.value}
+    if c.model is Model.UNIT:
+        d["unit_price"] = dec(c.unit_price)
+    elif c.model is Model.PACKAGE:
+        d["package_size"] = dec(c.package_size)
+        d["package_price"] = dec(c.package_price)
+    elif c.model is Model.BANDS:
+        d["bands"] = [{"up_to": dec(t.up_to), "price": dec(t.flat_price)} for t in c.tiers]
+    else:
+        d["tiers"] = [
+            {"up_to": dec(t.up_to), "unit_price": dec(t.unit_price),
+             "flat_price": dec(t.flat_price)}
+            for t in c.tiers
+        ]
+    if c.included:
+        d["included"] = dec(c.included)
+    for name in ("minimum", "cap"):
+        if getattr(c, name) is not None:
+            d[name] = dec(getattr(c, name))
+    return d
+
+
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """The plan in the catalog file's shape, with exact decimals as strings, so that
     ``parse_plan(plan_to_dict(p)) == p``. This is how a plan is stored."""
@@ -372,27 +437,12 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             if c.taxes is not None:
                 charges[-1]["taxes"] = list(c.taxes)
             continue
-        d: dict[str, Any] = {"id": c.id, "type": "usage", "meter": c.meter, "model": c.model.value}
-        if c.model is Model.UNIT:
-            d["unit_price"] = dec(c.unit_price)
-        elif c.model is Model.PACKAGE:
-            d["package_size"] = dec(c.package_size)
-            d["package_price"] = dec(c.package_price)
-        elif c.model is Model.BANDS:
-            d["bands"] = [{"up_to": dec(t.up_to), "price": dec(t.flat_price)} for t in c.tiers]
-        else:
-            d["tiers"] = [
-                {"up_to": dec(t.up_to), "unit_price": dec(t.unit_price),
-                 "flat_price": dec(t.flat_price)}
-                for t in c.tiers
-            ]
-        if c.included:
-            d["included"] = dec(c.included)
-        for name in ("minimum", "cap"):
-            if getattr(c, name) is not None:
-                d[name] = dec(getattr(c, name))
+        d = {"id": c.id, "type": "usage", "meter": c.meter, **_pricing_to_dict(c)}
         if c.taxes is not None:
             d["taxes"] = list(c.taxes)
+        if c.filters:
+            d["filters"] = [{"id": f.id, "match": match_to_dict(f.match),
+                             **_pricing_to_dict(f.pricing)} for f in c.filters]
         charges.append(d)
     return {
         "id": plan.id, "currency": plan.currency, "interval": plan.interval.value,

@@ -45,17 +45,23 @@ class InvoiceRecord:
         return self.number or f"{self.subscription}@{self.boundary.isoformat()}"
 
 
+def line_document(ln: Line, currency: str) -> dict[str, Any]:
+    """A line in REPLAY.md's shape; a line of a charge with filters names its group in
+    ``filter`` (SPEC §13: null for the default group)."""
+    shown: dict[str, Any] = {"type": ln.type, "charge": ln.charge}
+    if ln.filter is not None:
+        shown["filter"] = ln.filter or None
+    shown.update({"period_start": ln.period_start.isoformat(),
+                  "period_end": ln.period_end.isoformat(),
+                  "quantity": format_quantity(ln.quantity),
+                  "amount": format_money(ln.amount, currency)})
+    return shown
+
+
 def _amounts(lines: tuple[Line, ...], subtotal: Decimal, discount: Decimal, total: Decimal,
              currency: str, credits: Decimal, taxes: tuple[TaxAmount, ...]) -> dict[str, Any]:
     return {
-        "lines": [
-            {"type": ln.type, "charge": ln.charge,
-             "period_start": ln.period_start.isoformat(),
-             "period_end": ln.period_end.isoformat(),
-             "quantity": format_quantity(ln.quantity),
-             "amount": format_money(ln.amount, currency)}
-            for ln in sorted(lines, key=line_order)
-        ],
+        "lines": [line_document(ln, currency) for ln in sorted(lines, key=line_order)],
         "subtotal": format_money(subtotal, currency),
         "discount": format_money(discount, currency),
         "taxes": [{"tax": t.tax, "rate": format_quantity(t.rate),

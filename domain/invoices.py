@@ -37,6 +37,9 @@ class Line:
     quantity: Decimal
     amount: Decimal
     taxes: tuple[str, ...] = ()  # the tax rates it carries (SPEC §15)
+    # SPEC §13: the group of a charge with filters — a filter's id, or DEFAULT_GROUP ("")
+    # for its default group; None for a charge without filters
+    filter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,10 @@ class Terms:
         return recurring or (k >= 1 and bool(self.plan.usage_charges))
 
 
-def line_order(line: Line) -> tuple[str, str, date]:
-    """Lines are listed by (type, charge, period_start), in plain string order."""
-    return line.type, line.charge, line.period_start
+def line_order(line: Line) -> tuple[str, str, str, date]:
+    """Lines are listed by (type, charge, filter — the default group first —,
+    period_start), in plain string order."""
+    return line.type, line.charge, line.filter or "", line.period_start
 
 
 @dataclass(frozen=True)
@@ -103,16 +107,20 @@ class Billed:
 
 
 def adjustment(charge: UsageCharge, period_start: date, period_end: date, quantity: Decimal,
-               billed: Billed, currency: str) -> Line | None:
+               billed: Billed, currency: str, group: tuple[str, str] | None = None
+               ) -> Line | None:
     """SPEC §11: the period's charge priced again on ``quantity`` (everything ingested by
     now), less what was billed for it; None when the amounts are equal (even if the
-    quantities differ: a minimum, a cap or an allowance absorbed the late usage)."""
+    quantities differ: a minimum, a cap or an allowance absorbed the late usage). For a
+    group of a charge with filters (SPEC §13), ``charge`` is the group's price and
+    ``group`` is (the charge's id, the group)."""
     now = price_usage(charge, quantity, currency)
     if now == billed.amount:
         return None
+    charge_id, filter_id = group if group is not None else (charge.id, None)
     with localcontext(EXACT):
-        return Line(ADJUSTMENT, charge.id, period_start, period_end,
-                    quantity - billed.quantity, now - billed.amount)
+        return Line(ADJUSTMENT, charge_id, period_start, period_end,
+                    quantity - billed.quantity, now - billed.amount, filter=filter_id)
 
 
 def recurring_lines(terms: Terms, k: int) -> list[Line]:
@@ -126,15 +134,23 @@ def recurring_lines(terms: Terms, k: int) -> list[Line]:
             for r in plan.recurring_charges]
 
 
-def usage_lines(terms: Terms, k: int, usage: Mapping[str, Decimal]) -> list[Line]:
-    """In arrears, for period k−1 (k ≥ 1), one per usage charge, even at quantity 0."""
+Usage = Mapping[tuple[str, str | None], Decimal]  # (charge, group or None) -> quantity
+
+
+def usage_lines(terms: Terms, k: int, usage: Usage) -> list[Line]:
+    """In arrears, for period k−1 (k ≥ 1), one per usage charge — or, for a charge with
+    filters, one per group (SPEC §13) — even at quantity 0."""
     if k < 1:
         return []
-    plan = terms.plan
+    currency = terms.plan.currency
     prev, at = terms.boundary(k - 1), terms.boundary(k)
-    return [Line(USAGE, u.id, prev, at, usage.get(u.id, Decimal(0)),
-                 price_usage(u, usage.get(u.id, Decimal(0)), plan.currency))
-            for u in plan.usage_charges]
+    lines = []
+    for u in terms.plan.usage_charges:
+        for group, pricing in u.groups or ((None, u),):
+            q = usage.get((u.id, group), Decimal(0))
+            lines.append(Line(USAGE, u.id, prev, at, q, price_usage(pricing, q, currency),
+                              filter=group))
+    return lines
 
 
 def with_taxes(lines: Sequence[Line], plan: Plan, tax: TaxPolicy) -> list[Line]:
@@ -170,11 +186,12 @@ def totals(lines: Sequence[Line], discount_terms: Discount | None, k: int, curre
 
 
 def compose_invoice(
-    terms: Terms, k: int, usage: Mapping[str, Decimal], adjustments: Sequence[Line] = (),
+    terms: Terms, k: int, usage: Usage, adjustments: Sequence[Line] = (),
     tax: TaxPolicy = NO_TAX,
 ) -> ComposedInvoice | None:
     """The invoice at ``b_k`` from its line sources — recurring (in advance), usage of
-    period k−1 (``usage``: the aggregated quantity per usage charge id, missing = 0), the
+    period k−1 (``usage``: the aggregated quantity per usage charge and group, missing =
+    0), the
     adjustment lines of late usage — each line with its tax rates, then totalled. None
     when the invoice would have no line."""
     plan = terms.plan

@@ -47,7 +47,8 @@ def _line_rows(invoice_id: int, invoice: ComposedInvoice) -> list[dict[str, obje
     return [
         {"invoice_id": invoice_id, "type": ln.type, "charge_id": ln.charge,
          "period_start": ln.period_start, "period_end": ln.period_end,
-         "quantity": ln.quantity, "amount": ln.amount, "taxes": list(ln.taxes) or None}
+         "quantity": ln.quantity, "amount": ln.amount, "taxes": list(ln.taxes) or None,
+         "filter_id": ln.filter}
         for ln in invoice.lines
     ]
 
@@ -189,7 +190,7 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
         for ln in line_rows:
             lines[ln.invoice_id].append(
                 Line(ln.type, ln.charge_id, ln.period_start, ln.period_end, ln.quantity,
-                     ln.amount, tuple(ln.taxes or ())))
+                     ln.amount, tuple(ln.taxes or ()), ln.filter_id))
         tax_rows = session.scalars(
             select(InvoiceTaxRow).where(col(InvoiceTaxRow.invoice_id).in_(part))
             .order_by(col(InvoiceTaxRow.tax_id)))
@@ -271,8 +272,10 @@ class PeriodLines:
     its usage lines' quantities, and what every invoice billed per (charge, period)."""
 
     covering: dict[tuple[str, date], tuple[int, str]]  # (sub, period start) -> (id, status)
-    usage_quantity: dict[tuple[int, str], Decimal]  # (covering invoice id, charge)
-    billed: dict[tuple[str, str, date], Billed]  # (sub, charge, period start), but `exclude`
+    # (covering invoice id, charge, group: None without filters)
+    usage_quantity: dict[tuple[int, str, str | None], Decimal]
+    # (sub, charge, group, period start), but `exclude`
+    billed: dict[tuple[str, str, str | None, date], Billed]
 
 
 def period_lines(session: Session, subscriptions: Collection[str], periods: Collection[date],
@@ -287,20 +290,21 @@ def period_lines(session: Session, subscriptions: Collection[str], periods: Coll
     left_out = set(exclude)
     for start in range(0, len(wanted), 500):
         stmt = (select(col(I.subscription_id), col(I.id), col(I.status), col(L.type),
-                       col(L.charge_id), col(L.period_start), col(L.quantity), col(L.amount))
+                       col(L.charge_id), col(L.filter_id), col(L.period_start),
+                       col(L.quantity), col(L.amount))
                 .join(I, col(I.id) == col(L.invoice_id))
                 .where(col(I.subscription_id).in_(wanted[start:start + 500]),
                        col(L.type).in_([USAGE, ADJUSTMENT]),
                        col(L.period_start).in_(sorted(set(periods)))))
-        for sub, invoice_id, status, kind, charge, period_start, quantity, amount \
+        for sub, invoice_id, status, kind, charge, group, period_start, quantity, amount \
                 in session.execute(stmt):
             assert invoice_id is not None
             if kind == USAGE:
                 result.covering[(sub, period_start)] = (invoice_id, status)
-                result.usage_quantity[(invoice_id, charge)] = quantity
+                result.usage_quantity[(invoice_id, charge, group)] = quantity
             if invoice_id in left_out:
                 continue
-            key = (sub, charge, period_start)
+            key = (sub, charge, group, period_start)
             so_far = result.billed.get(key, Billed(Decimal(0), Decimal(0)))
             with localcontext(EXACT):
                 result.billed[key] = Billed(so_far.quantity + quantity, so_far.amount + amount)

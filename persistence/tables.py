@@ -364,6 +364,9 @@ class InvoiceLineRow(SQLModel, table=True):
     quantity: Decimal = Field(sa_type=ExactDecimal)
     amount: Decimal = Field(sa_type=ExactDecimal)
     taxes: list[str] | None = Field(default=None, sa_type=JSONType)  # the rates it carries
+    # SPEC §13: a filter's id, "" for a charge's default group, NULL for a charge without
+    # filters
+    filter_id: str | None = Field(default=None, max_length=255)
 
 
 class InvoiceTaxRow(SQLModel, table=True):

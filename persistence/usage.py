@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     String,
+    and_,
     bindparam,
     case,
     cast,
@@ -30,6 +31,7 @@ from sqlmodel import col
 
 from domain.aggregation import average
 from domain.catalog import Aggregation, Meter
+from domain.filters import DEFAULT_GROUP, Filter, ranked
 from domain.usage import Rejection, UsageEvent
 from persistence import rollups
 from persistence.sql import decimal_aggregate, insert_ignore, is_postgres
@@ -143,15 +145,15 @@ def store_conflicts(session: Session, conflicts: Sequence[tuple[UsageEvent, Usag
         )
 
 
-def _unique_value(session: Session, prop: str) -> Any:
+def _unique_value(session: Session, prop: str, properties: Any) -> Any:
     """``properties[prop]`` as a comparable value; absent or JSON null is SQL NULL."""
     if is_postgres(session):
-        return func.nullif(col(E.properties)[prop], cast(literal("null"), JSONB))
+        return func.nullif(properties[prop], cast(literal("null"), JSONB))
     path = '$."' + prop.replace('"', '\\"') + '"'
-    kind = func.json_type(col(E.properties), path)
+    kind = func.json_type(properties, path)
     return case(
         (kind.is_(None) | (kind == "null"), None),
-        else_=kind + literal(":") + cast(func.json_extract(col(E.properties), path), String),
+        else_=kind + literal(":") + cast(func.json_extract(properties, path), String),
     )
 
 
@@ -179,6 +181,49 @@ def aggregate_many(
         return result
     if rolled_up and period.ingested_by is None and is_postgres(session):
         return _aggregate_rolled_up(session, period, customers, meters)
+    found = _aggregate(session, period, customers, meters, None)
+    result.update(((c, m), q) for (c, m, _), q in found.items())
+    return result
+
+
+def aggregate_groups(session: Session, period: Period, customers: Collection[str],
+                     meter: Meter, filters: Sequence[Filter]) -> dict[tuple[str, str], Decimal]:
+    """SPEC §13: a meter aggregated per (customer, group of a charge's ``filters``) in the
+    same ``GROUP BY``s, the group of each event decided by one SQL ``CASE`` written from
+    the filters (``domain.filters.group_of``). Every group of every customer is in the
+    result (0 without events)."""
+    groups = [DEFAULT_GROUP, *(f.id for f in filters)]
+    result = {(c, g): Decimal(0) for c in customers for g in groups}
+    if result:
+        found = _aggregate(session, period, customers, [meter], _group_case(session, filters))
+        result.update(((c, g), q) for (c, _, g), q in found.items())
+    return result
+
+
+def _string_property_in(session: Session, name: str, values: Sequence[str]) -> Any:
+    """``properties[name]`` is a string, one of ``values``."""
+    if is_postgres(session):
+        return and_(func.jsonb_typeof(col(E.properties).op("->")(name)) == "string",
+                    col(E.properties).op("->>")(name).in_(list(values)))
+    path = '$."' + name.replace('"', '\\"') + '"'
+    return and_(func.json_type(col(E.properties), path) == "text",
+                func.json_extract(col(E.properties), path).in_(list(values)))
+
+
+def _group_case(session: Session, filters: Sequence[Filter]) -> Any:
+    """The group of an event as one ``CASE``: the filters in the order an event tries
+    them (most names, then as listed), the default group last."""
+    whens = [(and_(*(_string_property_in(session, name, values) for name, values in f.match)),
+              literal(f.id)) for f in ranked(filters)]
+    return case(*whens, else_=literal(DEFAULT_GROUP)) if whens else literal(DEFAULT_GROUP)
+
+
+def _aggregate(session: Session, period: Period, customers: Collection[str],
+               meters: Collection[Meter], group_expr: Any) -> dict[tuple[str, str, str], Decimal]:
+    """Per (customer, meter, group) with events: ``group_expr`` decides an event's group
+    (None: one group, DEFAULT_GROUP). With groups, the events are read through a subquery
+    that computes each one's group once; the grouping then names it."""
+    result: dict[tuple[str, str, str], Decimal] = {}
     base: tuple[Any, ...] = (
         col(E.customer_id).in_(sorted(set(customers))),
         col(E.timestamp) >= period.start_at,
@@ -186,44 +231,54 @@ def aggregate_many(
     )
     if period.ingested_by is not None:
         base = (*base, col(E.ingested_at) <= period.ingested_by)
-    group = (col(E.customer_id), col(E.meter_id))
+    src: Any = E.__table__  # type: ignore[attr-defined]
+    grp: Any = literal(DEFAULT_GROUP)
+    if group_expr is not None:
+        src = select(col(E.customer_id), col(E.meter_id), col(E.quantity), col(E.timestamp),
+                     col(E.key), col(E.properties), group_expr.label("grp")).where(
+            *base, col(E.meter_id).in_(sorted({m.id for m in meters}))).subquery()
+        base, grp = (), src.c.grp
+    c = src.c
+    group: tuple[Any, ...] = (c.customer_id, c.meter_id, *(() if group_expr is None else (grp,)))
     by_kind: dict[Aggregation, list[Meter]] = defaultdict(list)
     for meter in meters:
         by_kind[meter.aggregation].append(meter)
     simple = [m for m in meters if m.aggregation in SIMPLE]
     if simple:
-        where = (*base, col(E.meter_id).in_(sorted({m.id for m in simple})))
-        stmt = select(*group, decimal_aggregate(session, "sum", col(E.quantity)), func.count(),
-                      decimal_aggregate(session, "max", col(E.quantity)),
-                      decimal_aggregate(session, "min", col(E.quantity))
-                      ).where(*where).group_by(*group)
+        stmt = select(c.customer_id, c.meter_id, grp,
+                      decimal_aggregate(session, "sum", c.quantity), func.count(),
+                      decimal_aggregate(session, "max", c.quantity),
+                      decimal_aggregate(session, "min", c.quantity)
+                      ).where(*base, c.meter_id.in_(sorted({m.id for m in simple}))
+                              ).group_by(*group)
         kinds = {m.id: m.aggregation for m in simple}
-        for customer, meter_id, total, count, largest, smallest in session.execute(stmt):
-            result[(customer, meter_id)] = {
+        for customer, meter_id, g, total, count, largest, smallest in session.execute(stmt):
+            result[(customer, meter_id, g)] = {
                 Aggregation.SUM: total, Aggregation.COUNT: Decimal(count),
                 Aggregation.MAX: largest, Aggregation.MIN: smallest,
                 Aggregation.AVERAGE: average(total, count),
             }[kinds[meter_id]]
     if by_kind[Aggregation.LAST]:
         ids = sorted({m.id for m in by_kind[Aggregation.LAST]})
-        key = col(E.key).collate("C") if is_postgres(session) else col(E.key)
+        key = c.key.collate("C") if is_postgres(session) else c.key
         rank = func.row_number().over(partition_by=group,
-                                      order_by=(col(E.timestamp).desc(), key.desc()))
-        ranked = select(*group, col(E.quantity), rank.label("rank")).where(
-            *base, col(E.meter_id).in_(ids)).subquery()
-        stmt = select(ranked.c.customer_id, ranked.c.meter_id, ranked.c.quantity).where(
-            ranked.c.rank == 1)
-        for customer, meter_id, quantity in session.execute(stmt):
-            result[(customer, meter_id)] = quantity
+                                      order_by=(c.timestamp.desc(), key.desc()))
+        ranked_rows = select(c.customer_id, c.meter_id, grp.label("grp"), c.quantity,
+                             rank.label("rank")).where(*base, c.meter_id.in_(ids)).subquery()
+        stmt = select(ranked_rows.c.customer_id, ranked_rows.c.meter_id, ranked_rows.c.grp,
+                      ranked_rows.c.quantity).where(ranked_rows.c.rank == 1)
+        for customer, meter_id, g, quantity in session.execute(stmt):
+            result[(customer, meter_id, g)] = quantity
     by_property: dict[str, list[str]] = defaultdict(list)
     for meter in by_kind[Aggregation.UNIQUE_COUNT]:
         assert meter.property is not None
         by_property[meter.property].append(meter.id)
     for prop, ids in by_property.items():
-        stmt = select(*group, func.count(distinct(_unique_value(session, prop)))).where(
-            *base, col(E.meter_id).in_(sorted(ids))).group_by(*group)
-        for customer, meter_id, count in session.execute(stmt):
-            result[(customer, meter_id)] = Decimal(count)
+        stmt = select(c.customer_id, c.meter_id, grp, func.count(distinct(
+            _unique_value(session, prop, c.properties)))).where(
+            *base, c.meter_id.in_(sorted(ids))).group_by(*group)
+        for customer, meter_id, g, count in session.execute(stmt):
+            result[(customer, meter_id, g)] = Decimal(count)
     return result
 
 

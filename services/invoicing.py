@@ -20,7 +20,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from domain.catalog import Entity, Meter, Plan
-from domain.invoices import ComposedInvoice, Terms, compose_invoice, next_boundary_after, reached
+from domain.filters import Filter
+from domain.invoices import (
+    ComposedInvoice,
+    Terms,
+    Usage,
+    compose_invoice,
+    next_boundary_after,
+    reached,
+)
 from domain.periods import bill_run_instant, boundary_index, midnight, next_run_at
 from domain.subscriptions import parse_discount
 from domain.taxes import NO_TAX
@@ -83,38 +91,23 @@ def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
     its exception instead (the others are unaffected). An ``estimate`` (SPEC §10) reads
     the hourly rollups, which give the same totals; invoices read the events themselves."""
     meters = catalog_repo.meters(session)
-    periods: dict[Period, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
-    item_period: list[Period | None] = []
+    closing: list[Period | None] = []
     for item in items:
-        if item.k == 0:
-            item_period.append(None)
-            continue
         terms = terms_of(item.row, item.plan)
-        period = Period(midnight(terms.boundary(item.k - 1), entity.timezone),
-                        midnight(terms.boundary(item.k), entity.timezone), ingested_by)
-        customers, meter_ids = periods[period]
-        customers.add(item.row.customer_id)
-        meter_ids.update(item.plan.meters)
-        item_period.append(period)
-    aggregated = {
-        period: usage_repo.aggregate_many(session, period, customers,
-                                          [meters[m] for m in sorted(meter_ids)],
-                                          rolled_up=estimate)
-        for period, (customers, meter_ids) in periods.items()
-    }
+        closing.append(None if item.k == 0 else Period(
+            midnight(terms.boundary(item.k - 1), entity.timezone),
+            midnight(terms.boundary(item.k), entity.timezone), ingested_by))
+    usages = closing_usage(session, meters, [(i.row.customer_id, i.plan, p)
+                                             for i, p in zip(items, closing, strict=True)],
+                           estimate=estimate)
     adjusting = [late.ToAdjust(i.row, i.plan, i.k, i.invoice_id) for i in items]
     _adjust(session, entity, adjusting, ingested_by, meters)
     taxes = catalog_repo.tax_policies(session, {i.row.customer_id for i in items})
     composed: list[Computed | Exception] = []
-    for item, closing, adjusted in zip(items, item_period, adjusting, strict=True):
+    for item, usage, adjusted in zip(items, usages, adjusting, strict=True):
         if isinstance(adjusted.error, Exception):
             composed.append(adjusted.error)
             continue
-        usage: dict[str, Decimal] = {}
-        if closing is not None:
-            totals = aggregated[closing]
-            usage = {c.id: totals[(item.row.customer_id, c.meter)]
-                     for c in item.plan.usage_charges}
         try:
             invoice = compose_invoice(terms_of(item.row, item.plan), item.k, usage,
                                       adjusted.lines, taxes.get(item.row.customer_id, NO_TAX))
@@ -122,6 +115,45 @@ def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
         except Exception as exc:  # this subscription's data cannot be billed
             composed.append(exc)
     return composed
+
+
+def closing_usage(session: Session, meters: Mapping[str, Meter],
+                  items: Sequence[tuple[str, Plan, Period | None]], *,
+                  estimate: bool = False) -> list[Usage]:
+    """The usage of each item's closing period — ``(customer, plan, period)``, no period
+    for an opening invoice — per usage charge and group, aggregated set-wise: per distinct
+    period, one round of ``GROUP BY``s for the charges without filters, and one per
+    distinct set of filters on a meter (SPEC §13) for those with."""
+    plain: dict[Period, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+    grouped: dict[tuple[Period, str, tuple[Filter, ...]], set[str]] = defaultdict(set)
+    for customer, plan, period in items:
+        if period is None:
+            continue
+        for charge in plan.usage_charges:
+            if charge.filters:
+                grouped[(period, charge.meter, charge.filters)].add(customer)
+            else:
+                plain[period][0].add(customer)
+                plain[period][1].add(charge.meter)
+    totals = {period: usage_repo.aggregate_many(session, period, customers,
+                                                [meters[m] for m in sorted(meter_ids)],
+                                                rolled_up=estimate)
+              for period, (customers, meter_ids) in plain.items()}
+    by_group = {key: usage_repo.aggregate_groups(session, key[0], customers, meters[key[1]],
+                                                 key[2])
+                for key, customers in grouped.items()}
+    result: list[Usage] = []
+    for customer, plan, period in items:
+        usage: dict[tuple[str, str | None], Decimal] = {}
+        if period is not None:
+            for c in plan.usage_charges:
+                if c.filters:
+                    found = by_group[(period, c.meter, c.filters)]
+                    usage.update(((c.id, g), found[(customer, g)]) for g, _ in c.groups)
+                else:
+                    usage[(c.id, None)] = totals[period][(customer, c.meter)]
+        result.append(usage)
+    return result
 
 
 def _adjust(session: Session, entity: Entity, items: list[late.ToAdjust],

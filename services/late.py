@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from domain.catalog import Aggregation, Entity, Meter, Plan
+from domain.filters import Filter
 from domain.invoices import Billed, Line, Terms, adjustment
 from domain.money import EXACT
 from domain.periods import Interval, boundary, midnight, period_of
@@ -132,15 +133,19 @@ def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
         quantities = _added_up(session, held, meters, [
             (item.row, charges[(item.row.id, charge_id)].meter, charge_id, start)
             for item, charge_id, start, _, _ in wanted
-            if meters[charges[(item.row.id, charge_id)].meter].aggregation in ADDITIVE])
+            if meters[charges[(item.row.id, charge_id)].meter].aggregation in ADDITIVE
+            and not charges[(item.row.id, charge_id)].filters])
     by_period: dict[tuple[date, date], tuple[set[str], set[str]]] = defaultdict(
         lambda: (set(), set()))
+    by_group: dict[tuple[date, date, str, tuple[Filter, ...]], set[str]] = defaultdict(set)
     for item, charge_id, start, end, _ in wanted:
-        meter = charges[(item.row.id, charge_id)].meter
-        if (start, item.row.customer_id, meter) not in quantities:  # from the events
+        charge = charges[(item.row.id, charge_id)]
+        if charge.filters:  # SPEC §13: each group of the period, from the events
+            by_group[(start, end, charge.meter, charge.filters)].add(item.row.customer_id)
+        elif (start, item.row.customer_id, charge.meter) not in quantities:  # from the events
             customers, meter_ids = by_period[(start, end)]
             customers.add(item.row.customer_id)
-            meter_ids.add(meter)
+            meter_ids.add(charge.meter)
     for (start, end), (customers, meter_ids) in by_period.items():
         period = Period(midnight(start, entity.timezone), midnight(end, entity.timezone),
                         ingested_by)
@@ -148,13 +153,30 @@ def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
                                            [meters[m] for m in sorted(meter_ids)])
         quantities.update(((start, c, m), q) for (c, m), q in totals.items()
                           if (start, c, m) not in quantities)
+    grouped: dict[tuple[date, str, str, tuple[Filter, ...], str], Decimal] = {}
+    for (start, end, meter, filters), customers in by_group.items():
+        period = Period(midnight(start, entity.timezone), midnight(end, entity.timezone),
+                        ingested_by)
+        found = usage_repo.aggregate_groups(session, period, customers, meters[meter], filters)
+        grouped.update(((start, c, meter, filters, g), q) for (c, g), q in found.items())
     for item, charge_id, start, end, keys in wanted:
         charge = charges[(item.row.id, charge_id)]
-        q_now = quantities[(start, item.row.customer_id, charge.meter)]
-        so_far = held.billed.get((item.row.id, charge_id, start), Billed(Decimal(0), Decimal(0)))
-        line = adjustment(charge, start, end, q_now, so_far, item.plan.currency)
-        if line is not None:
-            item.lines.append(line)
+        nothing = Billed(Decimal(0), Decimal(0))
+        if charge.filters:
+            for group, pricing in charge.groups:
+                q_now = grouped[(start, item.row.customer_id, charge.meter, charge.filters,
+                                 group)]
+                so_far = held.billed.get((item.row.id, charge_id, group, start), nothing)
+                line = adjustment(pricing, start, end, q_now, so_far, item.plan.currency,
+                                  group=(charge_id, group))
+                if line is not None:
+                    item.lines.append(line)
+        else:
+            q_now = quantities[(start, item.row.customer_id, charge.meter)]
+            so_far = held.billed.get((item.row.id, charge_id, None, start), nothing)
+            line = adjustment(charge, start, end, q_now, so_far, item.plan.currency)
+            if line is not None:
+                item.lines.append(line)
         item.accounts.extend(keys)
 
 
@@ -180,7 +202,7 @@ def _added_up(session: Session, held: invoices_repo.PeriodLines, meters: Mapping
     found: dict[tuple[date, str, str], Decimal] = {}
     for row, meter, charge_id, start in wanted:
         covering_id, _ = held.covering[(row.id, start)]
-        base = held.usage_quantity.get((covering_id, charge_id))
+        base = held.usage_quantity.get((covering_id, charge_id, None))
         if base is None:
             continue
         total, count = late.get((row.id, meter, start), (Decimal(0), 0))

@@ -40,7 +40,6 @@ OWN = sorted((Path(__file__).parent / "scenarios").glob("*.yaml")) + sorted(
 SHARED = sorted(SHARED_SCENARIOS.glob("*.yaml"))
 # Shared scenarios of features whose issue has not landed yet (SPEC §12-§15)
 WAITING = {
-    "10-charge-filters": "issue #23: charge filters (SPEC §13) not built yet",
     "11-plan-changes": "issue #24: plan changes (SPEC §14) not built yet",
 }
 

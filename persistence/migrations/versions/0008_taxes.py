@@ -1,5 +1,5 @@
 """taxes: the catalog's rates, the rates of entities, customers and invoice lines, and each
-invoice's tax per rate
+invoice's tax per rate; the filter group of an invoice line
 
 Revision ID: 0008
 Revises: 0007
@@ -56,10 +56,13 @@ def upgrade() -> None:
                                       nullable=False))
     with op.batch_alter_table('invoice_lines', schema=None) as batch_op:
         batch_op.add_column(sa.Column('taxes', _json(), nullable=True))
+        batch_op.add_column(sa.Column('filter_id', sqlmodel.sql.sqltypes.AutoString(length=255),
+                                      nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('invoice_lines', schema=None) as batch_op:
+        batch_op.drop_column('filter_id')
         batch_op.drop_column('taxes')
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.drop_column('tax_exempt')
