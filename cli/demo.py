@@ -54,7 +54,9 @@ def invoice_table(inv: dict[str, Any], units: Mapping[str, Unit] | None = None) 
         footer += "\n(became prepaid credit)"
     table.add_column(currency, justify="right", footer=footer)
     for ln in inv["lines"]:
-        table.add_row(f"{ln['type']} {ln['charge']}", f"{ln['period_start']} → {ln['period_end']}",
+        group = f" — {ln['filter'] or 'default'}" if "filter" in ln else ""
+        table.add_row(f"{ln['type']} {ln['charge']}{group}",
+                      f"{ln['period_start']} → {ln['period_end']}",
                       format_in_unit(ln["quantity"], (units or {}).get(ln["charge"])),
                       money(ln["amount"]))
     return Group(heading, table)

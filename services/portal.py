@@ -188,6 +188,15 @@ class MeterView:
     days: tuple[Day, ...]
     quantity_value: Decimal = Decimal(0)
     amount_value: Decimal = Decimal(0)
+    group: str | None = None  # SPEC §13: a filter's id, "" for the default group
+    show_chart: bool = True  # the chart of a meter is shown once, with its first group
+
+    @property
+    def label(self) -> str:
+        """"tokens", or for a group of a charge with filters "tokens — large"."""
+        if self.group is None:
+            return self.meter
+        return f"{self.meter} — {self.group or 'default'}"
 
 
 @dataclass(frozen=True)
@@ -323,6 +332,8 @@ def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version:
     usage_lines = [ln for ln in composed.lines if ln.type == "usage"]
     for ln in usage_lines:
         charge = charges[ln.charge]
+        pricing = dict(charge.groups).get(ln.filter, charge) if ln.filter is not None \
+            else charge
         meter = meters.get(charge.meter)
         unit = meter.unit if meter else None
         by_sum = meter is not None and meter.aggregation is Aggregation.SUM
@@ -335,9 +346,10 @@ def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version:
             aggregation=meter.aggregation.value if meter else "",
             quantity=format_in_unit(ln.quantity, unit),
             amount=format_amount(ln.amount, currency),
-            pricing=pricing_lines(charge, currency, unit), chart_label=label,
+            pricing=pricing_lines(pricing, currency, unit), chart_label=label,
             unit=unit if by_sum else None, days=chart,
-            quantity_value=ln.quantity, amount_value=ln.amount))
+            quantity_value=ln.quantity, amount_value=ln.amount, group=ln.filter,
+            show_chart=not ln.filter))
     recurring = tuple((ln.charge, _period(ln.period_start, ln.period_end),
                        format_amount(ln.amount, currency))
                       for ln in composed.lines if ln.type == "recurring")
@@ -366,7 +378,8 @@ def _adjustment(ln: Line, meters: dict[str, Meter], charges: dict[str, UsageChar
                 currency: str) -> tuple[str, str, str, str]:
     charge = charges.get(ln.charge)
     meter = meters.get(charge.meter) if charge else None
-    return (ln.charge, _period(ln.period_start, ln.period_end),
+    label = ln.charge if ln.filter is None else f"{ln.charge} — {ln.filter or 'default'}"
+    return (label, _period(ln.period_start, ln.period_end),
             format_in_unit(ln.quantity, meter.unit if meter else None),
             format_amount(ln.amount, currency))
 

@@ -269,6 +269,16 @@ def _text(document: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _charge_label(line: Mapping[str, Any]) -> str:
+    """The charge, and for a charge with filters its group (SPEC §13): "tokens — large",
+    "tokens — default" for the events no filter matched."""
+    charge = _text(line, "charge")
+    if "filter" not in line:
+        return charge
+    group = line["filter"]
+    return f"{charge} — {group if isinstance(group, str) and group else 'default'}"
+
+
 def invoice_view(
     document: Mapping[str, Any],
     *,
@@ -299,7 +309,7 @@ def invoice_view(
         unit = (units or {}).get(str(ln.get("charge")))
         lines.append(LineView(
             type=_text(ln, "type"),
-            charge=_text(ln, "charge"),
+            charge=_charge_label(ln),
             period=format_period(_parse_date(ln.get("period_start"), f"lines[{i}].period_start"),
                                  _parse_date(ln.get("period_end"), f"lines[{i}].period_end"),
                                  locale),
