@@ -18,8 +18,8 @@ from domain.documents import detailed_document
 from domain.periods import bill_run_instant
 from persistence import invoices as invoices_repo
 from persistence.db import unit_of_work
-from services import api_keys, clock, credits, invoicing, subscriptions, usage
 from services import catalog as catalog_service
+from services import clock, credits, invoicing, subscriptions, usage
 from services import portal as portal_service
 from services.delivery.render import render_html, render_text
 from services.settings import settings
