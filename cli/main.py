@@ -188,8 +188,12 @@ def bill_run_command(
                   soft_wrap=True)
     issued = sum(o.status == "applied" for o in outcomes)
     sent = sum(o.status == "applied" for o in delivered)
-    err.print(f"[green]✓[/] {entity} {day}: {issued} invoices issued, {sent} delivered",
-              highlight=False)
+    # what this run (the scheduler's, or an earlier bill-run) had issued before this command
+    before = max(0, invoicing.issued_by_run(entity, day) - issued)
+    already = (f"; {before} already issued by this run (the scheduler's or an earlier "
+               "bill-run)") if before else ""
+    err.print(f"[green]✓[/] {entity} {day}: {issued} invoices issued, {sent} delivered"
+              f"{already}", highlight=False, soft_wrap=True)
 
 
 @db_app.command("upgrade")

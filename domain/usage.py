@@ -45,13 +45,15 @@ class UsageEvent:
 
     def same_payload(self, other: UsageEvent) -> bool:
         """Duplicate, not conflict: same customer, meter, quantity by value, timestamp as an
-        instant and properties."""
+        instant and properties — a property whose value is ``null`` counting as absent, as
+        it does everywhere else (a nested ``null`` is a value)."""
         return (
             self.customer == other.customer
             and self.meter == other.meter
             and self.quantity == other.quantity
             and self.timestamp == other.timestamp
-            and canonical_json(self.properties) == canonical_json(other.properties)
+            and canonical_json(present(self.properties))
+            == canonical_json(present(other.properties))
         )
 
     def payload(self) -> dict[str, Any]:
@@ -113,6 +115,12 @@ def _canonical(value: Any, field: str, budget: list[int], depth: int) -> Any:
             result[name] = _canonical(v, f"{field}.{name}", budget, depth + 1)
         return result
     raise Invalid(field, f"must be a JSON value, got {describe(value)}")
+
+
+def present(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """The properties that have a value: a top-level ``null`` reads as absent (``unique_count``
+    and duplicate detection alike)."""
+    return {k: v for k, v in properties.items() if v is not None}
 
 
 def canonical_json(value: Any) -> str:

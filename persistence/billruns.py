@@ -70,9 +70,11 @@ def take_to_send(session: Session, now: datetime, resend_after: timedelta,
 
 
 def mark_done(session: Session, entity_id: str, local_date: date, now: datetime) -> None:
+    """The run is done — unless it was already: the first run that finished it keeps its
+    ``done_at`` (a ``billing bill-run`` by hand after the scheduled run changes nothing)."""
     R = BillRunRow
     session.execute(update(R).where(col(R.entity_id) == entity_id,
-                                    col(R.local_date) == local_date)
+                                    col(R.local_date) == local_date, col(R.status) != "done")
                     .values(status="done", done_at=now))
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, localcontext
 
-from sqlalchemy import bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -96,6 +96,12 @@ def add_many(session: Session, new: Sequence[NewInvoice], *, issued_at: datetime
     if taxes:
         session.execute(insert(InvoiceTaxRow), taxes)
     return ids
+
+
+def count_issued_at(session: Session, entity_id: str, issued_at: datetime) -> int:
+    """The entity's invoices issued by the run at ``issued_at`` (whoever ran it)."""
+    return int(session.scalar(select(func.count()).select_from(I).where(
+        col(I.entity_id) == entity_id, col(I.issued_at) == issued_at)) or 0)
 
 
 def replace_draft(session: Session, invoice_id: int, invoice: ComposedInvoice,

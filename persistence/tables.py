@@ -285,6 +285,23 @@ class CommandLogRow(SQLModel, table=True):
     field: str | None = Field(default=None, sa_type=Text)
 
 
+class IdempotencyKeyRow(SQLModel, table=True):
+    """An ``Idempotency-Key`` of an API key and the one request it names: the fingerprint
+    of its method, path and canonical body, and — once answered — the first answer, which
+    a retry gets again. Another request with the key is refused (services/idempotency.py).
+    Kept for good, like the command log: a key is never free again."""
+
+    __tablename__ = "idempotency_keys"
+    api_key_id: int = Field(primary_key=True)
+    key: str = Field(primary_key=True, max_length=255)
+    method: str = Field(max_length=16)
+    path: str = Field(sa_type=Text)
+    fingerprint: str = Field(max_length=64)  # SHA-256, hex
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    status: int | None = None  # the first answer's status code, once answered
+    response: str | None = Field(default=None, sa_type=Text)  # its JSON body
+
+
 class ApiKeyRow(SQLModel, table=True):
     """An HTTP API key: only its SHA-256 is kept (the key is shown once, at creation)."""
 

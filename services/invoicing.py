@@ -472,6 +472,17 @@ def run_bill_run_now(entity: str, local_date: date,
     return issued, delivered, planned.notes
 
 
+def issued_by_run(entity: str, local_date: date) -> int:
+    """How many invoices the entity's run of ``local_date`` has issued so far, whoever ran
+    it (the scheduler, ``billing bill-run``): they all carry its run instant."""
+    with unit_of_work() as session:
+        found = catalog_repo.entity(session, entity)
+        if found is None:
+            return 0
+        return invoices_repo.count_issued_at(session, entity,
+                                             bill_run_instant(local_date, found.timezone))
+
+
 @dataclass(frozen=True)
 class Failure:
     subscription: str

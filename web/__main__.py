@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import threading
 
-import uvicorn
 from dramatiq import Worker
 
 from persistence import db, migrate
 from services import logs
 from services.settings import settings
 from web.app import create_app
+from web.server import serve
 from workers.broker import stub_broker, use
 
 
@@ -37,9 +37,8 @@ def main() -> None:
         from workers import broker as broker_module
 
         use(broker_module.build_broker(config))
-    uvicorn.run(create_app(), host=os.environ.get("HOST", "0.0.0.0"),
-                port=int(os.environ.get("PORT", "8000")), log_config=None,
-                proxy_headers=True)
+    serve(create_app(), host=os.environ.get("HOST", "0.0.0.0"),
+          port=int(os.environ.get("PORT", "8000")))
 
 
 if __name__ == "__main__":

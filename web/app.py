@@ -4,7 +4,8 @@
 Every endpoint but ``/healthz`` needs ``Authorization: Bearer <API key>``. Errors have one
 shape: ``{"error": {"code", "message", "field"}}``. A command (subscribe, cancel, …) is
 applied once however often it is retried with the same ``Idempotency-Key``; a retry gets
-the first answer again.
+the first answer again, and another request with that key is refused (422
+``idempotency_key_reused``; services/idempotency.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 
 import simplejson
 from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,7 +30,7 @@ from domain.validation import UNSTORABLE, Invalid, check_text, parse_instant
 from persistence import catalog as catalog_repo
 from persistence import db
 from persistence.db import unit_of_work
-from services import api_keys, clock, invoicing, subscriptions
+from services import api_keys, clock, idempotency, invoicing, subscriptions
 from services import catalog as catalog_service
 from services import invoices as invoices_service
 from services import portal as portal_service
@@ -107,11 +109,42 @@ def message_id(key: api_keys.ApiKey, idempotency_key: str | None, kind: str) -> 
     """The command's id: from the Idempotency-Key (the same on a retry), else new."""
     if idempotency_key is None:
         return f"http-{uuid.uuid4()}"
+    checked_key(idempotency_key)
+    return f"http-{key.id}-{kind}-{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key)}"
+
+
+def checked_key(idempotency_key: str) -> str:
     try:
-        check_text(idempotency_key, "Idempotency-Key")
+        return check_text(idempotency_key, "Idempotency-Key")
     except Invalid as exc:
         raise ApiError(422, INVALID, exc.message, "Idempotency-Key") from None
-    return f"http-{key.id}-{kind}-{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key)}"
+
+
+REUSED = "idempotency_key_reused"
+
+
+def answer_once(key: api_keys.ApiKey, idempotency_key: str | None, request: Request,
+                body: Any, status: int, produce: Callable[[], Any]) -> Response:
+    """The answer to a request that takes an ``Idempotency-Key`` (services/idempotency.py):
+    without one, ``produce()``'s; with one, the key is taken for this request — method,
+    path and ``body`` (its parsed JSON) — first. The same request again gets the first
+    answer (``produce`` is not called once there is one); another request with the key is
+    refused with 422 ``idempotency_key_reused`` before anything of it is done."""
+    if idempotency_key is None:
+        return JSONResponse(jsonable_encoder(produce()), status_code=status)
+    checked_key(idempotency_key)
+    method, path = request.method, request.url.path
+    try:
+        first = idempotency.claim(key.id, idempotency_key, method, path,
+                                  idempotency.fingerprint(method, path, body), clock.now())
+    except idempotency.Reused as exc:
+        raise ApiError(422, REUSED, str(exc), "Idempotency-Key") from None
+    if first.answer is not None:
+        code, text = first.answer
+        return Response(text, status_code=code, media_type="application/json")
+    answer = JSONResponse(jsonable_encoder(produce()), status_code=status)
+    idempotency.remember(key.id, idempotency_key, status, bytes(answer.body).decode())
+    return answer
 
 
 STATUS = {INVALID: 422, NOT_FOUND: 404, CONFLICT: 409}
@@ -177,15 +210,18 @@ def one_subscription(subscription_id: str) -> dict[str, Any]:
 
 
 def lifecycle(kind: str, subscription_id: str, key: api_keys.ApiKey,
-              idempotency_key: str | None) -> dict[str, Any]:
+              idempotency_key: str | None, request: Request) -> Response:
     """A cancel or uncancel sent now: 404 for an unknown subscription (an HTTP request is
     answered now, not kept pending), the refusal's error, or the subscription after it."""
-    one_subscription(subscription_id)  # 404 when unknown
-    sent = clock.now()
-    command(kind, lambda s, now: subscriptions.do_lifecycle(
-        s, now, subscription_id, kind, sent, "http", keep_pending=False), key,
-        idempotency_key, subscription=subscription_id)
-    return one_subscription(subscription_id)
+    def run() -> dict[str, Any]:
+        one_subscription(subscription_id)  # 404 when unknown
+        sent = clock.now()
+        command(kind, lambda s, now: subscriptions.do_lifecycle(
+            s, now, subscription_id, kind, sent, "http", keep_pending=False), key,
+            idempotency_key, subscription=subscription_id)
+        return one_subscription(subscription_id)
+
+    return answer_once(key, idempotency_key, request, None, 200, run)
 
 
 def create_app() -> FastAPI:
@@ -258,15 +294,20 @@ def create_app() -> FastAPI:
                                          "(nothing is lost)",
                           "items": {}}}}}}}})
     async def send_usage(request: Request, key: Key,
-                         idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+                         idempotency_key: IdempotencyKey = None) -> Response:
         """Up to 1,000 events (the scenario format's event shape) for the ingest workers, as
         one batch. Each event gets its outcome when processed (GET the batch). Event keys
         make a re-send safe: a duplicate is never counted twice."""
         events, raw = _events(await request.body())
         batch = message_id(key, idempotency_key, "usage")
+
+        def enqueue() -> dict[str, Any]:
+            _enqueue_usage(batch, events, raw)
+            return {"batch": batch, "events": len(events)}
+
         # the database and the broker off the event loop: other requests parse meanwhile
-        await run_in_threadpool(_enqueue_usage, batch, events, raw)
-        return {"batch": batch, "events": len(events)}
+        return await run_in_threadpool(answer_once, key, idempotency_key, request,
+                                       {"events": events}, 202, enqueue)
 
     @app.get("/v1/usage/batches/{batch}", response_model=schemas.BatchStatus, tags=["usage"])
     def batch_status(batch: str, key: Key) -> dict[str, Any]:
@@ -327,16 +368,21 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/subscriptions", status_code=201, response_model=schemas.Subscription,
               tags=["subscriptions"])
-    def subscribe(body: schemas.SubscriptionIn, key: Key,
-                  idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    def subscribe(body: schemas.SubscriptionIn, key: Key, request: Request,
+                  idempotency_key: IdempotencyKey = None) -> Response:
         """Subscribe a customer to a plan's latest version from a start date. Refused with
         the reason: an overlap on a meter (409), an unknown customer or plan (404), an
         invalid field or discount (422)."""
-        request = body.model_dump(exclude_none=True)
-        sent = clock.now()
-        command("subscribe", lambda s, now: subscriptions.do_subscribe(
-            s, now, request, sent, "http"), key, idempotency_key, subscription=body.id)
-        return one_subscription(body.id)
+        terms = body.model_dump(exclude_none=True)
+
+        def run() -> dict[str, Any]:
+            sent = clock.now()
+            command("subscribe", lambda s, now: subscriptions.do_subscribe(
+                s, now, terms, sent, "http"), key, idempotency_key, subscription=body.id)
+            return one_subscription(body.id)
+
+        return answer_once(key, idempotency_key, request, body.model_dump(mode="json"), 201,
+                           run)
 
     @app.get("/v1/subscriptions/{subscription_id}", response_model=schemas.Subscription,
              tags=["subscriptions"])
@@ -345,17 +391,17 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/subscriptions/{subscription_id}/cancel", response_model=schemas.Subscription,
               tags=["subscriptions"])
-    def cancel(subscription_id: str, key: Key,
-               idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    def cancel(subscription_id: str, key: Key, request: Request,
+               idempotency_key: IdempotencyKey = None) -> Response:
         """Cancel at the end of the current period (the grace period until then)."""
-        return lifecycle("cancel", subscription_id, key, idempotency_key)
+        return lifecycle("cancel", subscription_id, key, idempotency_key, request)
 
     @app.post("/v1/subscriptions/{subscription_id}/uncancel",
               response_model=schemas.Subscription, tags=["subscriptions"])
-    def uncancel(subscription_id: str, key: Key,
-                 idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    def uncancel(subscription_id: str, key: Key, request: Request,
+                 idempotency_key: IdempotencyKey = None) -> Response:
         """Remove a cancellation before its end."""
-        return lifecycle("uncancel", subscription_id, key, idempotency_key)
+        return lifecycle("uncancel", subscription_id, key, idempotency_key, request)
 
     @app.get("/v1/subscriptions/{subscription_id}/estimate", response_model=schemas.Estimate,
              tags=["estimates"])
@@ -409,32 +455,39 @@ def create_app() -> FastAPI:
         return invoice_json(record)
 
     @app.post("/v1/invoices/{ref}/release", response_model=schemas.Invoice, tags=["invoices"])
-    def release(ref: str, key: Key, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    def release(ref: str, key: Key, request: Request,
+                idempotency_key: IdempotencyKey = None) -> Response:
         """Send a draft: it gets the entity's next number and is delivered."""
-        record = find_invoice(ref)
-        outcome = command("release_invoice", lambda s, now: invoicing.do_release(
-            s, now, record.subscription, record.boundary.isoformat()), key, idempotency_key,
-            subscription=record.subscription)
-        actors.enqueue_deliveries(list(outcome.deliver))
-        return invoice_json(find_invoice(str(record.id)))
+        def run() -> dict[str, Any]:
+            record = find_invoice(ref)
+            outcome = command("release_invoice", lambda s, now: invoicing.do_release(
+                s, now, record.subscription, record.boundary.isoformat()), key,
+                idempotency_key, subscription=record.subscription)
+            actors.enqueue_deliveries(list(outcome.deliver))
+            return invoice_json(find_invoice(str(record.id)))
+
+        return answer_once(key, idempotency_key, request, None, 200, run)
 
     @app.post("/v1/invoices/{ref}/regenerate", response_model=schemas.Invoice,
               tags=["invoices"])
-    def regenerate(ref: str, key: Key,
-                   idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    def regenerate(ref: str, key: Key, request: Request,
+                   idempotency_key: IdempotencyKey = None) -> Response:
         """Recompute a draft from the data as it is now (late usage included)."""
-        record = find_invoice(ref)
-        command("regenerate_invoice", lambda s, now: invoicing.do_regenerate(
-            s, now, record.subscription, record.boundary.isoformat()), key, idempotency_key,
-            subscription=record.subscription)
-        return invoice_json(find_invoice(str(record.id)))
+        def run() -> dict[str, Any]:
+            record = find_invoice(ref)
+            command("regenerate_invoice", lambda s, now: invoicing.do_regenerate(
+                s, now, record.subscription, record.boundary.isoformat()), key,
+                idempotency_key, subscription=record.subscription)
+            return invoice_json(find_invoice(str(record.id)))
+
+        return answer_once(key, idempotency_key, request, None, 200, run)
 
     # -------------------------------------------------------------------- portal
 
     @app.post("/v1/portal-links", status_code=201, response_model=schemas.PortalLink,
               tags=["portal"])
-    def create_portal_link(body: schemas.PortalLinkIn, key: Key,
-                           idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    def create_portal_link(body: schemas.PortalLinkIn, key: Key, request: Request,
+                           idempotency_key: IdempotencyKey = None) -> Response:
         """A signed link to the customer's portal page (usage, estimated charges,
         invoices), valid for ``ttl`` (default 12h, at most 90d) unless revoked. A retry with
         the same Idempotency-Key gets the same link."""
@@ -444,15 +497,22 @@ def create_app() -> FastAPI:
             check_text(body.customer, "customer")
         except Invalid as exc:  # an id no customer can have: the request is malformed
             raise ApiError(422, INVALID, str(exc), "customer") from None
-        try:
-            link = portal_service.create_link(body.customer, body.ttl, clock.now(), link_id)
-        except Invalid as exc:
-            if exc.field == "customer":
-                raise ApiError(404, NOT_FOUND, exc.message, "customer") from None
-            if exc.field == "BILLING_PORTAL_SECRET":
-                raise ApiError(503, "unavailable", f"the portal is not set up: {exc}") from None
-            raise ApiError(422, INVALID, str(exc), exc.field) from None
-        return _link_json(link)
+
+        def run() -> dict[str, Any]:
+            try:
+                link = portal_service.create_link(body.customer, body.ttl, clock.now(),
+                                                  link_id)
+            except Invalid as exc:
+                if exc.field == "customer":
+                    raise ApiError(404, NOT_FOUND, exc.message, "customer") from None
+                if exc.field == "BILLING_PORTAL_SECRET":
+                    raise ApiError(503, "unavailable",
+                                   f"the portal is not set up: {exc}") from None
+                raise ApiError(422, INVALID, str(exc), exc.field) from None
+            return _link_json(link)
+
+        return answer_once(key, idempotency_key, request, body.model_dump(mode="json"), 201,
+                           run)
 
     @app.delete("/v1/portal-links/{link_id}", status_code=204, tags=["portal"])
     def revoke_portal_link(link_id: str, key: Key) -> Response:

@@ -89,9 +89,25 @@ class Subscription(Model):
 class Line(Model):
     type: Literal["recurring", "usage", "adjustment"]
     charge: str
+    filter: str | None = Field(None, description="SPEC §13: the group of a charge with "
+                                                 "filters (null: its default group); absent "
+                                                 "for a charge without filters")
     period_start: str
     period_end: str
     quantity: str
+    amount: str
+    taxes: list[str] | None = Field(None, description="the tax rates the line carries")
+
+
+class Tax(Model):
+    tax: str = Field(description="the tax rate's id")
+    rate: str = Field(description="a percent, e.g. 19 or 4.875")
+    base: str = Field(description="what the rate applies to, after the discount")
+    amount: str
+
+
+class CreditApplied(Model):
+    grant: str
     amount: str
 
 
@@ -109,7 +125,13 @@ class Invoice(Model):
     lines: list[Line]
     subtotal: str
     discount: str
-    total: str
+    taxes: list[Tax] = Field(description="per tax rate, sorted by id (SPEC §15)")
+    tax: str
+    total: str = Field(description="subtotal − discount + tax")
+    credits: str = Field(description="what prepaid credits paid when it was sent (SPEC §12)")
+    amount_due: str = Field(description="max(0, total − credits)")
+    credits_applied: list[CreditApplied]
+    tax_exempt: bool
 
 
 class InvoicePage(Model):
@@ -126,7 +148,12 @@ class Estimate(Model):
     lines: list[Line]
     subtotal: str
     discount: str
+    taxes: list[Tax]
+    tax: str
     total: str
+    credits: str = Field(description="what the customer's prepaid credits would pay if it "
+                                     "were sent now, before any other invoice")
+    amount_due: str
 
 
 class CustomerEstimate(Model):

@@ -195,7 +195,8 @@ def test_commands_retried_with_their_key_apply_once(api: tuple[TestClient, Runti
     uncancel = client.post("/v1/subscriptions/s-1/uncancel", headers={"Idempotency-Key": "u"})
     assert uncancel.json()["end"] is None
     retried = client.post("/v1/subscriptions/s-1/cancel", headers={"Idempotency-Key": "c"})
-    assert retried.status_code == 200 and retried.json()["end"] is None  # applied once
+    assert retried.status_code == 200 and retried.json() == cancel.json()  # the first answer
+    assert client.get("/v1/subscriptions/s-1").json()["end"] is None  # applied once
     refused = client.post("/v1/subscriptions", json={**body, "plan": "seats-only"},
                           headers={"Idempotency-Key": "b"})
     refused_again = client.post("/v1/subscriptions", json={**body, "plan": "seats-only"},

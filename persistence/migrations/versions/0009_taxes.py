@@ -1,8 +1,8 @@
 """taxes: the catalog's rates, the rates of entities, customers and invoice lines, and each
 invoice's tax per rate; the filter group of an invoice line
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-06
 """
 
@@ -15,8 +15,8 @@ from sqlalchemy.dialects import postgresql
 
 import persistence.types
 
-revision = '0008'
-down_revision = '0007'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
