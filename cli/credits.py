@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -16,20 +16,9 @@ from domain.validation import Invalid
 from services import clock
 from services import credits as credits_service
 from services.commands import Outcome, run_command
-from services.credits import GrantView
 
 app = typer.Typer(help="Prepaid credits: grant, list, void, balance.", no_args_is_help=True)
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def grant_json(view: GrantView) -> dict[str, Any]:
-    g = view.grant
-    return {**grant_document(g, view.ledger), "priority": g.priority,
-            "granted_at": g.granted_at.isoformat(),
-            "expires_at": g.expires_at.isoformat() if g.expires_at else None,
-            "voided_at": g.voided_at.isoformat() if g.voided_at else None,
-            "ledger": [{"at": at.isoformat(), "amount": format_money(amount, g.currency)}
-                       for at, amount in view.applications]}
 
 
 def _done(outcome: Outcome, as_json: bool, grant_id: str) -> None:
@@ -37,7 +26,7 @@ def _done(outcome: Outcome, as_json: bool, grant_id: str) -> None:
         fail(outcome.detail, code=1)
     if as_json:
         view = credits_service.grant(grant_id, clock.now())
-        out.print_json(json.dumps(grant_json(view) if view else {"id": grant_id}))
+        out.print_json(json.dumps(view.document() if view else {"id": grant_id}))
         return
     err.print(f"[green]✓[/] {outcome.status}: {escape(outcome.detail)}", highlight=False,
               soft_wrap=True)
@@ -91,7 +80,7 @@ def list_(
     except Invalid as exc:
         fail(str(exc), code=1)
     if as_json:
-        out.print_json(json.dumps([grant_json(v) for v in views]))
+        out.print_json(json.dumps([v.document() for v in views]))
         return
     table = Table(title=f"{len(views)} credit grant{'s' * (len(views) != 1)}",
                   title_justify="left")

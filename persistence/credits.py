@@ -33,8 +33,8 @@ def add(session: Session, grant: Grant, source_invoice_id: int | None = None) ->
         id=grant.id, customer_id=grant.customer, currency=grant.currency,
         amount=grant.amount, priority=grant.priority, granted_at=grant.granted_at,
         expires_at=grant.expires_at, voided_at=grant.voided_at,
-        source_invoice_id=source_invoice_id)
-    return rowcount(session.execute(stmt)) == 1
+        source_invoice_id=source_invoice_id).returning(col(G.id))
+    return session.execute(stmt).first() is not None
 
 
 def add_many(session: Session, grants: Sequence[tuple[Grant, int]]) -> None:

@@ -29,7 +29,8 @@ from domain.credits import (
     negative_total_grant_id,
     parse_grant,
 )
-from domain.money import EXACT
+from domain.documents import grant_document
+from domain.money import EXACT, format_money
 from domain.validation import Invalid, check_text
 from persistence import catalog as catalog_repo
 from persistence import credits as credits_repo
@@ -136,6 +137,20 @@ class GrantView:
     grant: Grant
     ledger: Ledger
     applications: tuple[tuple[datetime, Decimal], ...]
+
+    def document(self) -> dict[str, Any]:
+        """The grant as the API and ``--json`` show it: its ledger, its terms and each
+        payment it made."""
+        g = self.grant
+
+        def iso(at: datetime | None) -> str | None:
+            return None if at is None else at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+        return {**grant_document(g, self.ledger), "priority": g.priority,
+                "granted_at": iso(g.granted_at), "expires_at": iso(g.expires_at),
+                "voided_at": iso(g.voided_at),
+                "ledger": [{"at": iso(at), "amount": format_money(amount, g.currency)}
+                           for at, amount in self.applications]}
 
 
 def grant_views(session: Session, at: datetime, *, customer: str | None = None,

@@ -10,55 +10,51 @@ the first answer again, and another request with that key is refused (422
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 import simplejson
-from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.documents import InvoiceRecord, detailed_document, preview_document
-from domain.validation import UNSTORABLE, Invalid, check_text, parse_instant
+from domain.validation import Invalid, check_text, parse_instant
 from persistence import catalog as catalog_repo
 from persistence import db
 from persistence.db import unit_of_work
-from services import api_keys, clock, idempotency, invoicing, subscriptions
+from services import api_keys, clock, invoicing, subscriptions
 from services import catalog as catalog_service
 from services import invoices as invoices_service
 from services import portal as portal_service
 from services import usage as usage_service
-from services.commands import CONFLICT, INVALID, NOT_FOUND, Outcome, recorded, run_command
+from services.commands import CONFLICT, INVALID, NOT_FOUND
 from services.delivery import render_html
 from services.outages import is_infrastructure
 from web import schemas, usage_body
+from web.dependencies import (
+    ApiError,
+    IdempotencyKey,
+    Key,
+    answer_once,
+    command,
+    error,
+    iso,
+    message_id,
+    storable_id,
+)
 from web.portal import router as portal_router
+from web.routers.credits import router as credits_router
 from workers import actors
 
 MAX_BODY = 1024 * 1024  # bytes of a request body
 MAX_EVENTS = 1000  # events of one usage request
-bearer = HTTPBearer(auto_error=False, description="an API key: `billing api-keys create`")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-        self.headers = headers
-
-
-def error(status: int, code: str, message: str, field: str | None = None,
-          headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "field": field}},
-                        status_code=status, headers=headers)
 
 
 class BodyLimit:
@@ -87,88 +83,6 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                      Depends(bearer)]) -> api_keys.ApiKey:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>",
-                       headers={"WWW-Authenticate": "Bearer"})
-    key = api_keys.verify(credentials.credentials, clock.now())
-    if key is None:
-        raise ApiError(401, "unauthorized", "this API key is not valid (or was revoked)",
-                       headers={"WWW-Authenticate": "Bearer"})
-    return key
-
-
-Key = Annotated[api_keys.ApiKey, Depends(authorized)]
-IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", max_length=200,
-    description="the same key on every retry of one request: it is applied once")]
-
-
-def message_id(key: api_keys.ApiKey, idempotency_key: str | None, kind: str) -> str:
-    """The command's id: from the Idempotency-Key (the same on a retry), else new."""
-    if idempotency_key is None:
-        return f"http-{uuid.uuid4()}"
-    checked_key(idempotency_key)
-    return f"http-{key.id}-{kind}-{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key)}"
-
-
-def checked_key(idempotency_key: str) -> str:
-    try:
-        return check_text(idempotency_key, "Idempotency-Key")
-    except Invalid as exc:
-        raise ApiError(422, INVALID, exc.message, "Idempotency-Key") from None
-
-
-REUSED = "idempotency_key_reused"
-
-
-def answer_once(key: api_keys.ApiKey, idempotency_key: str | None, request: Request,
-                body: Any, status: int, produce: Callable[[], Any]) -> Response:
-    """The answer to a request that takes an ``Idempotency-Key`` (services/idempotency.py):
-    without one, ``produce()``'s; with one, the key is taken for this request — method,
-    path and ``body`` (its parsed JSON) — first. The same request again gets the first
-    answer (``produce`` is not called once there is one); another request with the key is
-    refused with 422 ``idempotency_key_reused`` before anything of it is done."""
-    if idempotency_key is None:
-        return JSONResponse(jsonable_encoder(produce()), status_code=status)
-    checked_key(idempotency_key)
-    method, path = request.method, request.url.path
-    try:
-        first = idempotency.claim(key.id, idempotency_key, method, path,
-                                  idempotency.fingerprint(method, path, body), clock.now())
-    except idempotency.Reused as exc:
-        raise ApiError(422, REUSED, str(exc), "Idempotency-Key") from None
-    if first.answer is not None:
-        code, text = first.answer
-        return Response(text, status_code=code, media_type="application/json")
-    answer = JSONResponse(jsonable_encoder(produce()), status_code=status)
-    idempotency.remember(key.id, idempotency_key, status, bytes(answer.body).decode())
-    return answer
-
-
-STATUS = {INVALID: 422, NOT_FOUND: 404, CONFLICT: 409}
-
-
-def command(kind: str, handler: Callable[..., Outcome], key: api_keys.ApiKey,
-            idempotency_key: str | None, **ids: Any) -> Outcome:
-    """Run a command once (an Idempotency-Key retried gets the first outcome), raising the
-    HTTP error of a refusal."""
-    mid = message_id(key, idempotency_key, kind)
-    first = recorded(mid) if idempotency_key is not None else None
-    outcome = first or run_command(kind, handler, message_id=mid, **ids)
-    if outcome.status == "unchanged" and outcome.detail == "message already processed":
-        outcome = recorded(mid) or outcome
-    if outcome.status == "refused":
-        raise ApiError(STATUS.get(outcome.code, 409), outcome.code or CONFLICT,
-                       outcome.detail, outcome.field)
-    return outcome
-
-
-def iso(instant: datetime | None) -> str | None:
-    return None if instant is None else instant.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def subscription_json(view: subscriptions.SubscriptionView) -> dict[str, Any]:
     return {"id": view.id, "customer": view.customer, "entity": view.entity,
             "plan": view.plan, "plan_version": view.plan_version,
@@ -194,11 +108,6 @@ def find_invoice(reference: str) -> InvoiceRecord:
         raise ApiError(404, NOT_FOUND, f"no invoice {reference!r} (give a number, an id or "
                                        "SUBSCRIPTION@YYYY-MM-DD)", "ref")
     return found
-
-
-def storable_id(value: str) -> bool:
-    """Whether an id from a path could exist (a NUL or a lone surrogate never does)."""
-    return 0 < len(value) <= 255 and UNSTORABLE.search(value) is None
 
 
 def one_subscription(subscription_id: str) -> dict[str, Any]:
@@ -522,6 +431,7 @@ def create_app() -> FastAPI:
             raise ApiError(404, NOT_FOUND, f"no open portal link {link_id!r}", "link_id")
         return Response(status_code=204)
 
+    app.include_router(credits_router)
     app.include_router(portal_router)
     return app
 

@@ -162,6 +162,53 @@ class CustomerEstimate(Model):
     estimates: list[Estimate]
 
 
+class CreditGrantIn(Model):
+    id: str = Field(description="unique; ids beginning with credit- are the engine's own")
+    customer: str
+    currency: str = Field(description="ISO 4217, e.g. USD")
+    amount: str = Field(description='a decimal string with at most the currency\'s minor '
+                                    'digits, e.g. "100.00"')
+    expires_at: str | None = Field(None, description="when what is left expires: an "
+                                                     "instant with an offset")
+    priority: int | None = Field(None, description="0-100, lower is used first (default 50)")
+
+
+class LedgerEntry(Model):
+    at: str = Field(description="when the invoice it paid was sent")
+    amount: str
+
+
+class CreditGrant(Model):
+    id: str
+    customer: str
+    currency: str
+    amount: str
+    used: str
+    voided: str
+    expired: str
+    remaining: str
+    priority: int
+    granted_at: str
+    expires_at: str | None
+    voided_at: str | None
+    ledger: list[LedgerEntry]
+
+
+class CreditGrants(Model):
+    customer: str
+    grants: list[CreditGrant]
+
+
+class Balance(Model):
+    currency: str
+    balance: str
+
+
+class CreditBalance(Model):
+    customer: str
+    balances: list[Balance]
+
+
 class PortalLinkIn(Model):
     customer: str
     ttl: str | None = Field(default=None, description='e.g. "12h", "30m", "7d" (default 12h)')

@@ -231,6 +231,37 @@ class BillingClient:
         assert customer is not None
         return self._get(f"/v1/customers/{_segment(customer)}/estimate")
 
+    def grant_credits(self, id: str, customer: str, currency: str,
+                      amount: Decimal | int | str, *, expires_at: datetime | str | None = None,
+                      priority: int | None = None, idempotency_key: str | None = None) -> Json:
+        """``POST /v1/credit-grants``: prepaid credit for ``customer``, usable by the invoices
+        sent after it; the grant with its ledger."""
+        body: Json = {"id": id, "customer": customer, "currency": currency,
+                      "amount": decimal_text(amount, "amount")}
+        if expires_at is not None:
+            body["expires_at"] = _instant_text(expires_at, "expires_at")
+        if priority is not None:
+            body["priority"] = priority
+        return self._post("/v1/credit-grants", body, idempotency_key)
+
+    def void_credits(self, grant: str, *, idempotency_key: str | None = None) -> Json:
+        """``POST /v1/credit-grants/{id}/void``: it pays nothing sent from now on."""
+        return self._post(f"/v1/credit-grants/{_segment(grant)}/void", None, idempotency_key)
+
+    def credit_grant(self, grant: str) -> Json:
+        return self._get(f"/v1/credit-grants/{_segment(grant)}")
+
+    def credit_grants(self, customer: str) -> list[Json]:
+        """A customer's grants with their ledgers."""
+        grants: list[Json] = self._get(
+            f"/v1/customers/{_segment(customer)}/credit-grants")["grants"]
+        return grants
+
+    def credit_balance(self, customer: str) -> dict[str, Decimal]:
+        """A customer's prepaid credit per currency, as exact decimals."""
+        found = self._get(f"/v1/customers/{_segment(customer)}/credit-balance")
+        return {b["currency"]: Decimal(b["balance"]) for b in found["balances"]}
+
     def portal_link(self, customer: str, ttl: str | None = None, *,
                     idempotency_key: str | None = None) -> Json:
         """``{"url", "expires_at"}``; ``ttl`` like "12h"."""
