@@ -254,6 +254,10 @@ def commands(folder: Path) -> dict[str, tuple[str, ...]]:
         "portal revoke": ("portal", "revoke", "--customer", "c-1"),
         "schedule": ("schedule",),
         "status": ("status",),
+        "credits grant": ("credits", "grant", "c-1", "10.00", "EUR", "--id", "g-1"),
+        "credits list": ("credits", "list"),
+        "credits void": ("credits", "void", "g-1"),
+        "credits balance": ("credits", "balance", "c-1"),
     }
 
 
