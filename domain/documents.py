@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.credits import Grant, Ledger
-from domain.invoices import ComposedInvoice, Line, line_order
+from domain.invoices import PRORATION, ComposedInvoice, Line, line_order
 from domain.money import format_money, format_quantity
 from domain.taxes import TaxAmount
 
@@ -51,6 +51,8 @@ def line_document(ln: Line, currency: str) -> dict[str, Any]:
     shown: dict[str, Any] = {"type": ln.type, "charge": ln.charge}
     if ln.filter is not None:
         shown["filter"] = ln.filter or None
+    if ln.type == PRORATION:
+        shown["plan"] = ln.plan
     shown.update({"period_start": ln.period_start.isoformat(),
                   "period_end": ln.period_end.isoformat(),
                   "quantity": format_quantity(ln.quantity),

@@ -19,6 +19,14 @@ from decimal import Decimal, localcontext
 from domain.catalog import Plan, UsageCharge
 from domain.money import EXACT, round_money
 from domain.periods import boundaries, boundary, midnight
+from domain.plan_history import (
+    PlanEntry,
+    PlanHistory,
+    Segment,
+    days,
+    prorated_minimum,
+    proration,
+)
 from domain.pricing import price_usage
 from domain.subscriptions import Discount
 from domain.taxes import NO_TAX, TaxAmount, TaxPolicy, invoice_taxes
@@ -26,11 +34,12 @@ from domain.taxes import NO_TAX, TaxAmount, TaxPolicy, invoice_taxes
 RECURRING = "recurring"
 USAGE = "usage"
 ADJUSTMENT = "adjustment"
+PRORATION = "proration"
 
 
 @dataclass(frozen=True)
 class Line:
-    type: str  # "recurring" | "usage" | "adjustment"
+    type: str  # "recurring" | "usage" | "adjustment" | "proration"
     charge: str
     period_start: date
     period_end: date  # exclusive
@@ -40,6 +49,7 @@ class Line:
     # SPEC §13: the group of a charge with filters — a filter's id, or DEFAULT_GROUP ("")
     # for its default group; None for a charge without filters
     filter: str | None = None
+    plan: str | None = None  # SPEC §14: the plan of a proration line
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class ComposedInvoice:
     credits: Decimal = Decimal(0)
     taxes: tuple[TaxAmount, ...] = ()  # SPEC §15, per rate, sorted by id
     tax_exempt: bool = False  # its customer was tax-exempt when it was computed
+    advance: PlanEntry | None = None  # SPEC §14: the plan whose recurring lines it carries
 
     @property
     def tax(self) -> Decimal:
@@ -69,12 +80,20 @@ class ComposedInvoice:
 
 @dataclass(frozen=True)
 class Terms:
-    """What composing an invoice needs to know of a subscription."""
+    """What composing an invoice needs to know of a subscription: its start and end, its
+    first plan (whose interval and currency are the subscription's), its discount, and its
+    plan history (SPEC §14; None: the first plan all along)."""
 
     start: date
     end: date | None  # the end boundary once cancelled
     plan: Plan
     discount: Discount | None = None
+    history: PlanHistory | None = None
+    version: int = 0  # the first plan's version (with no history)
+
+    @property
+    def plans(self) -> PlanHistory:
+        return self.history or PlanHistory.of(self.start, self.plan, self.version)
 
     def boundary(self, k: int) -> date:
         return boundary(self.start, self.plan.interval, k)
@@ -82,19 +101,33 @@ class Terms:
     def reaches(self, day: date) -> bool:
         return self.end is None or day <= self.end
 
+    def final(self, k: int) -> bool:
+        return self.end is not None and self.boundary(k) == self.end
+
+    def segments(self, k: int) -> list[Segment]:
+        """The segments of period k (SPEC §14)."""
+        return self.plans.segments(self.boundary(k), self.boundary(k + 1))
+
     def has_lines(self, k: int) -> bool:
-        """Whether the invoice at ``b_k`` has a line: recurring lines unless it is the final
-        one, usage lines from k = 1. (No line: the opening invoice of a usage-only plan, the
-        final invoice of a plan without usage charges.)"""
-        final = self.end is not None and self.boundary(k) == self.end
-        recurring = not final and bool(self.plan.recurring_charges)
-        return recurring or (k >= 1 and bool(self.plan.usage_charges))
+        """Whether the invoice at ``b_k`` may have a line: recurring lines (of the plan in
+        force on ``b_k``) unless it is the final one, usage lines from k = 1 — or, when the
+        plan changed during period k−1, proration lines. (No line: the opening invoice of a
+        usage-only plan, the final invoice of a plan without usage charges.)"""
+        plans = self.plans
+        at = self.boundary(k)
+        if not self.final(k) and plans.in_force(at).plan.recurring_charges:
+            return True
+        if k < 1:
+            return False
+        previous = self.boundary(k - 1)
+        return any(s.plan.usage_charges for s in self.segments(k - 1)) or any(
+            previous <= e.since < at for e in plans.changes)
 
 
-def line_order(line: Line) -> tuple[str, str, str, date]:
+def line_order(line: Line) -> tuple[str, str, str, date, str]:
     """Lines are listed by (type, charge, filter — the default group first —,
-    period_start), in plain string order."""
-    return line.type, line.charge, line.filter or "", line.period_start
+    period_start, plan), in plain string order."""
+    return line.type, line.charge, line.filter or "", line.period_start, line.plan or ""
 
 
 @dataclass(frozen=True)
@@ -123,41 +156,67 @@ def adjustment(charge: UsageCharge, period_start: date, period_end: date, quanti
                     quantity - billed.quantity, now - billed.amount, filter=filter_id)
 
 
-def recurring_lines(terms: Terms, k: int) -> list[Line]:
-    """In advance, for period k, when the subscription continues past ``b_k``."""
-    plan = terms.plan
+def recurring_lines(terms: Terms, k: int, tax: TaxPolicy = NO_TAX) -> list[Line]:
+    """In advance, for period k, when the subscription continues past ``b_k``: the fees
+    of the plan in force on ``b_k``."""
     at = terms.boundary(k)
-    if terms.end is not None and at == terms.end:
+    if terms.final(k):
         return []
+    plan = terms.plans.in_force(at).plan
     nxt = terms.boundary(k + 1)
-    return [Line(RECURRING, r.id, at, nxt, Decimal(1), round_money(r.amount, plan.currency))
+    return [Line(RECURRING, r.id, at, nxt, Decimal(1), round_money(r.amount, plan.currency),
+                 tax.rates_of(r.taxes))
             for r in plan.recurring_charges]
 
 
-Usage = Mapping[tuple[str, str | None], Decimal]  # (charge, group or None) -> quantity
+# (segment start, charge, group or None) -> quantity
+Usage = Mapping[tuple[date, str, str | None], Decimal]
 
 
-def usage_lines(terms: Terms, k: int, usage: Usage) -> list[Line]:
-    """In arrears, for period k−1 (k ≥ 1), one per usage charge — or, for a charge with
-    filters, one per group (SPEC §13) — even at quantity 0."""
+def usage_lines(terms: Terms, k: int, usage: Usage, tax: TaxPolicy = NO_TAX) -> list[Line]:
+    """In arrears, for each segment of period k−1 (k ≥ 1; one segment without a plan
+    change), one line per usage charge of the segment's plan — or, for a charge with
+    filters, one per group (SPEC §13) — even at quantity 0. A segment is priced like a
+    period, its minimum prorated by days (SPEC §14)."""
     if k < 1:
         return []
     currency = terms.plan.currency
-    prev, at = terms.boundary(k - 1), terms.boundary(k)
+    period_days = days(terms.boundary(k - 1), terms.boundary(k))
     lines = []
-    for u in terms.plan.usage_charges:
-        for group, pricing in u.groups or ((None, u),):
-            q = usage.get((u.id, group), Decimal(0))
-            lines.append(Line(USAGE, u.id, prev, at, q, price_usage(pricing, q, currency),
-                              filter=group))
+    for segment in terms.segments(k - 1):
+        n = days(segment.start, segment.end)
+        for u in segment.plan.usage_charges:
+            for group, pricing in u.groups or ((None, u),):
+                q = usage.get((segment.start, u.id, group), Decimal(0))
+                price = price_usage(prorated_minimum(pricing, n, period_days), q, currency)
+                lines.append(Line(USAGE, u.id, segment.start, segment.end, q, price,
+                                  tax.rates_of(u.taxes), filter=group))
     return lines
 
 
-def with_taxes(lines: Sequence[Line], plan: Plan, tax: TaxPolicy) -> list[Line]:
-    """Each line with the tax rates of its charge (SPEC §15: the charge's, else the
-    customer's, else the entity's; none for an exempt customer)."""
-    charges = {c.id: c.taxes for c in plan.charges}
-    return [replace(ln, taxes=tax.rates_of(charges.get(ln.charge))) for ln in lines]
+def proration_lines(terms: Terms, k: int, advance: PlanEntry | None,
+                    tax: TaxPolicy = NO_TAX) -> list[Line]:
+    """SPEC §14: the fees of period k−1 billed in advance by ``advance`` (the plan whose
+    recurring lines the invoice at ``b_(k−1)`` carried; None: none), prorated by days for
+    each segment on another plan."""
+    if k < 1:
+        return []
+    segments = terms.segments(k - 1)
+    period_days = days(terms.boundary(k - 1), terms.boundary(k))
+    return [Line(PRORATION, p.charge, p.start, p.end, Decimal(p.days), p.amount,
+                 tax.rates_of(p.taxes), plan=p.plan)
+            for p in proration(segments, advance, period_days, terms.plan.currency)]
+
+
+def with_taxes(lines: Sequence[Line], terms: Terms, tax: TaxPolicy) -> list[Line]:
+    """Adjustment lines with the tax rates of their charge in the plan of their segment
+    (SPEC §15); the other lines have theirs from their source."""
+    def rates(line: Line) -> tuple[str, ...]:
+        plan = terms.plans.in_force(line.period_start).plan
+        charges = {c.id: c.taxes for c in plan.charges}
+        return tax.rates_of(charges.get(line.charge))
+
+    return [replace(ln, taxes=rates(ln)) if ln.type == ADJUSTMENT else ln for ln in lines]
 
 
 @dataclass(frozen=True)
@@ -185,27 +244,36 @@ def totals(lines: Sequence[Line], discount_terms: Discount | None, k: int, curre
     return Totals(round_money(subtotal, currency), discount, taxes, total)
 
 
+IN_FORCE = object()  # the default ``advance``: the plan in force on b_(k−1)
+
+
 def compose_invoice(
     terms: Terms, k: int, usage: Usage, adjustments: Sequence[Line] = (),
-    tax: TaxPolicy = NO_TAX,
+    tax: TaxPolicy = NO_TAX, advance: PlanEntry | object | None = IN_FORCE,
 ) -> ComposedInvoice | None:
     """The invoice at ``b_k`` from its line sources — recurring (in advance), usage of
-    period k−1 (``usage``: the aggregated quantity per usage charge and group, missing =
-    0), the
+    period k−1 per segment (``usage``: the aggregated quantity per segment, usage charge
+    and group, missing = 0), proration of period k−1's fees against ``advance`` (the plan
+    the invoice at ``b_(k−1)`` billed in advance; by default the one in force then), the
     adjustment lines of late usage — each line with its tax rates, then totalled. None
     when the invoice would have no line."""
-    plan = terms.plan
     at = terms.boundary(k)
-    lines = [*recurring_lines(terms, k), *usage_lines(terms, k, usage), *adjustments]
+    before = terms.plans.in_force(terms.boundary(k - 1)) if k >= 1 else None
+    billed = before if advance is IN_FORCE else advance
+    assert billed is None or isinstance(billed, PlanEntry)
+    recurring = recurring_lines(terms, k, tax)
+    lines = [*recurring, *usage_lines(terms, k, usage, tax),
+             *proration_lines(terms, k, billed, tax), *adjustments]
     if not lines:
         return None
-    lines = sorted(with_taxes(lines, plan, tax), key=line_order)
-    result = totals(lines, terms.discount, k, plan.currency, tax.rates)
+    lines = sorted(with_taxes(lines, terms, tax), key=line_order)
+    currency = terms.plan.currency
+    result = totals(lines, terms.discount, k, currency, tax.rates)
     return ComposedInvoice(
-        boundary=at, k=k, final=terms.end is not None and at == terms.end,
-        currency=plan.currency, lines=tuple(lines), subtotal=result.subtotal,
-        discount=result.discount, total=result.total, taxes=result.taxes,
-        tax_exempt=tax.exempt)
+        boundary=at, k=k, final=terms.final(k), currency=currency, lines=tuple(lines),
+        subtotal=result.subtotal, discount=result.discount, total=result.total,
+        taxes=result.taxes, tax_exempt=tax.exempt,
+        advance=terms.plans.in_force(at) if recurring else None)
 
 
 def due_boundaries(terms: Terms, tz: str, run_at: datetime,

@@ -48,7 +48,7 @@ def _line_rows(invoice_id: int, invoice: ComposedInvoice) -> list[dict[str, obje
         {"invoice_id": invoice_id, "type": ln.type, "charge_id": ln.charge,
          "period_start": ln.period_start, "period_end": ln.period_end,
          "quantity": ln.quantity, "amount": ln.amount, "taxes": list(ln.taxes) or None,
-         "filter_id": ln.filter}
+         "filter_id": ln.filter, "plan_id": ln.plan}
         for ln in invoice.lines
     ]
 
@@ -82,7 +82,9 @@ def add_many(session: Session, new: Sequence[NewInvoice], *, issued_at: datetime
          "status": "draft", "final": n.invoice.final, "issued_at": issued_at,
          "computed_at": computed_at, "subtotal": n.invoice.subtotal,
          "discount": n.invoice.discount, "tax": n.invoice.tax, "total": n.invoice.total,
-         "tax_exempt": n.invoice.tax_exempt}
+         "tax_exempt": n.invoice.tax_exempt,
+         "advance_plan_id": n.invoice.advance.plan.id if n.invoice.advance else None,
+         "advance_plan_version": n.invoice.advance.version if n.invoice.advance else None}
         for n in new
     ]
     ids = {(sub, day): invoice_id
@@ -111,7 +113,9 @@ def replace_draft(session: Session, invoice_id: int, invoice: ComposedInvoice,
         update(I).where(col(I.id) == invoice_id, col(I.status) == "draft")
         .values(final=invoice.final, currency=invoice.currency, subtotal=invoice.subtotal,
                 discount=invoice.discount, tax=invoice.tax, total=invoice.total,
-                tax_exempt=invoice.tax_exempt, computed_at=computed_at)
+                tax_exempt=invoice.tax_exempt, computed_at=computed_at,
+                advance_plan_id=invoice.advance.plan.id if invoice.advance else None,
+                advance_plan_version=invoice.advance.version if invoice.advance else None)
     )
     if not rowcount(result):
         return False
@@ -152,6 +156,25 @@ def number(session: Session, entity_id: str, prefix: str, invoice_ids: Sequence[
     counter.last_number += len(invoice_ids)
     session.flush()
     return numbers
+
+
+def advance_plans(session: Session, pairs: Collection[tuple[str, date]]
+                  ) -> dict[tuple[str, date], tuple[str, int] | None]:
+    """SPEC §14: the plan (id, version) whose recurring lines the invoices at these
+    (subscription, boundary) pairs carry — None when one carries none; a pair without an
+    invoice is left out."""
+    found: dict[tuple[str, date], tuple[str, int] | None] = {}
+    wanted = sorted({s for s, _ in pairs})
+    days = sorted({d for _, d in pairs})
+    for start in range(0, len(wanted), 500):
+        stmt = select(col(I.subscription_id), col(I.boundary), col(I.advance_plan_id),
+                      col(I.advance_plan_version)).where(
+            col(I.subscription_id).in_(wanted[start:start + 500]), col(I.boundary).in_(days))
+        for sub, day, plan_id, version in session.execute(stmt):
+            if (sub, day) in pairs:
+                found[(sub, day)] = None if plan_id is None or version is None \
+                    else (plan_id, version)
+    return found
 
 
 def find(session: Session, subscription_id: str, boundary: date, *,
@@ -196,7 +219,7 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
         for ln in line_rows:
             lines[ln.invoice_id].append(
                 Line(ln.type, ln.charge_id, ln.period_start, ln.period_end, ln.quantity,
-                     ln.amount, tuple(ln.taxes or ()), ln.filter_id))
+                     ln.amount, tuple(ln.taxes or ()), ln.filter_id, ln.plan_id))
         tax_rows = session.scalars(
             select(InvoiceTaxRow).where(col(InvoiceTaxRow.invoice_id).in_(part))
             .order_by(col(InvoiceTaxRow.tax_id)))

@@ -140,6 +140,23 @@ class SubscriptionRow(SQLModel, table=True):
     closed_until_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class PlanChangeRow(SQLModel, table=True):
+    """A plan change of a subscription (SPEC §14): from the local date ``since`` (its
+    instant ``since_at``) on, it is on this plan version. The subscription's row keeps its
+    first plan; these rows, by ``since``, make its plan history. A change on the latest
+    change date replaces that row (or deletes it, to call the change off)."""
+
+    __tablename__ = "plan_changes"
+    subscription_id: str = Field(primary_key=True, foreign_key="subscriptions.id",
+                                 max_length=255)
+    since: date = Field(primary_key=True)
+    since_at: datetime = Field(sa_type=UTCDateTime)
+    plan_id: str = Field(foreign_key="plans.id", max_length=255)
+    plan_version: int
+    sent_at: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class SubscriptionCommandRow(SQLModel, table=True):
     """A cancel or uncancel that was accepted, with the instant it was sent: a
     subscription's end is derived from these in the order they were sent. A command for a
@@ -345,7 +362,11 @@ class InvoiceRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     subscription_id: str = Field(foreign_key="subscriptions.id", index=True)
     boundary: date
-    plan_version: int  # the version of the plan it was computed with
+    plan_version: int  # the version of the subscription's first plan when it was computed
+    # SPEC §14: the plan (version) whose recurring lines it carries, in advance — what a
+    # later plan change prorates against; NULL when it carries none
+    advance_plan_id: str | None = Field(default=None, max_length=255)
+    advance_plan_version: int | None = None
     entity_id: str = Field(foreign_key="entities.id")
     customer_id: str = Field(foreign_key="customers.id")
     currency: str
@@ -384,6 +405,7 @@ class InvoiceLineRow(SQLModel, table=True):
     # SPEC §13: a filter's id, "" for a charge's default group, NULL for a charge without
     # filters
     filter_id: str | None = Field(default=None, max_length=255)
+    plan_id: str | None = Field(default=None, max_length=255)  # a proration line's plan
 
 
 class InvoiceTaxRow(SQLModel, table=True):

@@ -118,6 +118,8 @@ def send(action: Action) -> None:
                                      else _json_number(v) for k, v in p.items()})
     elif action.kind == "void_credits":
         actors.void_credits.send(p["grant"])
+    elif action.kind == "change_plan":
+        actors.change_plan.send(p["subscription"], p["plan"], p["from"])
     else:  # pragma: no cover - the scenario parser allows no other kind
         raise ValueError(action.kind)
 

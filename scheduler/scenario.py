@@ -29,7 +29,7 @@ from domain.validation import (
 )
 
 ACTIONS = ("subscribe", "usage", "cancel", "uncancel", "set_draft_invoices", "release",
-           "regenerate", "grant_credits", "void_credits")
+           "regenerate", "grant_credits", "void_credits", "change_plan")
 # The parameters an action needs to be sent at all; their values are the engine's to judge.
 # Others than these and OPTIONAL are ignored, with a warning.
 REQUIRED = {
@@ -41,6 +41,7 @@ REQUIRED = {
     "regenerate": ("subscription", "boundary"),
     "grant_credits": ("id", "customer", "currency", "amount"),
     "void_credits": ("grant",),
+    "change_plan": ("subscription", "plan", "from"),
 }
 OPTIONAL = {"subscribe": ("discount",), "grant_credits": ("expires_at", "priority")}
 NUMBERS = ("amount",)  # parameters that may be written as numbers too (exact decimals)

@@ -22,20 +22,22 @@ from sqlalchemy.orm import Session
 from domain.catalog import Entity, Meter, Plan
 from domain.filters import Filter
 from domain.invoices import (
+    IN_FORCE,
     ComposedInvoice,
     Terms,
-    Usage,
     compose_invoice,
     next_boundary_after,
     reached,
 )
 from domain.periods import bill_run_instant, boundary_index, midnight, next_run_at
+from domain.plan_history import PlanEntry, PlanHistory
 from domain.subscriptions import parse_discount
 from domain.taxes import NO_TAX
 from domain.validation import Invalid, parse_date
 from persistence import billruns
 from persistence import catalog as catalog_repo
 from persistence import invoices as invoices_repo
+from persistence import plan_changes as plan_changes_repo
 from persistence import subscriptions as subs_repo
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
@@ -50,9 +52,12 @@ CHUNK = 250  # (subscription, boundary) pairs per issue_invoices message
 log = structlog.get_logger("billing")
 
 
-def terms_of(row: SubscriptionRow, plan: Plan) -> Terms:
+def terms_of(row: SubscriptionRow, plan: Plan, history: PlanHistory | None = None) -> Terms:
+    """``plan`` is the subscription's first plan; ``history`` its plan history (SPEC §14),
+    when it has changed plans."""
     discount = parse_discount(row.discount, "discount") if row.discount else None
-    return Terms(start=row.start, end=row.end, plan=plan, discount=discount)
+    return Terms(start=row.start, end=row.end, plan=plan, discount=discount,
+                 history=history, version=row.plan_version)
 
 
 def plan_of(session: Session, row: SubscriptionRow) -> Plan:
@@ -91,44 +96,68 @@ def compute_many(session: Session, entity: Entity, items: Sequence[ToCompose],
     its exception instead (the others are unaffected). An ``estimate`` (SPEC §10) reads
     the hourly rollups, which give the same totals; invoices read the events themselves."""
     meters = catalog_repo.meters(session)
-    closing: list[Period | None] = []
-    for item in items:
-        terms = terms_of(item.row, item.plan)
-        closing.append(None if item.k == 0 else Period(
-            midnight(terms.boundary(item.k - 1), entity.timezone),
-            midnight(terms.boundary(item.k), entity.timezone), ingested_by))
-    usages = closing_usage(session, meters, [(i.row.customer_id, i.plan, p)
-                                             for i, p in zip(items, closing, strict=True)],
-                           estimate=estimate)
-    adjusting = [late.ToAdjust(i.row, i.plan, i.k, i.invoice_id) for i in items]
+    histories = plan_changes_repo.histories(session, [i.row for i in items])
+    terms = [terms_of(i.row, i.plan, histories.get(i.row.id)) for i in items]
+    segments = [[] if i.k == 0 else t.segments(i.k - 1) for i, t in zip(items, terms,
+                                                                      strict=True)]
+    found = closing_usage(session, meters, [
+        (i.row.customer_id, s.plan, Period(midnight(s.start, entity.timezone),
+                                           midnight(s.end, entity.timezone), ingested_by))
+        for i, segs in zip(items, segments, strict=True) for s in segs], estimate=estimate)
+    per_segment = iter(found)  # each item's segments, in order
+    usages: list[dict[tuple[date, str, str | None], Decimal]] = []
+    for segs in segments:
+        usage: dict[tuple[date, str, str | None], Decimal] = {}
+        for s in segs:
+            usage.update(((s.start, c, g), q) for (c, g), q in next(per_segment).items())
+        usages.append(usage)
+    advance = _advance(session, items, terms)
+    adjusting = [late.ToAdjust(i.row, i.plan, i.k, i.invoice_id, history=t.plans)
+                 for i, t in zip(items, terms, strict=True)]
     _adjust(session, entity, adjusting, ingested_by, meters)
     taxes = catalog_repo.tax_policies(session, {i.row.customer_id for i in items})
     composed: list[Computed | Exception] = []
-    for item, usage, adjusted in zip(items, usages, adjusting, strict=True):
+    for item, term, usage, adjusted in zip(items, terms, usages, adjusting, strict=True):
         if isinstance(adjusted.error, Exception):
             composed.append(adjusted.error)
             continue
         try:
-            invoice = compose_invoice(terms_of(item.row, item.plan), item.k, usage,
-                                      adjusted.lines, taxes.get(item.row.customer_id, NO_TAX))
+            invoice = compose_invoice(term, item.k, usage, adjusted.lines,
+                                      taxes.get(item.row.customer_id, NO_TAX),
+                                      advance.get(item.row.id, IN_FORCE))
             composed.append(Computed(invoice, tuple(adjusted.accounts)))
         except Exception as exc:  # this subscription's data cannot be billed
             composed.append(exc)
     return composed
 
 
+def _advance(session: Session, items: Sequence[ToCompose], terms: Sequence[Terms]
+             ) -> dict[str, PlanEntry | None]:
+    """SPEC §14: for the subscriptions that ever changed plans, the plan whose recurring
+    lines the invoice at ``b_(k−1)`` carried (None: it carried none, or was not issued) —
+    what the proration of period k−1 is against (a change on ``b_(k−1)`` made after that
+    invoice, or called off since, is prorated too). The others bill the plan in force all
+    along."""
+    wanted = {(i.row.id, t.boundary(i.k - 1)) for i, t in zip(items, terms, strict=True)
+              if i.k >= 1 and t.plans.changes}
+    if not wanted:
+        return {}
+    carried = invoices_repo.advance_plans(session, wanted)
+    plans = catalog_repo.plans(session, {key for key in carried.values() if key is not None})
+    return {sub: None if (key := carried.get((sub, day))) is None
+            else PlanEntry(day, plans[key], key[1]) for sub, day in wanted}
+
+
 def closing_usage(session: Session, meters: Mapping[str, Meter],
-                  items: Sequence[tuple[str, Plan, Period | None]], *,
-                  estimate: bool = False) -> list[Usage]:
-    """The usage of each item's closing period — ``(customer, plan, period)``, no period
-    for an opening invoice — per usage charge and group, aggregated set-wise: per distinct
-    period, one round of ``GROUP BY``s for the charges without filters, and one per
-    distinct set of filters on a meter (SPEC §13) for those with."""
+                  items: Sequence[tuple[str, Plan, Period]], *,
+                  estimate: bool = False) -> list[dict[tuple[str, str | None], Decimal]]:
+    """The usage of each ``(customer, plan, period)`` per usage charge and group,
+    aggregated set-wise: per distinct period, one round of ``GROUP BY``s for the charges
+    without filters, and one per distinct set of filters on a meter (SPEC §13) for those
+    with."""
     plain: dict[Period, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
     grouped: dict[tuple[Period, str, tuple[Filter, ...]], set[str]] = defaultdict(set)
     for customer, plan, period in items:
-        if period is None:
-            continue
         for charge in plan.usage_charges:
             if charge.filters:
                 grouped[(period, charge.meter, charge.filters)].add(customer)
@@ -142,16 +171,15 @@ def closing_usage(session: Session, meters: Mapping[str, Meter],
     by_group = {key: usage_repo.aggregate_groups(session, key[0], customers, meters[key[1]],
                                                  key[2])
                 for key, customers in grouped.items()}
-    result: list[Usage] = []
+    result: list[dict[tuple[str, str | None], Decimal]] = []
     for customer, plan, period in items:
         usage: dict[tuple[str, str | None], Decimal] = {}
-        if period is not None:
-            for c in plan.usage_charges:
-                if c.filters:
-                    found = by_group[(period, c.meter, c.filters)]
-                    usage.update(((c.id, g), found[(customer, g)]) for g, _ in c.groups)
-                else:
-                    usage[(c.id, None)] = totals[period][(customer, c.meter)]
+        for c in plan.usage_charges:
+            if c.filters:
+                found = by_group[(period, c.meter, c.filters)]
+                usage.update(((c.id, g), found[(customer, g)]) for g, _ in c.groups)
+            else:
+                usage[(c.id, None)] = totals[period][(customer, c.meter)]
         result.append(usage)
     return result
 

@@ -24,11 +24,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain.catalog import Aggregation, Entity, Meter, Plan
+from domain.catalog import Aggregation, Entity, Meter, Plan, UsageCharge
 from domain.filters import Filter
 from domain.invoices import Billed, Line, Terms, adjustment
 from domain.money import EXACT
 from domain.periods import Interval, boundary, midnight, period_of
+from domain.plan_history import PlanHistory, days, prorated_minimum
 from domain.usage import UsageEvent
 from persistence import catalog as catalog_repo
 from persistence import invoices as invoices_repo
@@ -87,9 +88,26 @@ class ToAdjust:
     plan: Plan
     k: int
     invoice_id: int | None = None
+    history: PlanHistory | None = None  # its plan history (SPEC §14), when it has one
     lines: list[Line] = field(default_factory=list)
     accounts: list[str] = field(default_factory=list)  # the late events it bills
     error: Exception | None = None  # its adjustments could not be computed
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """One (charge, segment) of a late period to price again for an item."""
+
+    item: ToAdjust
+    charge: UsageCharge  # as the segment's plan has it
+    start: date  # the segment
+    end: date
+    period: tuple[date, date]  # the period it is part of
+    keys: tuple[str, ...]  # the late events it bills
+
+    @property
+    def whole_period(self) -> bool:
+        return (self.start, self.end) == self.period
 
 
 def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
@@ -97,87 +115,115 @@ def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
            meters: Mapping[str, Meter] | None = None) -> None:
     """Fill each item's adjustment lines (SPEC §11) and the late events they bill, set-wise
     over the items (one entity). Only periods j ≤ k − 2 with late events not billed yet —
-    or that this invoice adjusted before, when it is regenerated — are priced again, and
-    only while their covering invoice is sent. ``ingested_by`` limits the events counted
-    (a preview of the past); None counts everything stored."""
-    items = [i for i in items if i.k >= 2 and i.plan.usage_charges]
+    or that this invoice adjusted before, when it is regenerated — are priced again, each
+    segment of them on its plan (SPEC §14), and only while their covering invoice is
+    sent. ``ingested_by`` limits the events counted (a preview of the past); None counts
+    everything stored."""
+    items = [i for i in items if i.k >= 2]
     if not items:
         return
     own = [i.invoice_id for i in items if i.invoice_id is not None]
     late = usage_repo.open_late(session, [i.row.id for i in items], own)
     own_periods = {i.invoice_id: invoices_repo.adjustment_periods(session, i.invoice_id)
                    for i in items if i.invoice_id is not None}
-    # (item, charge, period start, period end, late keys) to price again
-    wanted: list[tuple[ToAdjust, str, date, date, list[str]]] = []
+    wanted: list[_Wanted] = []
     for item in items:
-        terms = Terms(item.row.start, item.row.end, item.plan)
-        last = terms.boundary(item.k - 1)  # a period adjusted here ends by b_(k-1)
-        periods: dict[tuple[str, date, date], list[str]] = defaultdict(list)
-        for (meter, start, end), keys in late.get(item.row.id, {}).items():
-            for charge in item.plan.usage_charges:
-                if charge.meter == meter and end <= last:
-                    periods[(charge.id, start, end)].extend(keys)
-        for charge_id, start, end in (own_periods.get(item.invoice_id, set())
-                                      if item.invoice_id is not None else set()):
-            periods.setdefault((charge_id, start, end), [])
-        wanted += [(item, c, s, e, keys) for (c, s, e), keys in sorted(periods.items())]
+        wanted += _wanted(item, late.get(item.row.id, {}),
+                          own_periods.get(item.invoice_id, set())
+                          if item.invoice_id is not None else set())
     if not wanted:
         return
-    held = invoices_repo.period_lines(session, {i.row.id for i, *_ in wanted},
-                                      {s for _, _, s, _, _ in wanted}, own)
-    wanted = [w for w in wanted if held.covering.get((w[0].row.id, w[2]), (0, ""))[1] == "sent"]
+    held = invoices_repo.period_lines(session, {w.item.row.id for w in wanted},
+                                      {w.start for w in wanted}, own)
+    wanted = [w for w in wanted if held.covering.get((w.item.row.id, w.start), (0, ""))[1]
+              == "sent"]
     meters = meters or catalog_repo.meters(session)
-    charges = {(i.row.id, c.id): c for i in items for c in i.plan.usage_charges}
-    quantities: dict[tuple[date, str, str], Decimal] = {}
+    quantities: dict[tuple[date, date, str, str], Decimal] = {}
     if ingested_by is None:  # sum and count: the covering line's quantity + what came late
         quantities = _added_up(session, held, meters, [
-            (item.row, charges[(item.row.id, charge_id)].meter, charge_id, start)
-            for item, charge_id, start, _, _ in wanted
-            if meters[charges[(item.row.id, charge_id)].meter].aggregation in ADDITIVE
-            and not charges[(item.row.id, charge_id)].filters])
-    by_period: dict[tuple[date, date], tuple[set[str], set[str]]] = defaultdict(
+            (w.item.row, w.charge.meter, w.charge.id, w.start, w.end) for w in wanted
+            if meters[w.charge.meter].aggregation in ADDITIVE and not w.charge.filters
+            and w.whole_period])
+    by_window: dict[tuple[date, date], tuple[set[str], set[str]]] = defaultdict(
         lambda: (set(), set()))
     by_group: dict[tuple[date, date, str, tuple[Filter, ...]], set[str]] = defaultdict(set)
-    for item, charge_id, start, end, _ in wanted:
-        charge = charges[(item.row.id, charge_id)]
-        if charge.filters:  # SPEC §13: each group of the period, from the events
-            by_group[(start, end, charge.meter, charge.filters)].add(item.row.customer_id)
-        elif (start, item.row.customer_id, charge.meter) not in quantities:  # from the events
-            customers, meter_ids = by_period[(start, end)]
-            customers.add(item.row.customer_id)
-            meter_ids.add(charge.meter)
-    for (start, end), (customers, meter_ids) in by_period.items():
+    for w in wanted:
+        customer = w.item.row.customer_id
+        if w.charge.filters:  # SPEC §13: each group of the segment, from the events
+            by_group[(w.start, w.end, w.charge.meter, w.charge.filters)].add(customer)
+        elif (w.start, w.end, customer, w.charge.meter) not in quantities:
+            customers, meter_ids = by_window[(w.start, w.end)]
+            customers.add(customer)
+            meter_ids.add(w.charge.meter)
+    for (start, end), (customers, meter_ids) in by_window.items():
         period = Period(midnight(start, entity.timezone), midnight(end, entity.timezone),
                         ingested_by)
         totals = usage_repo.aggregate_many(session, period, customers,
                                            [meters[m] for m in sorted(meter_ids)])
-        quantities.update(((start, c, m), q) for (c, m), q in totals.items()
-                          if (start, c, m) not in quantities)
-    grouped: dict[tuple[date, str, str, tuple[Filter, ...], str], Decimal] = {}
+        for (c, m), q in totals.items():
+            quantities.setdefault((start, end, c, m), q)
+    grouped: dict[tuple[date, date, str, tuple[Filter, ...], str], Decimal] = {}
     for (start, end, meter, filters), customers in by_group.items():
         period = Period(midnight(start, entity.timezone), midnight(end, entity.timezone),
                         ingested_by)
         found = usage_repo.aggregate_groups(session, period, customers, meters[meter], filters)
-        grouped.update(((start, c, meter, filters, g), q) for (c, g), q in found.items())
-    for item, charge_id, start, end, keys in wanted:
-        charge = charges[(item.row.id, charge_id)]
-        nothing = Billed(Decimal(0), Decimal(0))
-        if charge.filters:
-            for group, pricing in charge.groups:
-                q_now = grouped[(start, item.row.customer_id, charge.meter, charge.filters,
-                                 group)]
-                so_far = held.billed.get((item.row.id, charge_id, group, start), nothing)
-                line = adjustment(pricing, start, end, q_now, so_far, item.plan.currency,
-                                  group=(charge_id, group))
-                if line is not None:
-                    item.lines.append(line)
-        else:
-            q_now = quantities[(start, item.row.customer_id, charge.meter)]
-            so_far = held.billed.get((item.row.id, charge_id, None, start), nothing)
-            line = adjustment(charge, start, end, q_now, so_far, item.plan.currency)
+        grouped.update(((start, end, c, filters, g), q) for (c, g), q in found.items())
+    nothing = Billed(Decimal(0), Decimal(0))
+    for w in wanted:
+        sub, customer, currency = w.item.row.id, w.item.row.customer_id, w.item.plan.currency
+        segment_days, period_days = days(w.start, w.end), days(*w.period)
+        for group, pricing in w.charge.groups or ((None, w.charge),):
+            if group is None:
+                q_now = quantities[(w.start, w.end, customer, w.charge.meter)]
+            else:
+                q_now = grouped[(w.start, w.end, customer, w.charge.filters, group)]
+            so_far = held.billed.get((sub, w.charge.id, group, w.start), nothing)
+            line = adjustment(prorated_minimum(pricing, segment_days, period_days),
+                              w.start, w.end, q_now, so_far, currency,
+                              group=None if group is None else (w.charge.id, group))
             if line is not None:
-                item.lines.append(line)
-        item.accounts.extend(keys)
+                w.item.lines.append(line)
+        w.item.accounts.extend(w.keys)
+
+
+def _wanted(item: ToAdjust, late: Mapping[tuple[str, date, date], list[str]],
+            own: set[tuple[str, date, date]]) -> list[_Wanted]:
+    """The (charge, segment)s of an item's late periods — and of what the draft being
+    regenerated adjusted before — to price again."""
+    plans = item.history or PlanHistory.of(item.row.start, item.plan, item.row.plan_version)
+    terms = Terms(item.row.start, item.row.end, item.plan, history=plans)
+    last = terms.boundary(item.k - 1)  # a period adjusted here ends by b_(k-1)
+    found: dict[tuple[str, date, date], _Wanted] = {}
+    for (meter, start, end), keys in sorted(late.items()):
+        if end > last:
+            continue
+        for segment in plans.segments(start, end):
+            for charge in segment.plan.usage_charges:
+                if charge.meter == meter:
+                    key = (charge.id, segment.start, segment.end)
+                    before = found.get(key)
+                    found[key] = _Wanted(item, charge, segment.start, segment.end,
+                                         (start, end), (*(before.keys if before else ()),
+                                                        *keys))
+    for charge_id, start, end in sorted(own):
+        if (charge_id, start, end) in found:
+            continue
+        period = _period_of(terms, start)
+        segment_plan = plans.in_force(start).plan
+        adjusted = next((c for c in segment_plan.usage_charges if c.id == charge_id), None)
+        if adjusted is not None and period is not None:
+            found[(charge_id, start, end)] = _Wanted(item, adjusted, start, end, period, ())
+    return [found[k] for k in sorted(found)]
+
+
+def _period_of(terms: Terms, day: date) -> tuple[date, date] | None:
+    """The period ``[b_j, b_(j+1))`` that contains ``day``."""
+    k = 0
+    while terms.boundary(k) <= day:
+        if day < terms.boundary(k + 1):
+            return terms.boundary(k), terms.boundary(k + 1)
+        k += 1
+    return None
 
 
 # Aggregations whose period quantity is the sum of its events' contributions: the quantity
@@ -186,8 +232,8 @@ ADDITIVE = {Aggregation.SUM, Aggregation.COUNT}
 
 
 def _added_up(session: Session, held: invoices_repo.PeriodLines, meters: Mapping[str, Meter],
-              wanted: Sequence[tuple[SubscriptionRow, str, str, date]]
-              ) -> dict[tuple[date, str, str], Decimal]:
+              wanted: Sequence[tuple[SubscriptionRow, str, str, date, date]]
+              ) -> dict[tuple[date, date, str, str], Decimal]:
     """For (subscription, meter, charge, period start) of ``sum`` and
     ``count`` meters: the period's quantity on everything stored, without reading the
     period's events — the covering invoice's usage line plus the late events it did not
@@ -199,15 +245,15 @@ def _added_up(session: Session, held: invoices_repo.PeriodLines, meters: Mapping
     if not wanted:
         return {}
     late = usage_repo.late_totals(session, {w[0].id for w in wanted}, {w[3] for w in wanted})
-    found: dict[tuple[date, str, str], Decimal] = {}
-    for row, meter, charge_id, start in wanted:
+    found: dict[tuple[date, date, str, str], Decimal] = {}
+    for row, meter, charge_id, start, end in wanted:
         covering_id, _ = held.covering[(row.id, start)]
         base = held.usage_quantity.get((covering_id, charge_id, None))
         if base is None:
             continue
         total, count = late.get((row.id, meter, start), (Decimal(0), 0))
         with localcontext(EXACT):
-            found[(start, row.customer_id, meter)] = base + (
+            found[(start, end, row.customer_id, meter)] = base + (
                 total if meters[meter].aggregation is Aggregation.SUM else Decimal(count))
     return found
 

@@ -19,7 +19,15 @@ from typing import Any
 import structlog
 
 from domain.validation import parse_date, parse_instant
-from services import clock, credits, deliveries, invoicing, subscriptions, usage
+from services import (
+    clock,
+    credits,
+    deliveries,
+    invoicing,
+    plan_changes,
+    subscriptions,
+    usage,
+)
 from services.commands import Outcome, run_command
 from workers import deadletters
 from workers.broker import RetryLater, actor, claim_undecodable, current_message, sent_at
@@ -96,6 +104,16 @@ def set_draft_invoices(customer: str, value: bool) -> None:
     run_command("set_draft_invoices",
                 lambda s, now: subscriptions.do_set_draft_invoices(s, now, customer, value, at),
                 message_id=current_message_id(), customer=customer)
+
+
+@actor
+def change_plan(subscription: str, plan: str, from_: str) -> None:
+    """Move a subscription to another plan from a local date (SPEC §14), as of the
+    instant the message was sent."""
+    at = current_sent_at()
+    run_command("change_plan", lambda s, now: plan_changes.do_change_plan(
+        s, now, subscription, plan, from_, at), message_id=current_message_id(),
+        subscription=subscription)
 
 
 @actor
@@ -233,6 +251,7 @@ def requeue_lost_deliveries(now: datetime) -> list[int]:
 __all__ = [
     "bill_run",
     "cancel",
+    "change_plan",
     "deliver_invoice",
     "grant_credits",
     "issue_invoice",

@@ -38,20 +38,8 @@ def expected_path(path: Path) -> Path:
 OWN = sorted((Path(__file__).parent / "scenarios").glob("*.yaml")) + sorted(
     p for p in (ROOT / "examples").glob("*.yaml") if expected_path(p).exists())
 SHARED = sorted(SHARED_SCENARIOS.glob("*.yaml"))
-# Shared scenarios of features whose issue has not landed yet (SPEC §12-§15)
-WAITING = {
-    "11-plan-changes": "issue #24: plan changes (SPEC §14) not built yet",
-}
-
-
-def _shared(path: Path) -> Any:
-    waiting = WAITING.get(path.stem)
-    marks = [pytest.mark.xfail(strict=True, reason=waiting)] if waiting else []
-    return pytest.param(path, id=f"shared-{path.stem}", marks=marks)
-
-
 SCENARIOS = [pytest.param(p, id=p.stem) for p in OWN] + (
-    [_shared(p) for p in SHARED] or
+    [pytest.param(p, id=f"shared-{p.stem}") for p in SHARED] or
     [pytest.param(None, id="shared", marks=pytest.mark.skip(reason=SHARED_MISSING))])
 
 

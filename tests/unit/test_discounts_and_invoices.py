@@ -12,6 +12,7 @@ from domain.catalog import Model, Plan, RecurringCharge, Tier, UsageCharge
 from domain.invoices import (
     RECURRING,
     USAGE,
+    ComposedInvoice,
     Line,
     Terms,
     compose_invoice,
@@ -200,8 +201,16 @@ def terms(plan: Plan = MIXED, end: date | None = None,
     return Terms(start, end, plan, discount)
 
 
+def invoice(t: Terms, k: int, quantities: dict[str, Decimal] | None = None
+            ) -> ComposedInvoice | None:
+    """``compose_invoice`` with the usage of period k−1 given by charge id (keyed as it
+    reads it: by the period's start — its only segment —, charge, no filter group)."""
+    usage = {(t.boundary(k - 1), c, None): q for c, q in (quantities or {}).items()}
+    return compose_invoice(t, k, usage)
+
+
 def test_opening_invoice_holds_only_recurring_lines_for_period_0() -> None:
-    inv = compose_invoice(terms(), 0, {"calls": D(999)})
+    inv = invoice(terms(), 0, {"calls": D(999)})
     assert inv is not None
     assert (inv.boundary, inv.k, inv.final, inv.currency) == (START, 0, False, "USD")
     assert inv.lines == (
@@ -212,20 +221,20 @@ def test_opening_invoice_holds_only_recurring_lines_for_period_0() -> None:
 
 
 def test_no_opening_invoice_for_a_usage_only_plan() -> None:
-    assert compose_invoice(terms(USAGE_ONLY), 0, {}) is None
+    assert invoice(terms(USAGE_ONLY), 0) is None
     assert terms(USAGE_ONLY).has_lines(0) is False
     assert terms(USAGE_ONLY).has_lines(1) is True
 
 
 def test_usage_only_plan_at_k1_bills_period_0_even_at_zero() -> None:
-    inv = compose_invoice(terms(USAGE_ONLY), 1, {})
+    inv = invoice(terms(USAGE_ONLY), 1)
     assert inv is not None
     assert inv.lines == (Line(USAGE, "calls", START, date(2026, 2, 28), D(0), D("0.00")),)
     assert inv.total == D("0.00")
 
 
 def test_regular_invoice_usage_in_arrears_recurring_in_advance() -> None:
-    inv = compose_invoice(terms(), 2, {"calls": D("1234.5"), "seats": D(6)})
+    inv = invoice(terms(), 2, {"calls": D("1234.5"), "seats": D(6)})
     assert inv is not None
     assert inv.boundary == date(2026, 3, 31)
     by_charge = {line.charge: line for line in inv.lines}
@@ -239,7 +248,7 @@ def test_regular_invoice_usage_in_arrears_recurring_in_advance() -> None:
 
 
 def test_lines_are_sorted_by_type_then_charge() -> None:
-    inv = compose_invoice(terms(), 1, {})
+    inv = invoice(terms(), 1)
     assert inv is not None
     assert [(line.type, line.charge) for line in inv.lines] == [
         ("recurring", "a-support"), ("recurring", "base"), ("usage", "calls"), ("usage", "seats"),
@@ -247,14 +256,14 @@ def test_lines_are_sorted_by_type_then_charge() -> None:
 
 
 def test_usage_line_for_missing_quantity_is_zero_and_minimum_still_charged() -> None:
-    inv = compose_invoice(terms(), 1, {})
+    inv = invoice(terms(), 1)
     assert inv is not None
     seats = next(line for line in inv.lines if line.charge == "seats")
     assert (seats.quantity, seats.amount) == (D(0), D("3.00"))
 
 
 def test_recurring_amount_is_rounded_half_up() -> None:
-    inv = compose_invoice(terms(), 0, {})
+    inv = invoice(terms(), 0)
     assert inv is not None
     assert next(line for line in inv.lines if line.charge == "a-support").amount == D("10.00")
 
@@ -263,7 +272,7 @@ def test_subtotal_is_the_sum_of_rounded_lines() -> None:
     a = UsageCharge("a", "m", Model.UNIT, unit_price=D("0.001"))
     b = UsageCharge("b", "m", Model.UNIT, unit_price=D("0.001"))
     plan = Plan("p", "USD", Interval.MONTH, (a, b))
-    inv = compose_invoice(terms(plan), 1, {"a": D(5), "b": D(5)})
+    inv = invoice(terms(plan), 1, {"a": D(5), "b": D(5)})
     assert inv is not None
     assert [line.amount for line in inv.lines] == [D("0.01"), D("0.01")]
     assert inv.subtotal == D("0.02")  # not round(0.005 + 0.005) = 0.01
@@ -271,31 +280,31 @@ def test_subtotal_is_the_sum_of_rounded_lines() -> None:
 
 def test_final_invoice_is_usage_only() -> None:
     end = date(2026, 3, 31)
-    inv = compose_invoice(terms(end=end), 2, {"calls": D(100)})
+    inv = invoice(terms(end=end), 2, {"calls": D(100)})
     assert inv is not None
     assert inv.final is True
     assert {line.type for line in inv.lines} == {USAGE}
     assert all(line.period_end == end for line in inv.lines)
-    before = compose_invoice(terms(end=end), 1, {})
+    before = invoice(terms(end=end), 1)
     assert before is not None and before.final is False
     assert {line.type for line in before.lines} == {RECURRING, USAGE}
 
 
 def test_final_invoice_of_a_usage_only_plan() -> None:
-    inv = compose_invoice(terms(USAGE_ONLY, end=date(2026, 2, 28)), 1, {"calls": D(1)})
+    inv = invoice(terms(USAGE_ONLY, end=date(2026, 2, 28)), 1, {"calls": D(1)})
     assert inv is not None and inv.final
     assert inv.lines[0].amount == D("0.01")
 
 
 def test_percent_discount_applies_to_the_whole_invoice() -> None:
-    inv = compose_invoice(terms(discount=Discount(percent=D(10))), 1, {"calls": D(5)})
+    inv = invoice(terms(discount=Discount(percent=D(10))), 1, {"calls": D(5)})
     assert inv is not None
     # 10.00 + 20.00 + 0.05 + 3.00 = 33.05; 10 % = 3.305 → 3.31
     assert (inv.subtotal, inv.discount, inv.total) == (D("33.05"), D("3.31"), D("29.74"))
 
 
 def test_amount_discount_never_exceeds_the_subtotal() -> None:
-    inv = compose_invoice(terms(USAGE_ONLY, discount=Discount(amount=D(5))), 1, {"calls": D(100)})
+    inv = invoice(terms(USAGE_ONLY, discount=Discount(amount=D(5))), 1, {"calls": D(100)})
     assert inv is not None
     assert (inv.subtotal, inv.discount, inv.total) == (D("1.00"), D("1.00"), D("0.00"))
 
@@ -304,7 +313,7 @@ def test_discount_cycles_count_boundaries_from_b0() -> None:
     t = terms(discount=Discount(percent=D(50), cycles=2))
     discounts = []
     for k in range(4):
-        inv = compose_invoice(t, k, {})
+        inv = invoice(t, k)
         assert inv is not None
         discounts.append(inv.discount)
     assert discounts[0] == D("15.00")  # 30.00 / 2
@@ -314,7 +323,7 @@ def test_discount_cycles_count_boundaries_from_b0() -> None:
 
 def test_discount_cycles_on_a_usage_only_plan_count_the_unissued_opening_invoice() -> None:
     t = terms(USAGE_ONLY, discount=Discount(amount=D(1), cycles=1))
-    inv = compose_invoice(t, 1, {"calls": D(1000)})
+    inv = invoice(t, 1, {"calls": D(1000)})
     assert inv is not None
     assert inv.discount == D("0.00")  # cycles=1 covers only b_0
 
@@ -323,8 +332,8 @@ def test_jpy_invoice_has_no_minor_digits() -> None:
     plan = Plan("jp", "JPY", Interval.MONTH,
                 (RecurringCharge("base", D("1500")),
                  UsageCharge("bytes", "bytes", Model.UNIT, unit_price=D("0.5"))))
-    inv = compose_invoice(Terms(date(2026, 9, 1), None, plan, Discount(percent=D(10))), 1,
-                          {"bytes": D(111)})
+    inv = invoice(Terms(date(2026, 9, 1), None, plan, Discount(percent=D(10))), 1,
+                  {"bytes": D(111)})
     assert inv is not None
     assert [format_money(line.amount, "JPY") for line in inv.lines] == ["1500", "56"]
     assert (format_money(inv.subtotal, "JPY"), format_money(inv.discount, "JPY"),
@@ -384,7 +393,7 @@ def test_due_boundaries_with_month_end_clamping() -> None:
 
 def test_final_invoice_of_a_recurring_only_plan_has_no_line_and_is_not_issued() -> None:
     plan = Plan("flat", "USD", Interval.MONTH, (BASE,))
-    assert compose_invoice(terms(plan, end=date(2026, 2, 28)), 1, {}) is None
+    assert invoice(terms(plan, end=date(2026, 2, 28)), 1) is None
 
 
 def test_due_boundaries_skip_the_lineless_final_invoice() -> None:
@@ -400,7 +409,7 @@ def test_cancel_then_compose_final() -> None:
     t = terms(start=start, end=end)
     due = due_boundaries(t, NY, utc(2026, 6, 1))
     assert [k for k, _ in due] == [0, 1, 2]
-    finals = [compose_invoice(t, k, {}) for k, _ in due]
+    finals = [invoice(t, k) for k, _ in due]
     assert [inv.final for inv in finals if inv is not None] == [False, False, True]
 
 

@@ -244,7 +244,8 @@ def test_invoice_total_is_sum_of_rounded_lines_minus_discount(
 ) -> None:
     start = date(2026, 1, 31)
     end = boundary(start, plan.interval, k) if final and k >= 1 else None
-    usage = {f"u{i}": q for i, q in enumerate(qs)}
+    closing = boundary(start, plan.interval, k - 1) if k >= 1 else start
+    usage = {(closing, f"u{i}", None): q for i, q in enumerate(qs)}
     inv = compose_invoice(Terms(start, end, plan, discount), k, usage)
     if (k == 0 and not plan.recurring_charges) or (end is not None and not plan.usage_charges):
         assert inv is None  # an invoice without a line is not issued

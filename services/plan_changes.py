@@ -1,0 +1,117 @@
+"""Changing a subscription's plan (SPEC §14): the ``change_plan`` command and its preview.
+
+A change is serialized per customer like subscribe, cancel and uncancel (the customer's
+row is locked first, then the subscription's), judged at the instant it was sent, and
+stored as a row of the plan history (``persistence.plan_changes``). A bill run computes
+each period's segments and prorations from the history as it is when the invoice is
+computed (``services.invoicing``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from domain.invoices import Terms
+from domain.periods import Interval, boundary, midnight, period_of
+from domain.plan_history import PlanHistory, why_refused
+from domain.subscriptions import lifetimes_overlap
+from domain.validation import Invalid, check_text, parse_date
+from persistence import catalog as catalog_repo
+from persistence import plan_changes as plan_changes_repo
+from persistence import subscriptions as subs_repo
+from persistence.tables import SubscriptionRow
+from services.commands import INVALID, Outcome, applied, invalid, not_found, refused
+
+
+def current_period(row: SubscriptionRow, interval: Interval, tz: str,
+                   at: datetime) -> tuple[int, date, date]:
+    """The period that contains ``at`` (before the start: period 0): (k, b_k, b_(k+1))."""
+    k = period_of(row.start, interval, tz, at) or 0
+    return k, boundary(row.start, interval, k), boundary(row.start, interval, k + 1)
+
+
+def do_change_plan(session: Session, now: datetime, subscription: Any, plan_id: Any,
+                   since: Any, sent_at: datetime | None = None) -> Outcome:
+    """Move ``subscription`` to the latest version of ``plan_id`` from the local date
+    ``since`` (SPEC §14), or refuse with the reason and change nothing."""
+    t = sent_at or now
+    for name, value in (("subscription", subscription), ("plan", plan_id)):
+        if not isinstance(value, str) or not value:
+            return refused(f"change_plan.{name}: must be an id, got {value!r}", INVALID, name)
+        try:
+            check_text(value, name)
+        except Invalid as exc:
+            return invalid(exc)
+    try:
+        day = parse_date(since, "from")
+    except Invalid as exc:
+        return invalid(exc)
+    found = subs_repo.get(session, subscription)
+    if found is None:
+        return not_found(f"change_plan.subscription: {subscription!r} is not a known "
+                         "subscription", "subscription")
+    catalog_repo.customer(session, found.customer_id, lock=True)  # serialize per customer
+    row = subs_repo.get(session, subscription, lock=True)
+    assert row is not None
+    latest = catalog_repo.latest_plan(session, plan_id)
+    if latest is None:
+        return not_found(f"change_plan.plan: {plan_id!r} is not a known plan", "plan")
+    version, plan = latest
+    entity = catalog_repo.entity(session, row.entity_id)
+    assert entity is not None
+    history = plan_changes_repo.histories(session, [row])[row.id]
+    interval = history.start.plan.interval
+    k, period_start, next_boundary = current_period(row, interval, entity.timezone, t)
+    reason = why_refused(history, plan, day, (period_start, next_boundary),
+                         ended=row.end_at is not None and row.end_at <= t,
+                         cancelled=row.end is not None)
+    after = history.with_change(day, plan, version) if reason is None else history
+    if reason is None:
+        reason = _overlap(session, row, after, day)
+    if reason is not None:
+        return refused(f"change_plan {subscription!r} to {plan_id!r} from {day}: {reason}")
+    plan_changes_repo.store(session, row.id, history, after, midnight(day, entity.timezone),
+                            t, now)
+    _reconsider(session, row, after, k, period_start, entity.timezone)
+    in_force = after.in_force(day)
+    if in_force.plan.id != plan.id:
+        return applied(f"{row.id}: the change from {day} is called off; {in_force.plan.id} "
+                       "stays in force")
+    return applied(f"{row.id} on {plan.id} (version {version}) from {day}")
+
+
+def _overlap(session: Session, row: SubscriptionRow, after: PlanHistory,
+             since: date) -> str | None:
+    """Why the new plan would make the customer's subscriptions overlap on a meter from
+    ``since`` on (SPEC §1, §14), or None."""
+    meters = after.in_force(since).plan.meters
+    if not meters:
+        return None
+    others = [r for r in subs_repo.listing(session, customer=row.customer_id) if r.id != row.id]
+    histories = plan_changes_repo.histories(session, others)
+    for other in others:
+        shared = meters & histories[other.id].meters(other.end)
+        if shared and lifetimes_overlap(since, row.end, other.start, other.end):
+            until = f"until {other.end}" if other.end else "with no end"
+            return (f"it would overlap subscription {other.id!r} (from {other.start} {until}) "
+                    f"on meter {', '.join(sorted(shared))}")
+    return None
+
+
+def _reconsider(session: Session, row: SubscriptionRow, history: PlanHistory, k: int,
+                period_start: date, tz: str) -> None:
+    """SPEC §7: an invoice skipped for having no line is considered again by later runs.
+    A change from the current period's first day may give the invoice there a line (the
+    new plan's fee in advance): when it was skipped, the next run deals with it again."""
+    if row.next_k <= k or history.latest_change != period_start:
+        return
+    if any(b == period_start for b, _ in subs_repo.invoiced_from(session, row.id,
+                                                                 period_start)):
+        return
+    terms = Terms(row.start, row.end, history.start.plan, history=history)
+    if terms.has_lines(k):
+        row.next_k, row.next_boundary = k, period_start
+        row.next_boundary_at = midnight(period_start, tz)
