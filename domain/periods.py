@@ -97,6 +97,11 @@ def local_instant(day: date, at: time, tz: str) -> datetime:
     return local.astimezone(UTC)
 
 
+def local_date(at: datetime, tz: str) -> date:
+    """The local date of an instant in the zone ``tz``."""
+    return at.astimezone(zone(tz)).date()
+
+
 def midnight(day: date, tz: str) -> datetime:
     """``day 00:00`` local as a UTC instant: where a period begins or ends."""
     return local_instant(day, time(0, 0), tz)

@@ -41,6 +41,7 @@ from persistence.tables import (
     IngestBatchRow,
     InvoiceRow,
     LateUsageRow,
+    PlanChangeRow,
     PlanMeterRow,
     PlanVersionRow,
     RejectedUsageRow,
@@ -329,12 +330,21 @@ def outcome_counts(session: Session) -> dict[str, int]:
 
 def count_unbilled(session: Session) -> int:
     """Accepted events that fall in the lifetime of no subscription of their customer whose
-    plan charges their meter."""
-    S, PM = SubscriptionRow, PlanMeterRow
+    plan in force on their date charges their meter."""
+    S, PM, PC = SubscriptionRow, PlanMeterRow, PlanChangeRow
+
+    def in_force(column: Any) -> Any:  # SPEC §14: of the latest change on or before it
+        return (select(column).where(col(PC.subscription_id) == col(S.id),
+                                     col(PC.since_at) <= col(E.timestamp))
+                .correlate_except(PC).order_by(col(PC.since_at).desc()).limit(1)
+                .scalar_subquery())
+
+    plan_id = func.coalesce(in_force(col(PC.plan_id)), col(S.plan_id))
+    version = func.coalesce(in_force(col(PC.plan_version)), col(S.plan_version))
     billed = (
         select(literal(1))
         .select_from(S)
-        .join(PM, (col(PM.plan_id) == col(S.plan_id)) & (col(PM.version) == col(S.plan_version)))
+        .join(PM, (col(PM.plan_id) == plan_id) & (col(PM.version) == version))
         .where(
             col(S.customer_id) == col(E.customer_id),
             col(PM.meter_id) == col(E.meter_id),
@@ -393,26 +403,78 @@ class Billing:
     next_boundary_at: datetime
     interval: str
     timezone: str
+    # SPEC §14, for a subscription that changed plans: the meters charged from each date
+    # on (its start, then each change date); empty when its first plan is in force all along
+    meters_from: tuple[tuple[date, frozenset[str]], ...] = ()
+
+    def bills(self, meter: str, day: date) -> bool:
+        """Whether the plan in force on the local date ``day`` charges ``meter``."""
+        charged = None
+        for since, meters in self.meters_from:
+            if since <= day or charged is None:
+                charged = meters
+        return charged is None or meter in charged
 
 
 def billing_subscriptions(session: Session, customers: Collection[str]) -> list[Billing]:
-    """The subscriptions of these customers with the meters their plan versions charge."""
-    S, PM, V = SubscriptionRow, PlanMeterRow, PlanVersionRow
+    """The subscriptions of these customers with the meters any plan of theirs charges —
+    the first plan's and, after a plan change (SPEC §14), the plans of their changes, from
+    their change dates."""
+    S, PM, V, PC = SubscriptionRow, PlanMeterRow, PlanVersionRow, PlanChangeRow
     result: list[Billing] = []
     wanted = sorted(set(customers))
+    fields = (col(S.id), col(S.customer_id), col(PM.meter_id), col(S.start),
+              col(S.start_at), col(S.end_at), col(S.closed_until_at), col(S.next_boundary_at),
+              col(V.interval), col(EntityRow.timezone))
     for start in range(0, len(wanted), CHUNK):
-        stmt = (select(col(S.id), col(S.customer_id), col(PM.meter_id), col(S.start),
-                       col(S.start_at), col(S.end_at), col(S.closed_until_at),
-                       col(S.next_boundary_at), col(V.interval), col(EntityRow.timezone))
+        part = wanted[start:start + CHUNK]
+        stmt = (select(*fields)
                 .join(PM, (col(PM.plan_id) == col(S.plan_id))
                       & (col(PM.version) == col(S.plan_version)))
                 .join(V, (col(V.plan_id) == col(S.plan_id))
                       & (col(V.version) == col(S.plan_version)))
                 .join(EntityRow, col(EntityRow.id) == col(S.entity_id))
-                .where(col(S.customer_id).in_(wanted[start:start + CHUNK])))
-        result.extend(Billing(sub, c, m, st, sa, ea, cu, nb, iv, tz)
-                      for sub, c, m, st, sa, ea, cu, nb, iv, tz in session.execute(stmt))
+                .where(col(S.customer_id).in_(part)))
+        rows = session.execute(stmt).all()
+        changed = (select(*fields, col(PC.since))
+                   .join(PC, col(PC.subscription_id) == col(S.id))
+                   .outerjoin(PM, (col(PM.plan_id) == col(PC.plan_id))
+                              & (col(PM.version) == col(PC.plan_version)))
+                   .join(V, (col(V.plan_id) == col(S.plan_id))
+                         & (col(V.version) == col(S.plan_version)))
+                   .join(EntityRow, col(EntityRow.id) == col(S.entity_id))
+                   .where(col(S.customer_id).in_(part)))
+        changes = session.execute(changed).all()
+        if not changes:  # the common case: no plan change
+            result.extend(_billing(tuple(r), ()) for r in rows)
+            continue
+        meters_from: dict[str, dict[date, set[str]]] = defaultdict(lambda: defaultdict(set))
+        fields_of: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for r in rows:
+            meters_from[r[0]][r[3]].add(r[2])
+            fields_of[(r[0], r[2])] = tuple(r)
+        for change in changes:
+            sub, meter, since = str(change[0]), change[2], _as_date(change[-1])
+            meters_from[sub][since]  # a plan without usage charges charges no meter
+            if meter is not None:
+                meters_from[sub][since].add(meter)
+                fields_of.setdefault((sub, meter), tuple(change)[:-1])
+        for (sub, _), found in sorted(fields_of.items()):
+            timeline = tuple(sorted((d, frozenset(m)) for d, m in meters_from[sub].items()))
+            result.append(_billing(found, timeline if len(timeline) > 1 else ()))
     return result
+
+
+def _as_date(value: Any) -> date:
+    assert isinstance(value, date)
+    return value
+
+
+def _billing(fields: Sequence[Any], meters_from: tuple[tuple[date, frozenset[str]], ...]
+             ) -> Billing:
+    sub, customer, meter, start, start_at, end_at, closed, next_at, interval, tz = fields[:10]
+    return Billing(sub, customer, meter, start, start_at, end_at, closed, next_at, interval,
+                   tz, meters_from)
 
 
 def lock_closing(session: Session, subscription_ids: Collection[str]

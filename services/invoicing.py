@@ -258,13 +258,15 @@ def due_invoices(session: Session, entity: Entity, run_at: datetime,
     billed is recorded as failed for this run (the next run tries again)."""
     subs = subs_repo.due(session, entity.id, run_at)
     plans = catalog_repo.plans(session, {(s.plan_id, s.plan_version) for s in subs})
+    changed = plan_changes_repo.with_changes(session, [s.id for s in subs])
+    histories = plan_changes_repo.histories(session, [s for s in subs if s.id in changed])
     failed = invoices_repo.failed_in_run(session, run_at)
     due: list[tuple[str, date]] = []
     moves: list[subs_repo.Advance] = []
     for sub in subs:
         try:
             plan = plans.get((sub.plan_id, sub.plan_version)) or plan_of(session, sub)
-            terms = terms_of(sub, plan)
+            terms = terms_of(sub, plan, histories.get(sub.id))
             boundaries = reached(terms, entity.timezone, run_at, sub.next_k)
         except Exception as exc:
             if is_infrastructure(exc):

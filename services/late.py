@@ -28,7 +28,7 @@ from domain.catalog import Aggregation, Entity, Meter, Plan, UsageCharge
 from domain.filters import Filter
 from domain.invoices import Billed, Line, Terms, adjustment
 from domain.money import EXACT
-from domain.periods import Interval, boundary, midnight, period_of
+from domain.periods import Interval, boundary, local_date, midnight, period_of
 from domain.plan_history import PlanHistory, days, prorated_minimum
 from domain.usage import UsageEvent
 from persistence import catalog as catalog_repo
@@ -65,6 +65,9 @@ def flag_late(session: Session, events: Sequence[UsageEvent], now: datetime) -> 
         for s in by_meter.get((event.customer, event.meter), ()):
             if not s.start_at <= event.timestamp or (s.end_at and event.timestamp >= s.end_at):
                 continue
+            if s.meters_from and not s.bills(event.meter, local_date(event.timestamp,
+                                                                     s.timezone)):
+                continue  # SPEC §14: the plan in force that day does not charge it
             closed = fresh.get(s.subscription, s.closed_until_at)
             if closed is not None and event.timestamp < closed:
                 interval = Interval(s.interval)
