@@ -55,6 +55,8 @@ def invoice_table(inv: dict[str, Any], units: Mapping[str, Unit] | None = None) 
     table.add_column(currency, justify="right", footer=footer)
     for ln in inv["lines"]:
         group = f" — {ln['filter'] or 'default'}" if "filter" in ln else ""
+        if ln["type"] == "proration":
+            group = f" — {ln['plan']}, {ln['quantity'].lstrip('-')} days"
         table.add_row(f"{ln['type']} {ln['charge']}{group}",
                       f"{ln['period_start']} → {ln['period_end']}",
                       format_in_unit(ln["quantity"], (units or {}).get(ln["charge"])),

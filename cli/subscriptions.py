@@ -1,5 +1,5 @@
-"""``billing subscriptions``: list them, and show one: status, plan version, start, end,
-the next invoice's boundary and the bill run that will issue it."""
+"""``billing subscriptions``: list them, show one (status, plan history, start, end, the
+next invoice's boundary and the bill run that will issue it), change its plan."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, fail, out
-from services import clock
+from cli.common import connect, err, fail, out
+from cli.demo import invoice_table
+from domain.documents import preview_document
+from services import clock, plan_changes
 from services import subscriptions as subscriptions_service
+from services.commands import run_command
 from services.subscriptions import SubscriptionView
 
 app = typer.Typer(help="Subscriptions: list, show (with the next bill run).",
@@ -79,7 +82,9 @@ def show(
         fail(f"no subscription {subscription!r} (see `billing subscriptions list`)", code=1)
     v = found[0]
     if as_json:
-        out.print_json(json.dumps(subscription_json(v)))
+        out.print_json(json.dumps({**subscription_json(v), "plans": [
+            {"plan": p.plan, "version": p.version, "from": p.since.isoformat()}
+            for p in plan_changes.history_of(v.id)]}))
         return
     discount = "—"
     if v.discount:
@@ -101,5 +106,55 @@ def show(
     for name, value in rows:
         table.add_row(name, value)
     out.print(table)
+    history = plan_changes.history_of(v.id)
+    if len(history) > 1:
+        out.print("plans: " + " → ".join(f"{p.plan} v{p.version} from {p.since}"
+                                         for p in history), highlight=False, soft_wrap=True)
     if v.note:
         out.print(f"note: {escape(v.note)}", highlight=False, soft_wrap=True)
+
+
+@app.command("change-plan")
+def change_plan(
+    subscription: Annotated[str, typer.Argument(help="The subscription id.")],
+    plan: Annotated[str, typer.Argument(help="The plan to move to (its latest version).")],
+    since: Annotated[str, typer.Option("--from", help="The local date it is in force from: "
+                                       "in the current period, at the latest the next "
+                                       "boundary.")],
+    preview: Annotated[bool, typer.Option(
+        "--preview", help="Show what the next invoice would carry; change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Move a subscription to another plan from a date (SPEC §14): usage is billed per
+    segment, the fee billed in advance is prorated by days on the next invoice. A change on
+    the latest change date replaces it, or calls it off."""
+    connect()
+    if preview:
+        found = plan_changes.preview_change(subscription, plan, since, clock.now())
+        if found.outcome.status == "refused":
+            fail(found.outcome.detail, code=1)
+        if as_json:
+            out.print_json(json.dumps({
+                "change": found.outcome.detail,
+                "estimate": preview_document(found.invoice, subscription, clock.now())
+                if found.invoice else None}))
+            return
+        err.print(f"[bold]if made:[/] {escape(found.outcome.detail)} — nothing was changed",
+                  highlight=False, soft_wrap=True)
+        if found.invoice is not None:
+            out.print(invoice_table(preview_document(found.invoice, subscription,
+                                                     clock.now()) | {
+                "number": None, "status": "estimate", "customer": "", "issued_at": "now"}))
+        return
+    outcome = run_command("change_plan", lambda s, now: plan_changes.do_change_plan(
+        s, now, subscription, plan, since), subscription=subscription)
+    if outcome.status == "refused":
+        fail(outcome.detail, code=1)
+    if as_json:
+        out.print_json(json.dumps({"outcome": outcome.status, "detail": outcome.detail,
+                                   "plans": [{"plan": p.plan, "version": p.version,
+                                              "from": p.since.isoformat()}
+                                             for p in plan_changes.history_of(subscription)]}))
+        return
+    err.print(f"[green]✓[/] {escape(outcome.detail)}", highlight=False, soft_wrap=True)
+

@@ -600,22 +600,28 @@ def preview(subscription: str, at: datetime, *, latest: bool = False) -> Compose
     from the events ingested up to ``at`` — or, ``latest`` (``at`` is now), from every
     event stored: exactly what an invoice computed now would count. Nothing is stored."""
     with unit_of_work() as session:
-        row = subs_repo.get(session, subscription)
-        if row is None:
-            raise Invalid("subscription", f"{subscription!r} is not a known subscription")
-        plan = plan_of(session, row)
-        entity = catalog_repo.entity(session, row.entity_id)
-        assert entity is not None
-        k, boundary = next_boundary_after(terms_of(row, plan), entity.timezone, at)
-        if row.end is not None and boundary > row.end:
-            raise Invalid("subscription", f"{subscription!r} ended on {row.end}")
-        composed = compute(session, row, plan, entity, k,
-                           ingested_by=None if latest else at, estimate=True).invoice
-        if composed is None:
-            raise Invalid("subscription", f"the invoice at {boundary} would have no line")
-        # SPEC §12: the customer's balance applied as if it were sent at `at`, first
-        paid = credits.estimate(session, row.customer_id, composed.currency, composed.total,
-                                at)
+        return estimate(session, subscription, at, latest=latest)
+
+
+def estimate(session: Session, subscription: str, at: datetime, *,
+             latest: bool = False) -> ComposedInvoice:
+    """``preview`` in the caller's transaction (a plan change's preview computes it with
+    the change made, then rolls it back)."""
+    row = subs_repo.get(session, subscription)
+    if row is None:
+        raise Invalid("subscription", f"{subscription!r} is not a known subscription")
+    plan = plan_of(session, row)
+    entity = catalog_repo.entity(session, row.entity_id)
+    assert entity is not None
+    k, boundary = next_boundary_after(terms_of(row, plan), entity.timezone, at)
+    if row.end is not None and boundary > row.end:
+        raise Invalid("subscription", f"{subscription!r} ended on {row.end}")
+    composed = compute(session, row, plan, entity, k,
+                       ingested_by=None if latest else at, estimate=True).invoice
+    if composed is None:
+        raise Invalid("subscription", f"the invoice at {boundary} would have no line")
+    # SPEC §12: the customer's balance applied as if it were sent at `at`, first
+    paid = credits.estimate(session, row.customer_id, composed.currency, composed.total, at)
     return replace(composed, credits=paid)
 
 

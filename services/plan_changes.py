@@ -9,12 +9,13 @@ computed (``services.invoicing``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain.invoices import Terms
+from domain.invoices import ComposedInvoice, Terms
 from domain.periods import Interval, boundary, midnight, period_of
 from domain.plan_history import PlanHistory, why_refused
 from domain.subscriptions import lifetimes_overlap
@@ -22,7 +23,9 @@ from domain.validation import Invalid, check_text, parse_date
 from persistence import catalog as catalog_repo
 from persistence import plan_changes as plan_changes_repo
 from persistence import subscriptions as subs_repo
+from persistence.db import unit_of_work
 from persistence.tables import SubscriptionRow
+from services import invoicing
 from services.commands import INVALID, Outcome, applied, invalid, not_found, refused
 
 
@@ -115,3 +118,46 @@ def _reconsider(session: Session, row: SubscriptionRow, history: PlanHistory, k:
     if terms.has_lines(k):
         row.next_k, row.next_boundary = k, period_start
         row.next_boundary_at = midnight(period_start, tz)
+
+
+@dataclass(frozen=True)
+class ChangePreview:
+    outcome: Outcome  # what the change would do (refused: why)
+    invoice: ComposedInvoice | None  # the next invoice's estimate with the change made
+
+
+def preview_change(subscription: str, plan_id: str, since: str,
+                   now: datetime) -> ChangePreview:
+    """What ``change_plan`` would do now, and the estimate of the next invoice with it —
+    its segments and prorations (SPEC §14); nothing is stored (the change is made in a
+    savepoint that is rolled back)."""
+    with unit_of_work() as session:
+        savepoint = session.begin_nested()
+        try:
+            outcome = do_change_plan(session, now, subscription, plan_id, since, now)
+            invoice = None
+            if outcome.status == "applied":
+                invoice = invoicing.estimate(session, subscription, now, latest=True)
+        finally:
+            savepoint.rollback()
+    return ChangePreview(outcome, invoice)
+
+
+@dataclass(frozen=True)
+class PlanPeriod:
+    """One entry of a subscription's plan history, for people: a plan from a date."""
+
+    plan: str
+    version: int
+    since: date
+
+
+def history_of(subscription: str) -> list[PlanPeriod]:
+    """The subscription's plan history: its first plan from its start, then each change."""
+    with unit_of_work() as session:
+        row = subs_repo.get(session, subscription)
+        if row is None:
+            raise Invalid("subscription", f"{subscription!r} is not a known subscription")
+        history = plan_changes_repo.histories(session, [row])[row.id]
+    return [PlanPeriod(e.plan.id, e.version, e.since) for e in history.entries]
+

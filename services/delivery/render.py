@@ -273,6 +273,10 @@ def _charge_label(line: Mapping[str, Any]) -> str:
     """The charge, and for a charge with filters its group (SPEC §13): "tokens — large",
     "tokens — default" for the events no filter matched."""
     charge = _text(line, "charge")
+    if line.get("type") == "proration":  # SPEC §14: "base — pro, 21 days charged"
+        days = str(line.get("quantity", "")).lstrip("-")
+        what = "credited" if str(line.get("quantity", "")).startswith("-") else "charged"
+        return f"{charge} — {line.get('plan')}, {days} days {what}"
     if "filter" not in line:
         return charge
     group = line["filter"]

@@ -258,6 +258,8 @@ def commands(folder: Path) -> dict[str, tuple[str, ...]]:
         "credits list": ("credits", "list"),
         "credits void": ("credits", "void", "g-1"),
         "credits balance": ("credits", "balance", "c-1"),
+        "subscriptions change-plan": ("subscriptions", "change-plan", "s-1", "pro", "--from",
+                                      "2026-02-10"),
     }
 
 
