@@ -71,6 +71,8 @@ def do_change_plan(session: Session, now: datetime, subscription: Any, plan_id: 
     reason = why_refused(history, plan, day, (period_start, next_boundary),
                          ended=row.end_at is not None and row.end_at <= t,
                          cancelled=row.end is not None)
+    if reason is None:
+        reason = _invoiced_after(session, row, day)
     after = history.with_change(day, plan, version) if reason is None else history
     if reason is None:
         reason = _overlap(session, row, after, day)
@@ -84,6 +86,17 @@ def do_change_plan(session: Session, now: datetime, subscription: Any, plan_id: 
         return applied(f"{row.id}: the change from {day} is called off; {in_force.plan.id} "
                        "stays in force")
     return applied(f"{row.id} on {plan.id} (version {version}) from {day}")
+
+
+def _invoiced_after(session: Session, row: SubscriptionRow, since: date) -> str | None:
+    """A change judged at the instant it was sent may be processed after the bill run that
+    invoiced the period it falls in (sent before the run, processed after): it would change
+    the days of an issued invoice. An invoice at a boundary later than ``since`` refuses
+    it. (One at ``since`` itself billed the fee in advance: the next invoice prorates it.)"""
+    for day, _ in subs_repo.invoiced_from(session, row.id, since):
+        if day > since:
+            return f"the invoice at {day} already billed the days from {since}"
+    return None
 
 
 def _overlap(session: Session, row: SubscriptionRow, after: PlanHistory,
