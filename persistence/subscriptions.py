@@ -61,8 +61,13 @@ def get_many(session: Session, ids: Sequence[str]) -> dict[str, SubscriptionRow]
     return result
 
 
-def of_entity(session: Session, entity_id: str) -> list[SubscriptionRow]:
-    return list(session.scalars(select(S).where(col(S.entity_id) == entity_id)))
+def of_entity(session: Session, entity_id: str, *, lock: bool = False) -> list[SubscriptionRow]:
+    """The entity's subscriptions; ``lock``: locked for update in id order (as a bill run
+    locks them), read afresh."""
+    stmt = select(S).where(col(S.entity_id) == entity_id).order_by(col(S.id))
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return list(session.scalars(stmt))
 
 
 def listing(session: Session, *, customer: str | None = None, entity: str | None = None,

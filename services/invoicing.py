@@ -261,7 +261,9 @@ def plan_bill_run(entity: str, local_date: date, now: datetime) -> BillRun | Out
     """What the entity's bill run of ``local_date`` (08:15 local) must issue, or why it
     cannot run (an unknown entity, a run that has not come yet)."""
     with unit_of_work() as session:
-        found = catalog_repo.entity(session, entity)
+        # share-locked: its zone cannot change while the run computes instants from it
+        # and advances subscriptions (a catalog change locks it first)
+        found = catalog_repo.entity(session, entity, share=True)
         if found is None:
             return refused(f"bill-run: {entity!r} is not a known entity")
         run_at = bill_run_instant(local_date, found.timezone)
@@ -357,6 +359,18 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
         if k is None or not terms.reaches(boundary):
             outcomes[index] = refused(
                 f"{subscription}@{boundary}: not a boundary the subscription reaches")
+            continue
+        zone = entities[row.entity_id]
+        assert zone is not None
+        if (subscription, boundary) not in exists \
+                and midnight(boundary, zone.timezone) > issued_at:
+            # planned in another zone than the entity's now (a catalog change came between
+            # the run's plan and this chunk): its period is not over at this run; a later
+            # run of the entity's zone issues it
+            outcomes[index] = refused(
+                f"{subscription}@{boundary}: its period ends at "
+                f"{midnight(boundary, zone.timezone).isoformat()} in {zone.timezone}, "
+                f"after this run ({issued_at.isoformat()})")
             continue
         if (subscription, boundary) in exists:
             outcomes[index] = Outcome("unchanged", f"{subscription}@{boundary}: exists")

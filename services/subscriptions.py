@@ -89,8 +89,12 @@ def do_subscribe(session: Session, now: datetime, request: dict[str, Any],
     if latest is None:
         return not_found(f"subscribe.plan: {req.plan!r} is not a known plan", "plan")
     version, plan = latest
-    entity = catalog_repo.entity(session, customer.entity)
+    # share-locked, after the customer, in this order (persistence/catalog.py, "locks"): a
+    # catalog change waits for this subscribe, or this subscribe for it — so the entity's
+    # zone and the meters' aggregations it is sold on are the ones that stay
+    entity = catalog_repo.entity(session, customer.entity, share=True)
     assert entity is not None
+    catalog_repo.lock_meters(session, plan.meters, share=True)
     reason = _overlap(session, customer.id, plan, req.start, None)
     if reason:
         return refused(f"subscribe {req.id!r} {reason}")
