@@ -247,8 +247,11 @@ def due_invoices(session: Session, entity: Entity, run_at: datetime,
         with_lines = [(k, b) for k, b in boundaries if terms.has_lines(k)]
         if not with_lines and boundaries:  # e.g. the opening invoice of a usage-only plan
             k = boundaries[-1][0] + 1
+            # read without a lock: only if a cancel or uncancel has not moved its end since
+            # (an uncancel may have given the boundary just passed a line to invoice)
             moves.append(subs_repo.Advance(sub.id, k, terms.boundary(k),
-                                           midnight(terms.boundary(k), entity.timezone)))
+                                           midnight(terms.boundary(k), entity.timezone),
+                                           if_unchanged=True, ends=sub.end))
         for _, b in with_lines:
             if (sub.id, b) in failed:
                 break  # this run failed it already; later boundaries wait behind it
