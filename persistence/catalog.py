@@ -198,7 +198,13 @@ def customers(session: Session, ids: Collection[str] | None = None) -> dict[str,
 
 
 def customer(session: Session, customer_id: str, *, lock: bool = False) -> Customer | None:
-    row = session.get(CustomerRow, customer_id, with_for_update=lock)
+    """The customer; ``lock``: locked until the commit (commands for one customer one at a
+    time) — for no-key update, so that a foreign key's check (an invoice inserted for the
+    customer by a bill run holding its subscription) never waits for it: a cancel holding
+    the customer and waiting for the subscription cannot deadlock with that run."""
+    row = session.get(CustomerRow, customer_id,
+                      with_for_update={"key_share": True} if lock else None,
+                      populate_existing=lock)
     return None if row is None else _customer(row)
 
 

@@ -293,3 +293,46 @@ def test_a_run_planned_before_an_uncancel_does_not_move_past_the_boundary_it_now
             (outcome, invoiced)
     else:  # the run won: the uncancel is refused, the subscription ends
         assert row.end == date(2026, 2, 1) and invoiced == [date(2026, 1, 1)]
+
+
+def test_a_cancel_racing_the_issue_of_its_subscription_waits_instead_of_deadlocking(
+        pg_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue of ``s-1``'s invoice has locked the subscription and is computing; a
+    cancel of ``s-1`` locks its customer (serialized per customer), then waits for the
+    subscription. The invoice's insert checks its customer (a foreign key): that check
+    must not wait for the cancel's customer lock — else each waits for the other and the
+    database kills one (a deadlock)."""
+    catalog_service.apply_document(base_catalog(), NOW)
+    subscribe("s-1", "c-1", "pro", "2026-01-01", datetime(2025, 12, 20, tzinfo=UTC))
+    computing = threading.Event()
+    compute = invoicing.compute_many
+
+    def slow_compute(*args: Any, **kwargs: Any) -> Any:
+        computing.set()
+        time.sleep(1.5)  # the cancel takes the customer's lock meanwhile
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(invoicing, "compute_many", slow_compute)
+    errors: list[BaseException] = []
+
+    def issue() -> None:
+        try:
+            invoicing.issue_chunk([("s-1", date(2026, 1, 1))],
+                                  datetime(2026, 1, 1, 7, 15, tzinfo=UTC), NOW)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    issuing = threading.Thread(target=issue)
+    issuing.start()
+    assert computing.wait(30)
+    try:
+        cancel = run_command("cancel", lambda s, t: subscriptions.do_cancel(
+            s, t, "s-1", datetime(2026, 1, 10, tzinfo=UTC)), message_id="cancel-1").status
+    except BaseException as exc:  # reported below
+        errors.append(exc)
+        cancel = "error"
+    issuing.join(timeout=60)
+    assert errors == [], errors
+    assert cancel == "applied"
+    with unit_of_work() as session:
+        assert list(session.scalars(select(InvoiceRow.boundary))) == [date(2026, 1, 1)]
