@@ -26,12 +26,14 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import select
 
+from domain.periods import midnight
 from persistence import catalog as catalog_repo
 from persistence import deadletters as deadletters_repo
 from persistence.db import unit_of_work
 from persistence.tables import (
     ApiKeyRow,
     CustomerRow,
+    EntityRow,
     InvoiceRow,
     MeterRow,
     PortalLinkRow,
@@ -96,7 +98,7 @@ def test_a_meter_changed_while_a_subscribe_charging_it_runs_waits_for_it_or_is_r
         return found
 
     monkeypatch.setattr(catalog_repo, "meter_subscription_count", slow_count)
-    changed = {**base_catalog(), "meters": [{"id": "tokens", "aggregation": "max"}]}
+    changed = {"meters": [{"id": "tokens", "aggregation": "max"}]}
     change = threading.Thread(target=catalog_service.apply_document, args=(changed,))
     change.start()
     assert counted.wait(30)
@@ -112,6 +114,39 @@ def test_a_meter_changed_while_a_subscribe_charging_it_runs_waits_for_it_or_is_r
         assert meter is not None and meter.aggregation == "max"
     assert outcome == ["applied"]
     assert waited, "the subscribe committed between the change's check and its write"
+
+
+def test_a_time_zone_changed_while_a_subscribe_runs_leaves_no_instant_in_the_old_zone(
+        pg_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other way round, for a zone: a subscribe has read its entity (Oslo) and is held
+    2 s before it stores the subscription; a catalog change moves the entity to Tokyo
+    then. The change must wait for the subscribe (and move its subscription), not commit
+    in between and leave a subscription with the old zone's instants."""
+    catalog_service.apply_document(base_catalog(), NOW)
+    read = threading.Event()
+    lock_meters = catalog_repo.lock_meters
+
+    def slow_lock(*args: Any, **kwargs: Any) -> None:
+        lock_meters(*args, **kwargs)
+        if kwargs.get("share"):  # the subscribe, right after it read its entity
+            read.set()
+            time.sleep(2.0)
+
+    monkeypatch.setattr(catalog_repo, "lock_meters", slow_lock)
+    outcome: list[str] = []
+    sub = threading.Thread(target=lambda: outcome.append(subscribe("s-1", "c-1")))
+    sub.start()
+    assert read.wait(30)
+    catalog_service.apply_document(
+        {"entities": [{"id": "acme", "timezone": "Asia/Tokyo", "invoice_prefix": "AC"}]})
+    sub.join(timeout=60)
+    with unit_of_work() as session:
+        row = session.get(SubscriptionRow, "s-1")
+        zone = session.get(EntityRow, "acme")
+    assert outcome == ["applied"] and row is not None and zone is not None
+    assert zone.timezone == "Asia/Tokyo"
+    assert row.start_at == midnight(row.start, "Asia/Tokyo"), \
+        f"start_at {row.start_at} is midnight of {row.start} in the old zone"
 
 
 @pytest.fixture
