@@ -264,9 +264,10 @@ def drafts_at(session: Session, customer_ids: Collection[str], at: datetime) -> 
 # What a catalog change checks before it changes something ("has invoices", "has
 # subscriptions", "is charged") is checked under a lock of the rows it changes that the
 # command it guards against takes too — in one order everywhere: the catalog's revision
-# row (catalog changes one at a time), customers, entities, meters, plans, subscriptions,
-# each in id order. A subscribe takes its customer, entity and meters in that order; a
-# bill run its subscriptions. See docs/decisions.md, "Check, then act".
+# row (catalog changes one at a time), customers, entities, meters, subscriptions, each in
+# id order (then a plan whose version is added). A subscribe takes its customer, entity
+# and meters in that order; a bill run its subscriptions. See docs/decisions.md, "Check,
+# then act".
 
 
 def lock_catalog(session: Session) -> None:

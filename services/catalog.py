@@ -237,11 +237,12 @@ def _lock_what_it_changes(session: Session, catalog: Catalog) -> None:
     a time), then the stored customers the file names (a subscribe locks its customer:
     "has subscriptions" cannot miss one), the stored entities and meters it changes (a
     subscribe share-locks its entity and its plan's meters: a new subscription cannot
-    take the old zone or the old aggregation), the plans it changes (``add_plan_version``),
-    and the subscriptions of an entity whose zone changes (a bill run locks the
-    subscriptions it issues for: "has invoices" cannot miss one, and their instants are
-    moved on rows read afresh). Always in that order, each in id order, as every other
-    writer takes them (persistence/catalog.py, "locks"): nothing waits in a circle."""
+    take the old zone or the old aggregation), and the subscriptions of an entity whose
+    zone changes (a bill run locks the subscriptions it issues for: "has invoices" cannot
+    miss one, and their instants are moved on rows read afresh); a plan it changes is
+    locked when its version is added, after all of these. Always in that order, each in
+    id order, as every other writer takes them (persistence/catalog.py, "locks"): nothing
+    waits in a circle."""
     catalog_repo.lock_catalog(session)
     stored_customers = catalog_repo.customers(session, list(catalog.customers))
     catalog_repo.lock_customers(session, stored_customers)
