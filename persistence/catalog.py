@@ -28,7 +28,9 @@ from domain.units import Unit
 from domain.validation import UNSTORABLE
 from persistence import db
 from persistence.billruns import bump_catalog_revision
+from persistence.sql import insert_ignore, is_postgres
 from persistence.tables import (
+    CatalogRevisionRow,
     CustomerRow,
     DraftSettingRow,
     EntityRow,
@@ -52,8 +54,11 @@ def _entity(row: EntityRow) -> Entity:
     return Entity(row.id, row.timezone, row.invoice_prefix, delivery, tuple(row.taxes or ()))
 
 
-def entity(session: Session, entity_id: str) -> Entity | None:
-    row = session.get(EntityRow, entity_id)
+def entity(session: Session, entity_id: str, *, share: bool = False) -> Entity | None:
+    """The entity; ``share``: share-locked until the commit, so that its time zone cannot
+    change under what is computed from it (a subscribe, a bill run's plan)."""
+    row = session.get(EntityRow, entity_id, with_for_update={"read": True} if share else None,
+                      populate_existing=share)
     return None if row is None else _entity(row)
 
 
@@ -193,7 +198,13 @@ def customers(session: Session, ids: Collection[str] | None = None) -> dict[str,
 
 
 def customer(session: Session, customer_id: str, *, lock: bool = False) -> Customer | None:
-    row = session.get(CustomerRow, customer_id, with_for_update=lock)
+    """The customer; ``lock``: locked until the commit (commands for one customer one at a
+    time) — for no-key update, so that a foreign key's check (an invoice inserted for the
+    customer by a bill run holding its subscription) never waits for it: a cancel holding
+    the customer and waiting for the subscription cannot deadlock with that run."""
+    row = session.get(CustomerRow, customer_id,
+                      with_for_update={"key_share": True} if lock else None,
+                      populate_existing=lock)
     return None if row is None else _customer(row)
 
 
@@ -246,6 +257,54 @@ def drafts_at(session: Session, customer_ids: Collection[str], at: datetime) -> 
                 result[customer_id] = value
                 first.add(customer_id)
     return result
+
+
+# ---------------------------------------------------------------------------- locks
+
+# What a catalog change checks before it changes something ("has invoices", "has
+# subscriptions", "is charged") is checked under a lock of the rows it changes that the
+# command it guards against takes too — in one order everywhere: the catalog's revision
+# row (catalog changes one at a time), customers, entities, meters, subscriptions, each in
+# id order (then a plan whose version is added). A subscribe takes its customer, entity
+# and meters in that order; a bill run its subscriptions. See docs/decisions.md, "Check,
+# then act".
+
+
+def lock_catalog(session: Session) -> None:
+    """Catalog changes one at a time (two that create one customer, entity or plan would
+    otherwise both find it missing): the catalog's revision row, locked until the commit
+    (PostgreSQL; SQLite has one writer)."""
+    if not is_postgres(session):
+        return
+    R = CatalogRevisionRow
+    session.execute(insert_ignore(session, R, "id").values(id=1, revision=0))
+    session.execute(select(col(R.id)).where(col(R.id) == 1).with_for_update())
+
+
+def _lock(session: Session, model: type[CustomerRow] | type[EntityRow] | type[MeterRow],
+          ids: Iterable[str], *, share: bool = False) -> None:
+    """Lock these rows (those that exist) in id order until the commit: for no-key update
+    (what changing them takes; a foreign key's check still passes), or shared."""
+    if not is_postgres(session):
+        return
+    wanted = sorted(set(ids))
+    column = col(model.id)
+    for start in range(0, len(wanted), 500):
+        stmt = select(column).where(column.in_(wanted[start:start + 500])).order_by(column)
+        session.execute(stmt.with_for_update(read=True) if share
+                        else stmt.with_for_update(key_share=True))
+
+
+def lock_customers(session: Session, ids: Iterable[str]) -> None:
+    _lock(session, CustomerRow, ids)
+
+
+def lock_entities(session: Session, ids: Iterable[str]) -> None:
+    _lock(session, EntityRow, ids)
+
+
+def lock_meters(session: Session, ids: Iterable[str], *, share: bool = False) -> None:
+    _lock(session, MeterRow, ids, share=share)
 
 
 # ---------------------------------------------------------------------------- any

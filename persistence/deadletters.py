@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, func, select
@@ -23,6 +24,20 @@ def add(session: Session, message_id: str, queue_name: str, actor_name: str,
 
 def all(session: Session) -> list[DeadLetterRow]:
     return list(session.scalars(select(DeadLetterRow).order_by(col(DeadLetterRow.failed_at))))
+
+
+def take(session: Session, message_ids: Sequence[str] | None, *,
+         skip_actor: str) -> list[DeadLetterRow]:
+    """Delete and return the dead letters to requeue (those of ``message_ids``, or all; not
+    those of ``skip_actor``), oldest first. Deleted by this statement, so a transaction
+    doing the same at once gets none of them (it waits, then finds them gone)."""
+    D = DeadLetterRow
+    stmt = delete(D).where(col(D.actor_name) != skip_actor)
+    if message_ids is not None:
+        stmt = stmt.where(col(D.message_id).in_(sorted(set(message_ids))))
+    taken = [r for r in session.execute(stmt.returning(*D.__table__.columns))]  # type: ignore[attr-defined]
+    rows = [D(**r._asdict()) for r in taken]
+    return sorted(rows, key=lambda r: (r.failed_at, r.message_id))
 
 
 def remove(session: Session, message_id: str) -> None:

@@ -8,13 +8,24 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from persistence.sql import rowcount
+from persistence.sql import insert_ignore, rowcount
 from persistence.tables import PortalLinkRow
 
 
 def add(session: Session, row: PortalLinkRow) -> None:
     session.add(row)
     session.flush()
+
+
+def add_once(session: Session, row: PortalLinkRow) -> PortalLinkRow:
+    """Store ``row`` unless a link with its id exists (or is being stored by another
+    transaction, which this one waits for); the link with that id."""
+    session.execute(insert_ignore(session, PortalLinkRow, "id").values(
+        id=row.id, customer_id=row.customer_id, created_at=row.created_at,
+        expires_at=row.expires_at))
+    stored = session.get(PortalLinkRow, row.id, populate_existing=True)
+    assert stored is not None
+    return stored
 
 
 def get(session: Session, link_id: str) -> PortalLinkRow | None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Date, bindparam, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -61,8 +61,13 @@ def get_many(session: Session, ids: Sequence[str]) -> dict[str, SubscriptionRow]
     return result
 
 
-def of_entity(session: Session, entity_id: str) -> list[SubscriptionRow]:
-    return list(session.scalars(select(S).where(col(S.entity_id) == entity_id)))
+def of_entity(session: Session, entity_id: str, *, lock: bool = False) -> list[SubscriptionRow]:
+    """The entity's subscriptions; ``lock``: locked for update in id order (as a bill run
+    locks them), read afresh."""
+    stmt = select(S).where(col(S.entity_id) == entity_id).order_by(col(S.id))
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return list(session.scalars(stmt))
 
 
 def listing(session: Session, *, customer: str | None = None, entity: str | None = None,
@@ -160,29 +165,39 @@ def created_after_run(session: Session, entity_id: str, run_at: datetime,
 @dataclass(frozen=True)
 class Advance:
     """Every boundary of a subscription before ``b_k`` is dealt with; its usage before
-    ``closed_until_at`` is invoiced (when given)."""
+    ``closed_until_at`` is invoiced (when given). ``if_unchanged``: only if the subscription
+    still ends on ``ends`` (``None``: no end) — for a move decided on a row read without a
+    lock, which a cancel or uncancel may have changed since."""
 
     subscription_id: str
     k: int
     boundary: date
     at: datetime
     closed_until_at: datetime | None = None
+    if_unchanged: bool = False
+    ends: date | None = None
 
 
 def advance(session: Session, moves: Sequence[Advance]) -> None:
-    """Apply these moves (never moving a subscription back) in one executemany."""
-    if not moves:
-        return
-    closed = col(S.closed_until_at)
-    stmt = (update(S).where(col(S.id) == bindparam("sid"), col(S.next_k) < bindparam("k"))
-            .values(next_k=bindparam("k"), next_boundary=bindparam("b"),
-                    next_boundary_at=bindparam("at"),
-                    closed_until_at=func.coalesce(bindparam("closed", type_=UTCDateTime()),
-                                                  closed)))
-    # a Core executemany on the connection (the ORM would want to match primary keys)
-    session.connection().execute(stmt, [
-        {"sid": m.subscription_id, "k": m.k, "b": m.boundary, "at": m.at,
-         "closed": m.closed_until_at} for m in moves])
+    """Apply these moves (never moving a subscription back) in one executemany each."""
+    for guarded in (True, False):
+        group = [m for m in moves if m.if_unchanged == guarded]
+        if not group:
+            continue
+        closed = col(S.closed_until_at)
+        where = [col(S.id) == bindparam("sid"), col(S.next_k) < bindparam("k")]
+        if guarded:
+            where.append(col(S.end).is_not_distinct_from(bindparam("ends", type_=Date())))
+        stmt = (update(S).where(*where)
+                .values(next_k=bindparam("k"), next_boundary=bindparam("b"),
+                        next_boundary_at=bindparam("at"),
+                        closed_until_at=func.coalesce(bindparam("closed",
+                                                                type_=UTCDateTime()), closed)))
+        # a Core executemany on the connection (the ORM would want to match primary keys)
+        session.connection().execute(stmt, [
+            {"sid": m.subscription_id, "k": m.k, "b": m.boundary, "at": m.at,
+             "closed": m.closed_until_at, **({"ends": m.ends} if guarded else {})}
+            for m in group])
 
 
 def lock(session: Session, ids: Sequence[str]) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from domain.validation import Invalid, check_text
@@ -44,13 +45,17 @@ def create(name: str, now: datetime) -> tuple[ApiKey, str]:
         raise Invalid("name", "must be 1 to 255 characters")
     check_text(name, "name")
     key = PREFIX + secrets.token_urlsafe(32)
-    with unit_of_work() as session:
-        if session.scalars(select(ApiKeyRow).where(col(ApiKeyRow.name) == name)).first():
-            raise Invalid("name", f"an API key named {name!r} exists")
-        row = ApiKeyRow(name=name, prefix=key[:10], key_hash=digest(key), created_at=now)
-        session.add(row)
-        session.flush()
-        return _view(row), key
+    exists = Invalid("name", f"an API key named {name!r} exists")
+    try:
+        with unit_of_work() as session:
+            if session.scalars(select(ApiKeyRow).where(col(ApiKeyRow.name) == name)).first():
+                raise exists
+            row = ApiKeyRow(name=name, prefix=key[:10], key_hash=digest(key), created_at=now)
+            session.add(row)
+            session.flush()  # a key of that name made at the same time: its unique name
+            return _view(row), key
+    except IntegrityError:
+        raise exists from None
 
 
 def verify(key: str, now: datetime) -> ApiKey | None:
@@ -81,8 +86,9 @@ def revoke(name_or_id: str, now: datetime) -> ApiKey | None:
             row = session.get(ApiKeyRow, int(name_or_id))
         if row is None:
             return None
-        if row.revoked_at is None:
-            session.execute(update(ApiKeyRow).where(col(ApiKeyRow.id) == row.id)
-                            .values(revoked_at=now))
-            row.revoked_at = now
+        # revoked once: a revocation at the same time finds it revoked (its instant stays)
+        session.execute(update(ApiKeyRow).where(col(ApiKeyRow.id) == row.id,
+                                                col(ApiKeyRow.revoked_at).is_(None))
+                        .values(revoked_at=now))
+        session.refresh(row)
         return _view(row)

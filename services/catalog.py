@@ -231,9 +231,38 @@ def diff(session: Session, catalog: Catalog) -> CatalogDiff:
     return CatalogDiff(changes)
 
 
+def _lock_what_it_changes(session: Session, catalog: Catalog) -> None:
+    """Take, before anything is checked, the locks that make each guard and its change one
+    step against the commands they guard against (issue #20): the catalog (one change at
+    a time), then the stored customers the file names (a subscribe locks its customer:
+    "has subscriptions" cannot miss one), the stored entities and meters it changes (a
+    subscribe share-locks its entity and its plan's meters: a new subscription cannot
+    take the old zone or the old aggregation), and the subscriptions of an entity whose
+    zone changes (a bill run locks the subscriptions it issues for: "has invoices" cannot
+    miss one, and their instants are moved on rows read afresh); a plan it changes is
+    locked when its version is added, after all of these. Always in that order, each in
+    id order, as every other writer takes them (persistence/catalog.py, "locks"): nothing
+    waits in a circle."""
+    catalog_repo.lock_catalog(session)
+    stored_customers = catalog_repo.customers(session, list(catalog.customers))
+    catalog_repo.lock_customers(session, stored_customers)
+    stored_entities = {e.id: e for e in catalog_repo.entities(session)}
+    changed = [e for e in catalog.entities.values()
+               if e.id in stored_entities and stored_entities[e.id] != e]
+    catalog_repo.lock_entities(session, [e.id for e in changed])
+    stored_meters = catalog_repo.meters(session)
+    catalog_repo.lock_meters(session, [m.id for m in catalog.meters.values()
+                                       if m.id in stored_meters and stored_meters[m.id] != m])
+    for e in sorted(changed, key=lambda e: e.id):
+        if stored_entities[e.id].timezone != e.timezone:
+            subs_repo.of_entity(session, e.id, lock=True)
+
+
 def apply(session: Session, catalog: Catalog, now: datetime) -> CatalogDiff:
     """Apply ``catalog`` in the session's transaction; ``CatalogRefused`` (and nothing
-    written) when any change is refused."""
+    written) when any change is refused. Every refusal is decided under the locks of
+    ``_lock_what_it_changes``, so what it checks holds until the commit."""
+    _lock_what_it_changes(session, catalog)
     result = diff(session, catalog)
     if result.refused:
         raise CatalogRefused(result)
@@ -269,7 +298,7 @@ def apply(session: Session, catalog: Catalog, now: datetime) -> CatalogDiff:
 def _move_subscriptions_to_zone(session: Session, e: Entity) -> None:
     """An entity without invoices moved to another zone: its subscriptions' instants (all
     derived from local dates) follow."""
-    for row in subs_repo.of_entity(session, e.id):
+    for row in subs_repo.of_entity(session, e.id, lock=True):  # locked already: afresh
         row.start_at = midnight(row.start, e.timezone)
         row.end_at = None if row.end is None else midnight(row.end, e.timezone)
         row.next_boundary_at = midnight(row.next_boundary, e.timezone)

@@ -277,8 +277,11 @@ def due_invoices(session: Session, entity: Entity, run_at: datetime,
         with_lines = [(k, b) for k, b in boundaries if terms.has_lines(k)]
         if not with_lines and boundaries:  # e.g. the opening invoice of a usage-only plan
             k = boundaries[-1][0] + 1
+            # read without a lock: only if a cancel or uncancel has not moved its end since
+            # (an uncancel may have given the boundary just passed a line to invoice)
             moves.append(subs_repo.Advance(sub.id, k, terms.boundary(k),
-                                           midnight(terms.boundary(k), entity.timezone)))
+                                           midnight(terms.boundary(k), entity.timezone),
+                                           if_unchanged=True, ends=sub.end))
         for _, b in with_lines:
             if (sub.id, b) in failed:
                 break  # this run failed it already; later boundaries wait behind it
@@ -291,7 +294,9 @@ def plan_bill_run(entity: str, local_date: date, now: datetime) -> BillRun | Out
     """What the entity's bill run of ``local_date`` (08:15 local) must issue, or why it
     cannot run (an unknown entity, a run that has not come yet)."""
     with unit_of_work() as session:
-        found = catalog_repo.entity(session, entity)
+        # share-locked: its zone cannot change while the run computes instants from it
+        # and advances subscriptions (a catalog change locks it first)
+        found = catalog_repo.entity(session, entity, share=True)
         if found is None:
             return refused(f"bill-run: {entity!r} is not a known entity")
         run_at = bill_run_instant(local_date, found.timezone)
@@ -387,6 +392,18 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
         if k is None or not terms.reaches(boundary):
             outcomes[index] = refused(
                 f"{subscription}@{boundary}: not a boundary the subscription reaches")
+            continue
+        zone = entities[row.entity_id]
+        assert zone is not None
+        if (subscription, boundary) not in exists \
+                and midnight(boundary, zone.timezone) > issued_at:
+            # planned in another zone than the entity's now (a catalog change came between
+            # the run's plan and this chunk): its period is not over at this run; a later
+            # run of the entity's zone issues it
+            outcomes[index] = refused(
+                f"{subscription}@{boundary}: its period ends at "
+                f"{midnight(boundary, zone.timezone).isoformat()} in {zone.timezone}, "
+                f"after this run ({issued_at.isoformat()})")
             continue
         if (subscription, boundary) in exists:
             outcomes[index] = Outcome("unchanged", f"{subscription}@{boundary}: exists")

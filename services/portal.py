@@ -109,13 +109,15 @@ def create_link(customer: str, ttl: str | None, now: datetime,
     with unit_of_work() as session:
         if catalog_repo.customer(session, customer) is None:
             raise Invalid("customer", f"{customer!r} is not a known customer")
-        row = portal_repo.get(session, link_id) if link_id is not None else None
-        if row is not None and row.customer_id != customer:
-            raise Invalid("Idempotency-Key", "was used for a link of another customer")
-        if row is None:
-            row = PortalLinkRow(id=link_id or secrets.token_urlsafe(12), customer_id=customer,
+        if link_id is None:
+            row = PortalLinkRow(id=secrets.token_urlsafe(12), customer_id=customer,
                                 created_at=now, expires_at=expires)
             portal_repo.add(session, row)
+        else:  # the link of this key: made now, or by the same request before (or at once)
+            row = portal_repo.add_once(session, PortalLinkRow(
+                id=link_id, customer_id=customer, created_at=now, expires_at=expires))
+            if row.customer_id != customer:
+                raise Invalid("Idempotency-Key", "was used for a link of another customer")
         link = _link(serializer, row)
     return link
 

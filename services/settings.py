@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     portal_secret: str | None = None
     portal_url: str = "http://127.0.0.1:8000"
     portal_link_ttl: str = "12h"
+    # The web process closes a connection whose request line and headers are not all in
+    # this many seconds after it opened (or after a next request's first byte), and one
+    # whose body is not all in this many seconds after its headers: half-sent requests
+    # cannot hold its file descriptors (408 when part of a request came).
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
     # The scheduler sleeps until the next run is due, but at most this many seconds: then
     # it looks whether the catalog changed (a new entity), resends what is lost, beats.
     tick_seconds: float = 30.0

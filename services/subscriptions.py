@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.catalog import Plan
@@ -33,6 +34,7 @@ from domain.subscriptions import (
     CANCEL,
     UNCANCEL,
     LifecycleCommand,
+    SubscribeRequest,
     end_from_commands,
     lifetimes_overlap,
     parse_subscribe,
@@ -72,6 +74,18 @@ def do_subscribe(session: Session, now: datetime, request: dict[str, Any],
     except Invalid as exc:
         return invalid(exc)
     sent_at = sent_at or now
+    try:
+        with session.begin_nested():
+            return _subscribe(session, now, req, sent_at, message_id)
+    except IntegrityError:
+        # the same id subscribed at the same time for another customer (whose lock this
+        # one does not wait for): that one committed first; this one is a second subscribe
+        pass
+    return _subscribe(session, now, req, sent_at, message_id)
+
+
+def _subscribe(session: Session, now: datetime, req: SubscribeRequest, sent_at: datetime,
+               message_id: str) -> Outcome:
     customer = catalog_repo.customer(session, req.customer, lock=True)
     if customer is None:
         return not_found(f"subscribe.customer: {req.customer!r} is not a known customer",
@@ -89,8 +103,12 @@ def do_subscribe(session: Session, now: datetime, request: dict[str, Any],
     if latest is None:
         return not_found(f"subscribe.plan: {req.plan!r} is not a known plan", "plan")
     version, plan = latest
-    entity = catalog_repo.entity(session, customer.entity)
+    # share-locked, after the customer, in this order (persistence/catalog.py, "locks"): a
+    # catalog change waits for this subscribe, or this subscribe for it — so the entity's
+    # zone and the meters' aggregations it is sold on are the ones that stay
+    entity = catalog_repo.entity(session, customer.entity, share=True)
     assert entity is not None
+    catalog_repo.lock_meters(session, plan.meters, share=True)
     reason = _overlap(session, customer.id, plan, req.start, None)
     if reason:
         return refused(f"subscribe {req.id!r} {reason}")
@@ -163,6 +181,11 @@ def _contradiction(session: Session, row: SubscriptionRow, new_end: date | None)
         if new_end is not None and boundary >= new_end:
             return (f"its invoice at {boundary} was already issued as a regular invoice, "
                     f"so it cannot end on {new_end}")
+    if row.next_boundary > earliest:
+        # a bill run has dealt with that boundary without an invoice to show for it (the
+        # final invoice of a plan without usage charges has no line): as final
+        return (f"a bill run has dealt with its boundary {earliest} already (as its end: "
+                "the final invoice had no line)")
     return None
 
 

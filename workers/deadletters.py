@@ -100,15 +100,14 @@ def requeue(broker: dramatiq.Broker, message_ids: Sequence[str] | None = None) -
     requeued (there is nothing to send). How many were requeued."""
     count = 0
     with unit_of_work() as session:
-        for r in deadletters.all(session):
-            if (message_ids and r.message_id not in message_ids) \
-                    or r.actor_name == UNDECODABLE_ACTOR:
-                continue
+        # taken (deleted) before they are sent, and sent before the commit: two requeues at
+        # once send each once, and one failing again at once is kept again (its insert
+        # waits for this commit) — if sending fails, the rollback keeps them all
+        for r in deadletters.take(session, message_ids or None, skip_actor=UNDECODABLE_ACTOR):
             message: dramatiq.Message[Any] = dramatiq.Message.decode(r.message.encode())
             options = {k: v for k, v in message.options.items()
                        if k not in ("retries", "traceback", "eta", "redis_message_id")}
             broker.enqueue(dramatiq.Message(**{**message.asdict(), "queue_name": QUEUE,
                                                "options": options}))
-            deadletters.remove(session, r.message_id)
             count += 1
     return count
