@@ -11,7 +11,6 @@ the first answer again, and another request with that key is refused (422
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 import simplejson
@@ -23,12 +22,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.documents import InvoiceRecord, detailed_document, preview_document
-from domain.validation import Invalid, check_text, parse_instant
+from domain.validation import Invalid, check_text
 from persistence import catalog as catalog_repo
 from persistence import db
 from persistence.db import unit_of_work
-from services import api_keys, clock, invoicing, subscriptions
 from services import catalog as catalog_service
+from services import clock, invoicing
 from services import invoices as invoices_service
 from services import portal as portal_service
 from services import usage as usage_service
@@ -43,12 +42,14 @@ from web.dependencies import (
     answer_once,
     command,
     error,
+    instant_param,
     iso,
     message_id,
     storable_id,
 )
 from web.portal import router as portal_router
 from web.routers.credits import router as credits_router
+from web.routers.subscriptions import router as subscriptions_router
 from workers import actors
 
 MAX_BODY = 1024 * 1024  # bytes of a request body
@@ -83,16 +84,6 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-def subscription_json(view: subscriptions.SubscriptionView) -> dict[str, Any]:
-    return {"id": view.id, "customer": view.customer, "entity": view.entity,
-            "plan": view.plan, "plan_version": view.plan_version,
-            "start": view.start.isoformat(), "end": view.end and view.end.isoformat(),
-            "status": view.status,
-            "next_boundary": view.next_boundary and view.next_boundary.isoformat(),
-            "next_run": iso(view.next_run), "discount": view.discount,
-            "created_at": iso(view.created_at), "note": view.note}
-
-
 def invoice_json(record: InvoiceRecord) -> dict[str, Any]:
     return detailed_document(record)
 
@@ -108,29 +99,6 @@ def find_invoice(reference: str) -> InvoiceRecord:
         raise ApiError(404, NOT_FOUND, f"no invoice {reference!r} (give a number, an id or "
                                        "SUBSCRIPTION@YYYY-MM-DD)", "ref")
     return found
-
-
-def one_subscription(subscription_id: str) -> dict[str, Any]:
-    found = subscriptions.views(clock.now(), ids=[subscription_id]) \
-        if storable_id(subscription_id) else []
-    if not found:
-        raise ApiError(404, NOT_FOUND, f"{subscription_id!r} is not a known subscription")
-    return subscription_json(found[0])
-
-
-def lifecycle(kind: str, subscription_id: str, key: api_keys.ApiKey,
-              idempotency_key: str | None, request: Request) -> Response:
-    """A cancel or uncancel sent now: 404 for an unknown subscription (an HTTP request is
-    answered now, not kept pending), the refusal's error, or the subscription after it."""
-    def run() -> dict[str, Any]:
-        one_subscription(subscription_id)  # 404 when unknown
-        sent = clock.now()
-        command(kind, lambda s, now: subscriptions.do_lifecycle(
-            s, now, subscription_id, kind, sent, "http", keep_pending=False), key,
-            idempotency_key, subscription=subscription_id)
-        return one_subscription(subscription_id)
-
-    return answer_once(key, idempotency_key, request, None, 200, run)
 
 
 def create_app() -> FastAPI:
@@ -263,7 +231,7 @@ def create_app() -> FastAPI:
                           ) -> dict[str, Any]:
         """Estimated charges (the next invoice of every live subscription, as if usage
         stopped now)."""
-        when = _instant(at)
+        when = instant_param(at)
         if not storable_id(customer_id):
             raise ApiError(404, NOT_FOUND, "no such customer")
         try:
@@ -273,61 +241,6 @@ def create_app() -> FastAPI:
         return {"customer": customer_id, "at": iso(when),
                 "estimates": [preview_document(inv, sub, when) for sub, inv in estimates]}
 
-    # -------------------------------------------------------------------- subscriptions
-
-    @app.post("/v1/subscriptions", status_code=201, response_model=schemas.Subscription,
-              tags=["subscriptions"])
-    def subscribe(body: schemas.SubscriptionIn, key: Key, request: Request,
-                  idempotency_key: IdempotencyKey = None) -> Response:
-        """Subscribe a customer to a plan's latest version from a start date. Refused with
-        the reason: an overlap on a meter (409), an unknown customer or plan (404), an
-        invalid field or discount (422)."""
-        terms = body.model_dump(exclude_none=True)
-
-        def run() -> dict[str, Any]:
-            sent = clock.now()
-            command("subscribe", lambda s, now: subscriptions.do_subscribe(
-                s, now, terms, sent, "http"), key, idempotency_key, subscription=body.id)
-            return one_subscription(body.id)
-
-        return answer_once(key, idempotency_key, request, body.model_dump(mode="json"), 201,
-                           run)
-
-    @app.get("/v1/subscriptions/{subscription_id}", response_model=schemas.Subscription,
-             tags=["subscriptions"])
-    def get_subscription(subscription_id: str, key: Key) -> dict[str, Any]:
-        return one_subscription(subscription_id)
-
-    @app.post("/v1/subscriptions/{subscription_id}/cancel", response_model=schemas.Subscription,
-              tags=["subscriptions"])
-    def cancel(subscription_id: str, key: Key, request: Request,
-               idempotency_key: IdempotencyKey = None) -> Response:
-        """Cancel at the end of the current period (the grace period until then)."""
-        return lifecycle("cancel", subscription_id, key, idempotency_key, request)
-
-    @app.post("/v1/subscriptions/{subscription_id}/uncancel",
-              response_model=schemas.Subscription, tags=["subscriptions"])
-    def uncancel(subscription_id: str, key: Key, request: Request,
-                 idempotency_key: IdempotencyKey = None) -> Response:
-        """Remove a cancellation before its end."""
-        return lifecycle("uncancel", subscription_id, key, idempotency_key, request)
-
-    @app.get("/v1/subscriptions/{subscription_id}/estimate", response_model=schemas.Estimate,
-             tags=["estimates"])
-    def subscription_estimate(subscription_id: str, key: Key,
-                              at: Annotated[str | None, Query()] = None) -> dict[str, Any]:
-        """Estimated charges: the invoice its next boundary would get if usage stopped
-        now, with the adjustment lines and discount it would carry. Nothing is stored."""
-        when = _instant(at)
-        if not storable_id(subscription_id):
-            raise ApiError(404, NOT_FOUND, "no such subscription")
-        try:
-            estimate = invoicing.preview(subscription_id, when, latest=at is None)
-        except Invalid as exc:
-            status = 404 if "not a known" in exc.message else 409
-            raise ApiError(status, NOT_FOUND if status == 404 else CONFLICT,
-                           exc.message) from None
-        return preview_document(estimate, subscription_id, when)
 
     # -------------------------------------------------------------------- invoices
 
@@ -431,6 +344,7 @@ def create_app() -> FastAPI:
             raise ApiError(404, NOT_FOUND, f"no open portal link {link_id!r}", "link_id")
         return Response(status_code=204)
 
+    app.include_router(subscriptions_router)
     app.include_router(credits_router)
     app.include_router(portal_router)
     return app
@@ -454,15 +368,6 @@ def _methods(request: Request) -> list[str]:
 def _customer_json(customer: Any) -> dict[str, Any]:
     return {"id": customer.id, "entity": customer.entity, "email": customer.email,
             "draft_invoices": bool(customer.draft_invoices)}
-
-
-def _instant(text: str | None) -> datetime:
-    if text is None:
-        return clock.now()
-    try:
-        return parse_instant(text, "at")
-    except Invalid as exc:
-        raise ApiError(422, INVALID, str(exc), "at") from None
 
 
 def _events(body: bytes) -> tuple[list[Any], str]:

@@ -13,7 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from domain.validation import UNSTORABLE, Invalid, check_text
+from domain.validation import UNSTORABLE, Invalid, check_text, parse_instant
 from services import api_keys, clock, idempotency
 from services.commands import CONFLICT, INVALID, NOT_FOUND, Outcome, recorded, run_command
 
@@ -121,3 +121,14 @@ def iso(instant: datetime | None) -> str | None:
 def storable_id(value: str) -> bool:
     """Whether an id from a path could exist (a NUL or a lone surrogate never does)."""
     return 0 < len(value) <= 255 and UNSTORABLE.search(value) is None
+
+
+def instant_param(text: str | None) -> datetime:
+    """An ``at`` query parameter: an instant with an offset (default: now)."""
+    if text is None:
+        return clock.now()
+    try:
+        return parse_instant(text, "at")
+    except Invalid as exc:
+        raise ApiError(422, INVALID, str(exc), "at") from None
+

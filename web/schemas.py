@@ -84,14 +84,35 @@ class Subscription(Model):
     created_at: str
     note: str | None = Field(None, description="why the next invoice comes when it does, "
                                                "when that is not obvious")
+    plans: list[PlanPeriod] = Field(description="its plan history: the first plan from the "
+                                                "start, then each change (SPEC §14)")
+
+
+class PlanPeriod(Model):
+    plan: str
+    version: int
+    since: str = Field(alias="from", description="the local date it is in force from")
+
+
+class PlanChangeIn(Model):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    plan: str
+    since: str = Field(alias="from", description="the local date YYYY-MM-DD it is in force "
+                                                 "from")
+
+
+class PlanChangePreview(Model):
+    change: str = Field(description="what the change would do")
+    estimate: Estimate | None
 
 
 class Line(Model):
-    type: Literal["recurring", "usage", "adjustment"]
+    type: Literal["recurring", "usage", "adjustment", "proration"]
     charge: str
     filter: str | None = Field(None, description="SPEC §13: the group of a charge with "
                                                  "filters (null: its default group); absent "
                                                  "for a charge without filters")
+    plan: str | None = Field(None, description="SPEC §14: the plan of a proration line")
     period_start: str
     period_end: str
     quantity: str

@@ -181,6 +181,19 @@ class BillingClient:
     def uncancel(self, id: str, *, idempotency_key: str | None = None) -> Json:
         return self._post(f"/v1/subscriptions/{_segment(id)}/uncancel", None, idempotency_key)
 
+    def change_plan(self, id: str, plan: str, since: date | str, *,
+                    idempotency_key: str | None = None) -> Json:
+        """``POST /v1/subscriptions/{id}/change-plan``: ``plan`` in force from the local date
+        ``since``; the subscription with its plan history."""
+        return self._post(f"/v1/subscriptions/{_segment(id)}/change-plan",
+                          {"plan": plan, "from": _date_text(since, "since")}, idempotency_key)
+
+    def preview_plan_change(self, id: str, plan: str, since: date | str) -> Json:
+        """What the change would do and the next invoice's estimate with it; nothing
+        changes."""
+        return self._post(f"/v1/subscriptions/{_segment(id)}/change-plan/preview",
+                          {"plan": plan, "from": _date_text(since, "since")}, None)
+
     def subscription(self, id: str) -> Json:
         return self._get(f"/v1/subscriptions/{_segment(id)}")
 
