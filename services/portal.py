@@ -24,11 +24,13 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from domain.catalog import Aggregation, Meter, Model, Plan, Tier, UsageCharge
 from domain.documents import InvoiceRecord
 from domain.invoices import ComposedInvoice, Line
-from domain.periods import midnight, zone
+from domain.periods import boundary, midnight, zone
+from domain.plan_history import PlanHistory
 from domain.units import Unit
 from domain.validation import Invalid, check_text
 from persistence import catalog as catalog_repo
 from persistence import invoices as invoices_repo
+from persistence import plan_changes as plan_changes_repo
 from persistence import portal as portal_repo
 from persistence import subscriptions as subs_repo
 from persistence import usage as usage_repo
@@ -192,13 +194,14 @@ class MeterView:
     amount_value: Decimal = Decimal(0)
     group: str | None = None  # SPEC §13: a filter's id, "" for the default group
     show_chart: bool = True  # the chart of a meter is shown once, with its first group
+    segment: str = ""  # SPEC §14: "from 11 Mar on pro" when the plan changed in the period
 
     @property
     def label(self) -> str:
         """"tokens", or for a group of a charge with filters "tokens — large"."""
-        if self.group is None:
-            return self.meter
-        return f"{self.meter} — {self.group or 'default'}"
+        name = self.meter if self.group is None else \
+            f"{self.meter} — {self.group or 'default'}"
+        return f"{name} ({self.segment})" if self.segment else name
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,8 @@ class SubscriptionEstimate:
     credits: str | None = None  # what the customer's prepaid credit would pay (SPEC §12)
     amount_due: str = ""
     taxes: tuple[tuple[str, str], ...] = ()  # ("Tax vat-de (19 %) on €42.49", "€8.07")
+    # SPEC §14: ("base on pro, 21 of 31 days", "2026-03-11 – 2026-03-31", "€67.74")
+    prorations: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -327,13 +332,20 @@ def _days(start: date, end: date, until: date) -> list[date]:
 
 def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version: int,
               meters: dict[str, Meter], daily: dict[str, list[tuple[Decimal, int]]],
-              days: list[date]) -> SubscriptionEstimate:
+              days: list[date], history: PlanHistory) -> SubscriptionEstimate:
     currency = composed.currency
+
+    def charge_of(line: Line) -> UsageCharge:  # as the plan of the line's segment has it
+        segment_plan = history.in_force(line.period_start).plan
+        return next(c for c in segment_plan.usage_charges if c.id == line.charge)
+
     charges = {c.id: c for c in plan.usage_charges}
     meter_views = []
     usage_lines = [ln for ln in composed.lines if ln.type == "usage"]
+    full = (min(ln.period_start for ln in usage_lines),
+            max(ln.period_end for ln in usage_lines)) if usage_lines else None
     for ln in usage_lines:
-        charge = charges[ln.charge]
+        charge = charge_of(ln)
         pricing = dict(charge.groups).get(ln.filter, charge) if ln.filter is not None \
             else charge
         meter = meters.get(charge.meter)
@@ -351,15 +363,25 @@ def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version:
             pricing=pricing_lines(pricing, currency, unit), chart_label=label,
             unit=unit if by_sum else None, days=chart,
             quantity_value=ln.quantity, amount_value=ln.amount, group=ln.filter,
-            show_chart=not ln.filter))
+            show_chart=not ln.filter and (full is None or ln.period_start == full[0]),
+            segment="" if full is None or (ln.period_start, ln.period_end) == full
+            else f"{_period(ln.period_start, ln.period_end)}"))
     recurring = tuple((ln.charge, _period(ln.period_start, ln.period_end),
                        format_amount(ln.amount, currency))
                       for ln in composed.lines if ln.type == "recurring")
     adjustments = tuple(_adjustment(ln, meters, charges, currency)
                         for ln in composed.lines if ln.type == "adjustment")
-    first: Line | None = usage_lines[0] if usage_lines else None
-    period_start = first.period_start if first else composed.lines[0].period_start
-    period_end = first.period_end if first else composed.lines[0].period_end
+    if full is None and composed.k >= 1:  # no usage line: the period the invoice closes
+        full = (boundary(history.start.since, plan.interval, composed.k - 1),
+                composed.boundary)
+    period_start, period_end = full or (composed.lines[0].period_start,
+                                        composed.lines[0].period_end)
+    prorations = tuple(
+        (f"{ln.charge} on {ln.plan}, {abs(ln.quantity)} of "
+         f"{(period_end - period_start).days} days "
+         f"{'credited' if ln.amount < 0 else 'charged'}",
+         _period(ln.period_start, ln.period_end), format_amount(ln.amount, currency))
+        for ln in composed.lines if ln.type == "proration")
     return SubscriptionEstimate(
         id=subscription, plan=plan.id, plan_version=version, currency=currency,
         period_start=period_start, period_end=period_end, invoice_date=composed.boundary,
@@ -370,7 +392,7 @@ def _estimate(composed: ComposedInvoice, subscription: str, plan: Plan, version:
         total=format_amount(composed.total, currency), total_value=composed.total,
         discount_value=composed.discount,
         credits=format_amount(-composed.credits, currency) if composed.credits else None,
-        amount_due=format_amount(composed.amount_due, currency),
+        amount_due=format_amount(composed.amount_due, currency), prorations=prorations,
         taxes=tuple((f"Tax {t.tax} ({format_quantity(t.rate)} %) on "
                      f"{format_amount(t.base, currency)}", format_amount(t.amount, currency))
                     for t in composed.taxes))
@@ -397,7 +419,7 @@ def page(customer: str, now: datetime) -> Page:
         meters = catalog_repo.meters(session)
         rows = [r for r in subs_repo.listing(session, customer=customer)
                 if (r.end_at is None or now < r.end_at) and r.start_at <= now]
-        plans = {r.id: (invoicing.plan_of(session, r), r.plan_version) for r in rows}
+        histories = plan_changes_repo.histories(session, rows)
         records = invoices_repo.records(session, customer=customer, status="sent")
         grant_views = credits.grant_views(session, now, customer=customer)
         balances = credits.balances(session, customer, now)
@@ -405,7 +427,9 @@ def page(customer: str, now: datetime) -> Page:
     notes = []
     today = _local_date(now, entity.timezone)
     for row in rows:
-        plan, version = plans[row.id]
+        history = histories[row.id]
+        in_force = history.in_force(today)
+        plan, version = in_force.plan, in_force.version
         try:
             composed = invoicing.preview(row.id, now, latest=True)
         except Invalid as exc:
@@ -415,14 +439,17 @@ def page(customer: str, now: datetime) -> Page:
         days: list[date] = []
         daily: dict[str, list[tuple[Decimal, int]]] = {}
         if usage_lines:
-            start, end = usage_lines[0].period_start, usage_lines[0].period_end
+            start = min(ln.period_start for ln in usage_lines)
+            end = max(ln.period_end for ln in usage_lines)
             days = _days(start, end, today)
             if days:
                 bounds = [midnight(d, entity.timezone) for d in days]
                 bounds.append(midnight(days[-1] + timedelta(days=1), entity.timezone))
                 with unit_of_work() as session:
-                    daily = usage_repo.daily_totals(session, customer, plan.meters, bounds)
-        estimates.append(_estimate(composed, row.id, plan, version, meters, daily, days))
+                    daily = usage_repo.daily_totals(session, customer,
+                                                    history.meters(None), bounds)
+        estimates.append(_estimate(composed, row.id, plan, version, meters, daily, days,
+                                   history))
     invoices = tuple(
         InvoiceItem(r.id, r.number or r.reference, r.boundary,
                     format_amount(r.total, r.currency), r.final,

@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import Plan
 from domain.invoices import Terms
-from domain.periods import bill_run_instant, midnight, next_run_at, zone
+from domain.periods import bill_run_instant, local_date, midnight, next_run_at, zone
+from domain.plan_history import PlanHistory
 from domain.subscriptions import (
     CANCEL,
     UNCANCEL,
@@ -41,6 +42,7 @@ from domain.subscriptions import (
 )
 from domain.validation import Invalid
 from persistence import catalog as catalog_repo
+from persistence import plan_changes as plan_changes_repo
 from persistence import subscriptions as subs_repo
 from persistence.tables import SubscriptionRow
 from services.commands import (
@@ -280,10 +282,11 @@ class SubscriptionView:
     note: str | None = None  # why the next invoice comes when it does, if not obvious
 
 
-def view(row: SubscriptionRow, plan: Plan, timezone: str, now: datetime) -> SubscriptionView:
-    """Where a subscription stands at ``now``: its status, its next invoice and the run
-    that will issue it (a subscription created after its boundary's 08:15 run gets that
-    invoice at the next day's run)."""
+def view(row: SubscriptionRow, plan: Plan, timezone: str, now: datetime,
+         history: PlanHistory | None = None) -> SubscriptionView:
+    """Where a subscription stands at ``now``: its status, the plan in force (SPEC §14),
+    its next invoice and the run that will issue it (a subscription created after its
+    boundary's 08:15 run gets that invoice at the next day's run)."""
     if row.end_at is not None and now >= row.end_at:
         status = "ended"
     elif row.end is not None:
@@ -292,7 +295,8 @@ def view(row: SubscriptionRow, plan: Plan, timezone: str, now: datetime) -> Subs
         status = "scheduled"
     else:
         status = "active"
-    terms = Terms(row.start, row.end, plan)
+    terms = Terms(row.start, row.end, plan, history=history, version=row.plan_version)
+    in_force = terms.plans.in_force(local_date(now, timezone))
     k = row.next_k
     while terms.reaches(terms.boundary(k)) and not terms.has_lines(k):
         k += 1  # e.g. the opening invoice of a usage-only plan is not issued
@@ -309,8 +313,8 @@ def view(row: SubscriptionRow, plan: Plan, timezone: str, now: datetime) -> Subs
             note = (f"overdue: the run of {next_boundary} has passed without issuing it; the "
                     "scheduler's next tick catches up (or `billing bill-run "
                     f"{row.entity_id} --date {now.astimezone(zone(timezone)).date()}`)")
-    return SubscriptionView(row.id, row.customer_id, row.entity_id, row.plan_id,
-                            row.plan_version, row.start, row.end, status, next_boundary,
+    return SubscriptionView(row.id, row.customer_id, row.entity_id, in_force.plan.id,
+                            in_force.version, row.start, row.end, status, next_boundary,
                             next_run, row.discount, row.created_at, note)
 
 
@@ -323,5 +327,7 @@ def views(now: datetime, *, customer: str | None = None, entity: str | None = No
                 subs_repo.listing(session, customer=customer, entity=entity, limit=limit))
         zones = {e.id: e.timezone for e in catalog_repo.entities(session)}
         plans = catalog_repo.plans(session, {(r.plan_id, r.plan_version) for r in rows})
-    return [view(r, plans[(r.plan_id, r.plan_version)], zones[r.entity_id], now)
-            for r in sorted(rows, key=lambda r: r.id)]
+        changed = plan_changes_repo.with_changes(session, [r.id for r in rows])
+        histories = plan_changes_repo.histories(session, [r for r in rows if r.id in changed])
+    return [view(r, plans[(r.plan_id, r.plan_version)], zones[r.entity_id], now,
+                 histories.get(r.id)) for r in sorted(rows, key=lambda r: r.id)]

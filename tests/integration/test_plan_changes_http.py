@@ -102,3 +102,24 @@ def test_the_python_client(api: tuple[TestClient, dict[str, str]]) -> None:
         with pytest.raises(BillingError) as refused:
             billing.change_plan("s", "yearly", "2026-04-01")
         assert refused.value.status == 409
+
+
+def test_the_portal_shows_segments_and_proration(api: tuple[TestClient, dict[str, str]],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from services import portal as portal_service
+    from services.settings import settings
+
+    client, auth = api
+    monkeypatch.setenv("BILLING_PORTAL_SECRET", "a-test-secret-of-some-length")
+    monkeypatch.setenv("BILLING_PORTAL_URL", "http://portal.test")
+    settings.cache_clear()
+    try:
+        assert client.post("/v1/subscriptions/s/change-plan", headers=auth, json={
+            "plan": "pro", "from": "2026-03-11"}).status_code == 200
+        link = portal_service.create_link("c", None, NOW)
+        page = client.get(link.url.removeprefix("http://portal.test")).text
+    finally:
+        settings.cache_clear()
+    assert "base on pro, 21 of 31 days charged" in page
+    assert "base on starter, 21 of 31 days credited" in page
+    assert "€67.74" in page and "-€13.55" in page
