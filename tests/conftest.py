@@ -136,12 +136,93 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = str(item.path)
         for tier in ("unit", "integration", "e2e"):
             if f"{os.sep}tests{os.sep}{tier}{os.sep}" in path:
                 item.add_marker(getattr(pytest.mark, tier))
+        if {"pg_store", "pool"} & set(getattr(item, "fixturenames", ())) \
+                and item.get_closest_marker("postgres") is None:
+            item.add_marker(pytest.mark.postgres)  # so that `-m "not postgres"` leaves it out
+        module = item.path.name
+        if module in ONE_WORKER:  # its module-scoped fixtures are made once
+            item.add_marker(pytest.mark.xdist_group(module.removesuffix(".py")))
+    # The longest first, so that a parallel run starts them at once on different workers
+    # instead of ending on one of them; every other test keeps its place.
+    items.sort(key=lambda item: -_expected_seconds(item))
+
+
+# --------------------------------------------------------------------------- parallel runs
+# The README's test command runs the suite with pytest-xdist (``-n auto --dist loadgroup``).
+# Every test already works in a store, Redis namespace, vhost, folder and ports of its own;
+# these only make the run short.
+
+# Seconds the slowest tests take on the 2-core reference machine (docs/performance.md,
+# "Test suite"); matched against the node id. They go first, longest first.
+SLOW: dict[str, float] = {
+    "tests/e2e/test_crash_rabbitmq.py::": 60,
+    "tests/e2e/test_crash_recovery.py::": 60,
+    "tests/e2e/test_outage.py::": 45,
+    "tests/integration/test_subscription_state_machine.py::TestSubscriptions": 35,
+    "tests/e2e/test_delivery_kill.py::": 30,
+    "tests/integration/test_late_usage_invariant.py::": 30,
+    "tests/e2e/test_procfile.py::": 25,
+    "tests/e2e/test_operator_cli.py::": 20,
+    "tests/integration/test_catalog_changes.py::": 15,
+    "tests/e2e/test_dead_letter_sweep.py::": 15,
+    "tests/integration/test_concurrent_commands.py::": 10,
+    "tests/integration/test_late_usage_races.py::": 10,
+    "tests/e2e/test_portal_browser.py::": 10,
+}
+# Modules whose module-scoped fixtures (a live database, a browser, a web process, fuzz
+# corpora) are costly: all of their tests run on one worker.
+ONE_WORKER = {"test_operator_errors.py", "test_portal_browser.py", "test_hostile_files.py",
+              "test_http_schema.py", "test_fuzz.py"}
+
+
+def _expected_seconds(item: pytest.Item) -> float:
+    nodeid = item.nodeid
+    return max((s for prefix, s in SLOW.items() if nodeid.startswith(prefix)), default=0.0)
+
+
+TIERS = ("unit", "integration", "e2e", "postgres", "rabbitmq", "browser")
+_tier_times: dict[str, list[float]] = {}  # tier -> [tests, seconds in tests, first, last]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add up each tier's time (in the main process, also of a parallel run's workers)."""
+    for tier in TIERS:
+        if tier in report.keywords:
+            times = _tier_times.setdefault(tier, [0, 0.0, report.start, report.stop])
+            times[0] += report.when == "call"
+            times[1] += report.duration
+            times[2] = min(times[2], report.start)
+            times[3] = max(times[3], report.stop)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Each tier's tests, the time spent in them, and the wall time from its first test's
+    start to its last test's end (tiers overlap in a parallel run; the server tiers are
+    also counted in unit / integration / e2e)."""
+    if not _tier_times:
+        return
+    terminalreporter.section("time per tier")
+    for tier in TIERS:
+        if tier in _tier_times:
+            tests, seconds, first, last = _tier_times[tier]
+            terminalreporter.write_line(
+                f"{tier:<12} {int(tests):>5} tests  {seconds:8.1f} s in tests  "
+                f"{last - first:7.1f} s from first start to last end")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per core, at most eight. Much of the suite waits — on
+    PostgreSQL, Redis, RabbitMQ, Chromium and the processes it starts — rather than
+    computes, so a worker per core would leave the cores idle; more than eight would only
+    queue on the servers (each worker may hold a few dozen PostgreSQL connections)."""
+    return min(8, 2 * (os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)
