@@ -209,7 +209,7 @@ def _expected_seconds(item: pytest.Item) -> float:
 
 
 TIERS = ("unit", "integration", "e2e", "postgres", "rabbitmq", "browser")
-_tier_times: dict[str, list[float]] = {}  # tier -> [tests, seconds in tests, first, last]
+_tier_times: dict[str, list[float]] = {}  # tier -> [tests run, seconds, first, last]
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -217,7 +217,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for tier in TIERS:
         if tier in report.keywords:
             times = _tier_times.setdefault(tier, [0, 0.0, report.start, report.stop])
-            times[0] += report.when == "call"
+            times[0] += report.when == "call" and not report.skipped
             times[1] += report.duration
             times[2] = min(times[2], report.start)
             times[3] = max(times[3], report.stop)
@@ -234,7 +234,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if tier in _tier_times:
             tests, seconds, first, last = _tier_times[tier]
             terminalreporter.write_line(
-                f"{tier:<12} {int(tests):>5} tests  {seconds:8.1f} s in tests  "
+                f"{tier:<12} {int(tests):>5} tests run  {seconds:8.1f} s in tests  "
                 f"{last - first:7.1f} s from first start to last end")
 
 
