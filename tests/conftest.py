@@ -238,6 +238,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 f"{last - first:7.1f} s from first start to last end")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker runs with ``COLUMNS=80`` and ``LINES=24`` in its environment;
+    the CLI commands the tests start would inherit them and squeeze their tables to 80
+    columns, where a run of pytest alone lets them see a pipe (cli/common.py). Every child
+    sees the same environment in either run."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("COLUMNS", "LINES"):
+            os.environ.pop(name, None)
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: two workers per core, at most eight. Much of the suite waits — on
     PostgreSQL, Redis, RabbitMQ, Chromium and the processes it starts — rather than
