@@ -249,11 +249,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: two workers per core, at most eight. Much of the suite waits — on
-    PostgreSQL, Redis, RabbitMQ, Chromium and the processes it starts — rather than
-    computes, so a worker per core would leave the cores idle; more than eight would only
-    queue on the servers (each worker may hold a few dozen PostgreSQL connections)."""
-    return min(8, 2 * (os.cpu_count() or 1))
+    """``-n auto``: one worker per core (at least two, at most eight). More would overlap
+    more of the waiting on servers and processes, but the tests that bound a command's
+    wall time (test_hostile_files: 10 s a command; test_fuzz: 2 s an input) then got half
+    a core each and failed: four workers on two cores at a load of 5-9 took 11-14 s."""
+    return max(2, min(8, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)
