@@ -136,12 +136,124 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = str(item.path)
         for tier in ("unit", "integration", "e2e"):
             if f"{os.sep}tests{os.sep}{tier}{os.sep}" in path:
                 item.add_marker(getattr(pytest.mark, tier))
+        if {"pg_store", "pool"} & set(getattr(item, "fixturenames", ())) \
+                and item.get_closest_marker("postgres") is None:
+            item.add_marker(pytest.mark.postgres)  # so that `-m "not postgres"` leaves it out
+        if _expected_seconds(item) >= 10:
+            item.add_marker(pytest.mark.slow)
+        module = item.path.name
+        if module in ONE_WORKER:  # its module-scoped fixtures are made once
+            item.add_marker(pytest.mark.xdist_group(module.removesuffix(".py")))
+    # The longest first, so that a parallel run starts them at once on different workers
+    # instead of ending on one of them; every other test keeps its place.
+    items.sort(key=lambda item: -_expected_seconds(item))
+
+
+# --------------------------------------------------------------------------- parallel runs
+# The README's test command runs the suite with pytest-xdist (``-n auto --dist loadgroup``).
+# Every test already works in a store, Redis namespace, vhost, folder and ports of its own;
+# these only make the run short.
+
+# The slowest tests, by node id prefix, with the seconds they took in a parallel run here
+# (2026-12-06, on a loaded machine: docs/performance.md, "Test suite"). They start first,
+# longest first, so that the run does not end waiting on one of them. Those that take ten
+# seconds or more are also marked ``slow``: the inner loop (README, "Tests") leaves them out.
+SLOW: dict[str, float] = {
+    "tests/e2e/test_crash_recovery.py::": 240,
+    "tests/e2e/test_crash_rabbitmq.py::": 230,
+    "tests/e2e/test_operator_errors.py::": 200,  # one worker runs them all (ONE_WORKER)
+    "tests/e2e/test_operator_cli.py::test_operator_flow": 170,
+    "tests/e2e/test_operator_cli.py::test_customers_subscriptions": 160,
+    "tests/integration/test_subscription_state_machine.py::TestSubscriptions": 110,
+    "tests/integration/test_late_usage_invariant.py::": 100,
+    "tests/e2e/test_portal_browser.py::": 95,  # one worker runs them all (ONE_WORKER)
+    "tests/integration/test_catalog_changes.py::": 50,
+    "tests/e2e/test_cli.py::test_the_demo_leaves": 58,
+    "tests/e2e/test_operator_cli.py::": 57,
+    "tests/e2e/test_cli.py::test_demo_prints": 50,
+    "tests/e2e/test_web_process.py::": 47,
+    "tests/integration/test_concurrent_commands.py::": 45,
+    "tests/e2e/test_outage.py::": 42,
+    "tests/e2e/test_procfile.py::": 40,
+    "tests/e2e/test_fold_cli.py::": 38,
+    "tests/unit/test_run_times.py::test_midnights": 37,
+    "tests/unit/test_fuzz.py::test_ingest_stores_any_batch": 36,
+    "tests/e2e/test_scenarios.py::test_replay_on_postgres_and": 30,
+    "tests/integration/test_rollups.py::test_the_rollups_give": 29,
+    "tests/unit/test_run_times.py::test_the_wall_clock": 28,
+    "tests/e2e/test_dead_letter_sweep.py::": 26,
+    "tests/e2e/test_delivery_kill.py::": 25,
+    "tests/unit/test_usage_fast_path.py::test_fast_path_agrees": 19,
+    "tests/unit/test_delivery_render.py::test_the_english_fast_path": 17,
+    "tests/unit/test_fuzz.py::test_validate_event_takes_any_json": 11,
+    "tests/unit/test_usage_body.py::test_parse_agrees": 11,
+    "tests/unit/test_messages.py::test_every_actor_message": 11,
+}
+# Modules whose module-scoped fixtures are costly (a live database and two batches of
+# commands, a browser and a web process): all of their tests run on one worker.
+ONE_WORKER = {"test_operator_errors.py", "test_portal_browser.py", "test_http_schema.py"}
+
+
+def _expected_seconds(item: pytest.Item) -> float:
+    """The longest match wins (a test named on its own, else its module)."""
+    nodeid = item.nodeid
+    found = [(len(prefix), s) for prefix, s in SLOW.items() if nodeid.startswith(prefix)]
+    return max(found)[1] if found else 0.0
+
+
+TIERS = ("unit", "integration", "e2e", "postgres", "rabbitmq", "browser")
+_tier_times: dict[str, list[float]] = {}  # tier -> [tests run, seconds, first, last]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add up each tier's time (in the main process, also of a parallel run's workers)."""
+    for tier in TIERS:
+        if tier in report.keywords:
+            times = _tier_times.setdefault(tier, [0, 0.0, report.start, report.stop])
+            times[0] += report.when == "call" and not report.skipped
+            times[1] += report.duration
+            times[2] = min(times[2], report.start)
+            times[3] = max(times[3], report.stop)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Each tier's tests, the time spent in them, and the wall time from its first test's
+    start to its last test's end (tiers overlap in a parallel run; the server tiers are
+    also counted in unit / integration / e2e)."""
+    if not _tier_times:
+        return
+    terminalreporter.section("time per tier")
+    for tier in TIERS:
+        if tier in _tier_times:
+            tests, seconds, first, last = _tier_times[tier]
+            terminalreporter.write_line(
+                f"{tier:<12} {int(tests):>5} tests run  {seconds:8.1f} s in tests  "
+                f"{last - first:7.1f} s from first start to last end")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker runs with ``COLUMNS=80`` and ``LINES=24`` in its environment;
+    the CLI commands the tests start would inherit them and squeeze their tables to 80
+    columns, where a run of pytest alone lets them see a pipe (cli/common.py). Every child
+    sees the same environment in either run."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("COLUMNS", "LINES"):
+            os.environ.pop(name, None)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core (at least two, at most eight). More would overlap
+    more of the waiting on servers and processes, but the tests that bound a command's
+    wall time (test_hostile_files: 10 s a command; test_fuzz: 2 s an input) then got half
+    a core each and failed: four workers on two cores at a load of 5-9 took 11-14 s."""
+    return max(2, min(8, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)

@@ -45,6 +45,19 @@ def queued(url: str) -> int:
         connection.close()
 
 
+def consumers(url: str) -> int:
+    """Consumers of the billing queue: one per worker process that has started consuming."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return int(connection.channel().queue_declare(
+            queue="billing", passive=True).method.consumer_count)
+    except pika.exceptions.ChannelClosedByBroker:  # not declared yet: nobody consumes
+        return 0
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
 def wait(what: str, check: Any, procs: Processes, timeout: float = TIMEOUT) -> None:
     end = time.monotonic() + timeout
     while not check():
@@ -61,7 +74,7 @@ def test_kill_9_on_rabbitmq_loses_and_doubles_nothing(
     processes.env.pop("BILLING_REDIS_URL", None)
     subs = setup_store()
     workers = {name: processes.worker(name) for name in ("worker-a", "worker-b")}
-    time.sleep(3)  # boot
+    wait("both workers to consume", lambda: consumers(rabbitmq_vhost) >= 2, processes)
 
     def stored() -> int:
         return int(scalar(sql, "SELECT count(*) FROM usage_events"))

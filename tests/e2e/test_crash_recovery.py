@@ -232,6 +232,7 @@ def processes(request: pytest.FixtureRequest, tmp_path: Path, database: str,
         "BILLING_REDIS_HEARTBEAT_TIMEOUT_MS": "5000",
         "BILLING_REDIS_MAINTENANCE_CHANCE": "200000",
         "BILLING_TICK_SECONDS": "1",
+        "BILLING_SCHEDULER_METRICS_PORT": "0",  # no fixed port: tests run in parallel
         "BILLING_DELIVERY_CHANNEL": "none",  # delivery has tests of its own
         "PYTHONUNBUFFERED": "1",
     })
