@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -13,17 +13,16 @@ from rich.table import Table
 
 from cli.common import connect, err, fail, instant, out, writable
 from cli.demo import invoice_table
-from domain.documents import InvoiceRecord, detailed_document, preview_document
+from domain.documents import InvoiceRecord, preview_document
 from domain.money import format_money
 from domain.validation import Invalid
-from persistence import catalog as catalog_repo
-from persistence.db import unit_of_work
-from services import clock
+from services import clock, documents, payments
 from services import invoices as invoices_service
 from services.commands import Outcome, run_command
 from services.deliveries import deliver_now
-from services.delivery import format_amount, render_html
+from services.delivery import format_amount
 from services.invoicing import do_regenerate, do_release, preview
+from workers.actors import enqueue_events
 
 app = typer.Typer(help="Invoices: list, show, release, regenerate, preview.",
                   no_args_is_help=True)
@@ -59,30 +58,53 @@ def list_(
     customer: Annotated[str | None, typer.Option(help="Only this customer's.")] = None,
     subscription: Annotated[str | None, typer.Option(help="Only this subscription's.")] = None,
     status: Annotated[str | None, typer.Option(help="draft or sent.")] = None,
+    open_: Annotated[bool, typer.Option(
+        "--open", help="Only those still to be paid (open or partly paid).")] = False,
+    overdue: Annotated[bool, typer.Option(
+        "--overdue", help="Only those open past their due date.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List invoices, oldest boundary first per subscription."""
+    """List invoices, oldest boundary first per subscription, with their payment status
+    and due date."""
     if status is not None and status not in invoices_service.STATUSES:
         fail(f"--status: must be draft or sent, got {status!r}")
     connect()
     records = invoices_service.listing(entity=entity, customer=customer,
                                        subscription=subscription, status=status)
+    now = clock.now()
+    shown = {r.id: invoices_service.document(r, now) for r in records}
+    if open_ or overdue:
+        records = [r for r in records if r.payment_status in ("open", "partially_paid")
+                   and (not overdue or shown[r.id]["overdue"])]
     if as_json:
         out.print_json(json.dumps([{
             "reference": r.reference, "id": r.id, "number": r.number, "entity": r.entity,
             "customer": r.customer, "subscription": r.subscription,
             "boundary": r.boundary.isoformat(), "issued_at": f"{r.issued_at:%Y-%m-%dT%H:%M:%SZ}",
             "status": r.status, "final": r.final, "currency": r.currency,
-            "total": format_money(r.total, r.currency)} for r in records]))
+            "total": format_money(r.total, r.currency),
+            "amount_due": format_money(r.amount_due, r.currency),
+            "payment_status": r.payment_status, "due_date": shown[r.id]["due_date"],
+            "overdue": shown[r.id]["overdue"], "paid": shown[r.id]["paid"]}
+            for r in records]))
         return
-    table = Table(title=f"{len(records)} invoices", title_justify="left")
-    for name in ("reference", "customer", "subscription", "boundary", "issued (UTC)", "status"):
+    table = Table(title=f"{len(records)} invoice{'s' * (len(records) != 1)}",
+                  title_justify="left")
+    for name in ("reference", "customer", "subscription", "boundary", "issued (UTC)", "status",
+                 "due"):
         table.add_column(name)
     table.add_column("total", justify="right")
+    table.add_column("to pay", justify="right")
     for r in records:
+        state = r.status if r.payment_status is None else r.payment_status.replace("_", " ")
+        if shown[r.id]["overdue"]:
+            state = "[red]overdue[/]"
         table.add_row(r.reference, r.customer, r.subscription, r.boundary.isoformat(),
-                      f"{r.issued_at:%Y-%m-%d %H:%M}", r.status + (", final" if r.final else ""),
-                      format_amount(r.total, r.currency))
+                      f"{r.issued_at:%Y-%m-%d %H:%M}", state + (", final" if r.final else ""),
+                      r.due_date.isoformat() if r.due_date else "—",
+                      format_amount(r.total, r.currency),
+                      format_amount(max(r.amount_due - r.paid, 0 * r.paid), r.currency)
+                      if r.payment_status in ("open", "partially_paid") else "—")
     out.print(table)
 
 
@@ -92,20 +114,27 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
     html: Annotated[bool, typer.Option(
         "--html", help="The readable invoice (HTML), to stdout or --out.")] = False,
+    pdf: Annotated[bool, typer.Option(
+        "--pdf", help="The invoice as a PDF, to --out (the same document).")] = False,
     out_file: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="With --html: write it to this file.")] = None,
+        "--out", "-o", help="With --html or --pdf: write it to this file.")] = None,
 ) -> None:
-    """Show one invoice with its lines."""
+    """Show one invoice with its lines: due date, payment status and payments included."""
     writable(out_file)
+    if pdf and out_file is None:
+        fail("--pdf needs --out FILE")
     connect()
     record = find(reference)
-    document = detailed_document(record)
-    if html:
-        with unit_of_work() as session:
-            entity = catalog_repo.entity(session, record.entity)
-        page = render_html(document,
-                           timezone=entity.timezone if entity else None,
-                           units=invoices_service.display_units(record.subscription))
+    document = invoices_service.document(record, clock.now())
+    if html or pdf:
+        if pdf:
+            out_file_path = out_file
+            assert out_file_path is not None
+            out_file_path.write_bytes(documents.invoice_pdf(record))
+            err.print(f"[green]✓[/] {record.reference} written to {out_file_path}",
+                      highlight=False)
+            return
+        page = documents.html(record)
         if out_file is None:
             sys.stdout.write(page)
         else:
@@ -173,3 +202,56 @@ def preview_command(
                            "issued_at": when.strftime("%Y-%m-%dT%H:%M:%SZ")},
                           invoices_service.display_units(subscription))
     out.print(table)
+
+
+def _payment_command(kind: str, reference: str, handler: Any, as_json: bool) -> None:
+    record = find(reference)
+    outcome = run_command(kind, lambda s, now: handler(s, now, record.id), invoice=record.id)
+    if outcome.status == "refused":
+        fail(outcome.detail, code=1)
+    enqueue_events(list(outcome.events))
+    if as_json:
+        out.print_json(json.dumps(invoices_service.document(find(str(record.id)),
+                                                            clock.now())))
+        return
+    err.print(f"[green]✓[/] {outcome.status}: {escape(outcome.detail)}", highlight=False,
+              soft_wrap=True)
+
+
+@app.command("pay")
+def pay(
+    reference: Annotated[str, REF],
+    amount: Annotated[str, typer.Argument(help="What was received, e.g. 120.00.")],
+    currency: Annotated[str, typer.Argument(help="ISO 4217: the invoice's currency.")],
+    paid_on: Annotated[str, typer.Option("--date", help="The day it was paid, YYYY-MM-DD.")],
+    method: Annotated[str, typer.Option(help="bank_transfer, card, direct_debit, cash, "
+                                             "check or other.")] = "other",
+    reference_text: Annotated[str | None, typer.Option(
+        "--reference", help="The payment's own reference (a bank transfer's, …).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the invoice's JSON.")] = False,
+) -> None:
+    """Record a payment of a sent invoice: never more than is still due."""
+    connect()
+    data = {"amount": amount, "currency": currency, "date": paid_on, "method": method,
+            "reference": reference_text}
+    _payment_command("record_payment", reference,
+                     lambda s, now, invoice_id: payments.do_pay(s, now, invoice_id, data),
+                     as_json)
+
+
+@app.command("void")
+def void(reference: Annotated[str, REF],
+         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Void a sent invoice nobody paid: its number stays used, it shows void."""
+    connect()
+    _payment_command("void_invoice", reference, payments.do_void, as_json)
+
+
+@app.command("mark-uncollectible")
+def mark_uncollectible(
+        reference: Annotated[str, REF],
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Give up collecting a sent invoice (a later payment still counts)."""
+    connect()
+    _payment_command("mark_uncollectible", reference, payments.do_mark_uncollectible, as_json)
+

@@ -22,6 +22,7 @@ from domain.filters import (
     parse_match,
 )
 from domain.money import parse_currency
+from domain.parties import BUYER, SELLER, Party, parse_party
 from domain.periods import Interval, zone
 from domain.taxes import TaxRate, optional_tax_ids, parse_tax_rates
 from domain.units import Unit, parse_unit
@@ -74,6 +75,7 @@ class Entity:
     invoice_prefix: str
     delivery: Delivery | None = None
     taxes: tuple[str, ...] = ()  # the tax rates its invoices carry by default (SPEC §15)
+    profile: Party = field(default_factory=Party)  # the seller on its invoices (parties.py)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class Customer:
     email: str | None = None
     taxes: tuple[str, ...] | None = None  # its own tax rates (SPEC §15); None: names none
     tax_exempt: bool = False
+    details: Party = field(default_factory=Party)  # the buyer on its invoices (parties.py)
 
 
 @dataclass(frozen=True)
@@ -186,8 +189,9 @@ def parse_entity(data: Any, path: str, taxes: Mapping[str, object] | None = None
         prefix = f.text("invoice_prefix")
     delivery = parse_delivery(f.raw("delivery"), f.at("delivery")) if f.has("delivery") else None
     rates = optional_tax_ids(f, taxes) or ()
+    profile = parse_party(f, SELLER)
     f.check_unknown()
-    return Entity(entity_id, tz, prefix, delivery, rates)
+    return Entity(entity_id, tz, prefix, delivery, rates, profile)
 
 
 def parse_delivery(data: Any, path: str) -> Delivery:
@@ -357,8 +361,9 @@ def parse_customer(data: Any, path: str, entities: Mapping[str, Entity] | None,
         f.fail("email", f"must be one email address, got {describe(email)}")
     rates = optional_tax_ids(f, taxes)
     exempt = f.boolean("tax_exempt", default=False)
+    details = parse_party(f, BUYER)
     f.check_unknown()
-    return Customer(customer_id, entity, draft, email, rates, exempt)
+    return Customer(customer_id, entity, draft, email, rates, exempt, details)
 
 
 def _unique(items: list[Any], kind: str, paths: list[str]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -10,6 +11,7 @@ from typing import Any
 from domain.credits import Grant, Ledger
 from domain.invoices import PRORATION, ComposedInvoice, Line, line_order
 from domain.money import format_money, format_quantity
+from domain.payments import Payment, PaymentStatus, overdue
 from domain.taxes import TaxAmount
 
 
@@ -33,6 +35,15 @@ class InvoiceRecord:
     paid_by: tuple[tuple[str, Decimal], ...] = ()  # (grant id, amount) of those credits
     taxes: tuple[TaxAmount, ...] = ()  # SPEC §15, per rate, as computed
     tax_exempt: bool = False
+    # once sent: when it is due, whether it was paid, who billed whom (domain/payments.py)
+    due_date: date | None = None
+    payment_status: str | None = None
+    parties: Mapping[str, Any] | None = None
+    payments: tuple[Payment, ...] = ()
+
+    @property
+    def paid(self) -> Decimal:
+        return sum((p.amount for p in self.payments), Decimal(0))
 
     @property
     def amount_due(self) -> Decimal:
@@ -88,9 +99,11 @@ def invoice_document(inv: InvoiceRecord) -> dict[str, Any]:
     }
 
 
-def detailed_document(inv: InvoiceRecord) -> dict[str, Any]:
+def detailed_document(inv: InvoiceRecord, today: date | None = None) -> dict[str, Any]:
     """The invoice as the API, the webhooks and the documents show it: REPLAY.md's shape,
-    its id, and which grants paid its credits."""
+    its id, which grants paid its credits, its taxes per line, its due date, payment status
+    (overdue when ``today`` — the entity's local date — is past it) and payments, and the
+    parties' legal details as they were when it was sent."""
     document = invoice_document(inv)
     for shown, line in zip(document["lines"], sorted(inv.lines, key=line_order), strict=True):
         shown["taxes"] = list(line.taxes)  # the rates the line carries
@@ -99,6 +112,16 @@ def detailed_document(inv: InvoiceRecord) -> dict[str, Any]:
         "credits_applied": [{"grant": grant, "amount": format_money(amount, inv.currency)}
                             for grant, amount in inv.paid_by],
         "tax_exempt": inv.tax_exempt,
+        "due_date": inv.due_date.isoformat() if inv.due_date else None,
+        "payment_status": inv.payment_status,
+        "overdue": today is not None and inv.payment_status is not None and overdue(
+            PaymentStatus(inv.payment_status), inv.due_date, today),
+        "paid": format_money(inv.paid, inv.currency),
+        "payments": [{"id": p.id, "amount": format_money(p.amount, p.currency),
+                      "date": p.paid_on.isoformat(), "method": p.method,
+                      "reference": p.reference} for p in inv.payments],
+        "seller": dict((inv.parties or {}).get("seller") or {"id": inv.entity}),
+        "buyer": dict((inv.parties or {}).get("buyer") or {"id": inv.customer}),
     }
 
 

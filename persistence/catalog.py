@@ -23,6 +23,7 @@ from domain.catalog import (
     parse_plan,
     plan_to_dict,
 )
+from domain.parties import Party
 from domain.taxes import TaxPolicy, TaxRate
 from domain.units import Unit
 from domain.validation import UNSTORABLE
@@ -51,7 +52,8 @@ PlanKey = tuple[str, int]  # (plan id, version)
 
 def _entity(row: EntityRow) -> Entity:
     delivery = parse_delivery(row.delivery, "delivery") if row.delivery else None
-    return Entity(row.id, row.timezone, row.invoice_prefix, delivery, tuple(row.taxes or ()))
+    return Entity(row.id, row.timezone, row.invoice_prefix, delivery, tuple(row.taxes or ()),
+                  Party.from_dict(row.profile))
 
 
 def entity(session: Session, entity_id: str, *, share: bool = False) -> Entity | None:
@@ -74,7 +76,7 @@ def save_entity(session: Session, e: Entity) -> None:
         bump_catalog_revision(session)
     session.merge(EntityRow(id=e.id, timezone=e.timezone, invoice_prefix=e.invoice_prefix,
                             delivery=e.delivery.to_dict() if e.delivery else None,
-                            taxes=list(e.taxes) or None))
+                            taxes=list(e.taxes) or None, profile=e.profile.to_dict() or None))
 
 
 def entity_invoice_count(session: Session, entity_id: str) -> int:
@@ -182,7 +184,8 @@ def subscriptions_per_version(session: Session) -> dict[PlanKey, int]:
 
 def _customer(row: CustomerRow) -> Customer:
     return Customer(row.id, row.entity_id, row.draft_invoices, row.email,
-                    None if row.taxes is None else tuple(row.taxes), row.tax_exempt)
+                    None if row.taxes is None else tuple(row.taxes), row.tax_exempt,
+                    Party.from_dict(row.details))
 
 
 def customers(session: Session, ids: Collection[str] | None = None) -> dict[str, Customer]:
@@ -216,10 +219,11 @@ def save_customer(session: Session, c: Customer) -> None:
     if row is None:
         session.add(CustomerRow(id=c.id, entity_id=c.entity, email=c.email,
                                 draft_invoices=bool(c.draft_invoices), taxes=taxes,
-                                tax_exempt=c.tax_exempt))
+                                tax_exempt=c.tax_exempt, details=c.details.to_dict() or None))
     else:
         row.entity_id, row.email = c.entity, c.email
         row.taxes, row.tax_exempt = taxes, c.tax_exempt
+        row.details = c.details.to_dict() or None
     session.flush()
 
 

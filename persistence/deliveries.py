@@ -31,6 +31,11 @@ def claim(session: Session, invoice_id: int) -> DeliveryRow | None:
     return session.scalars(stmt).first()
 
 
+def status_of(session: Session, invoice_id: int) -> str | None:
+    """The delivery's status (pending | done | failed), or None without one."""
+    return session.scalar(select(col(D.status)).where(col(D.invoice_id) == invoice_id))
+
+
 def rows(session: Session, status: str | None = None, limit: int = 200) -> list[DeliveryRow]:
     stmt = select(D).order_by(col(D.created_at).desc()).limit(limit)
     if status:

@@ -7,6 +7,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, localcontext
+from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -17,6 +18,7 @@ from domain.invoices import ADJUSTMENT, USAGE, Billed, ComposedInvoice, Line, li
 from domain.money import EXACT
 from domain.taxes import TaxAmount
 from persistence import credits as credits_repo
+from persistence import payments as payments_repo
 from persistence.sql import insert_ignore, is_postgres, rowcount, storable
 from persistence.tables import (
     InvoiceCounterRow,
@@ -24,6 +26,7 @@ from persistence.tables import (
     InvoiceLineRow,
     InvoiceRow,
     InvoiceTaxRow,
+    JSONType,
     SubscriptionRow,
 )
 
@@ -158,6 +161,26 @@ def number(session: Session, entity_id: str, prefix: str, invoice_ids: Sequence[
     return numbers
 
 
+@dataclass(frozen=True)
+class SentTerms:
+    """What an invoice gets when it is sent, besides its number."""
+
+    invoice_id: int
+    due_date: date
+    payment_status: str
+    parties: dict[str, Any]
+
+
+def set_sent_terms(session: Session, terms: Sequence[SentTerms]) -> None:
+    if terms:
+        session.connection().execute(
+            update(I).where(col(I.id) == bindparam("invoice_id"))
+            .values(due_date=bindparam("due"), payment_status=bindparam("state"),
+                    parties=bindparam("who", type_=JSONType)),
+            [{"invoice_id": t.invoice_id, "due": t.due_date, "state": t.payment_status,
+              "who": t.parties} for t in terms])
+
+
 def advance_plans(session: Session, pairs: Collection[tuple[str, date]]
                   ) -> dict[tuple[str, date], tuple[str, int] | None]:
     """SPEC §14: the plan (id, version) whose recurring lines the invoices at these
@@ -227,6 +250,8 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
             taxes[t.invoice_id].append(TaxAmount(t.tax_id, t.rate, t.base, t.amount))
     paid_by = credits_repo.of_invoices(
         session, [r.id for r in rows if r.id is not None and r.credits])
+    payments = payments_repo.of_invoices(
+        session, [r.id for r in rows if r.id is not None and r.payment_status is not None])
     return [
         InvoiceRecord(
             id=r.id or 0, entity=r.entity_id, customer=r.customer_id,
@@ -235,7 +260,8 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
             lines=tuple(sorted(lines[r.id or 0], key=line_order)),
             subtotal=r.subtotal, discount=r.discount, total=r.total, credits=r.credits,
             paid_by=tuple(paid_by.get(r.id or 0, ())), taxes=tuple(taxes[r.id or 0]),
-            tax_exempt=r.tax_exempt,
+            tax_exempt=r.tax_exempt, due_date=r.due_date, payment_status=r.payment_status,
+            parties=r.parties, payments=tuple(payments.get(r.id or 0, ())),
         )
         for r in rows
     ]

@@ -37,6 +37,7 @@ class EntityRow(SQLModel, table=True):
     invoice_prefix: str
     delivery: dict[str, Any] | None = Field(default=None, sa_type=JSONType)  # Delivery
     taxes: list[str] | None = Field(default=None, sa_type=JSONType)  # default rate ids
+    profile: dict[str, Any] | None = Field(default=None, sa_type=JSONType)  # Party
 
 
 class TaxRateRow(SQLModel, table=True):
@@ -101,6 +102,7 @@ class CustomerRow(SQLModel, table=True):
     email: str | None = None
     taxes: list[str] | None = Field(default=None, sa_type=JSONType)  # None: names none
     tax_exempt: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    details: dict[str, Any] | None = Field(default=None, sa_type=JSONType)  # Party
 
 
 class DraftSettingRow(SQLModel, table=True):
@@ -383,6 +385,12 @@ class InvoiceRow(SQLModel, table=True):
                          sa_column_kwargs={"server_default": "0"})  # Σ of invoice_taxes
     # its customer was tax-exempt when it was computed (the document says so)
     tax_exempt: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    # Once sent: when it is due, whether it was paid (domain/payments.py), and who billed
+    # whom as it was then (the seller's and the buyer's legal details: a sent invoice
+    # never changes)
+    due_date: date | None = None
+    payment_status: str | None = Field(default=None, max_length=20)
+    parties: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     # SPEC §12: what prepaid credits paid when it was sent (the sum of its applications)
     credits: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal,
                              sa_column_kwargs={"server_default": "0"})
@@ -421,6 +429,40 @@ class InvoiceTaxRow(SQLModel, table=True):
     rate: Decimal = Field(sa_type=ExactDecimal)
     base: Decimal = Field(sa_type=ExactDecimal)
     amount: Decimal = Field(sa_type=ExactDecimal)
+
+
+class PaymentRow(SQLModel, table=True):
+    """A payment recorded against a sent invoice: what was received, when, how. Payments
+    are only added; the invoice's ``payment_status`` follows them."""
+
+    __tablename__ = "payments"
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoices.id", index=True)
+    amount: Decimal = Field(sa_type=ExactDecimal)
+    currency: str = Field(max_length=3)
+    paid_on: date
+    method: str = Field(max_length=40)
+    reference: str | None = Field(default=None, max_length=255)
+    recorded_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class InvoiceEventRow(SQLModel, table=True):
+    """The outbox of an invoice's status changes (invoice.paid, invoice.voided, …): written
+    in the transaction that changes the status, delivered after the commit as a signed
+    webhook, in order per invoice, at least once (``dedupe`` makes each change one row)."""
+
+    __tablename__ = "invoice_events"
+    __table_args__ = (UniqueConstraint("invoice_id", "dedupe", name="uq_invoice_event"),)
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoices.id", index=True)
+    type: str = Field(max_length=40)
+    dedupe: str = Field(max_length=80)
+    payload: dict[str, Any] = Field(sa_type=JSONType)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    status: str = Field(default="pending", index=True, max_length=10)  # pending|done|failed
+    attempts: int = 0
+    last_error: str = Field(default="", sa_type=Text)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class CreditGrantRow(SQLModel, table=True):

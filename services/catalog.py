@@ -137,6 +137,8 @@ def _entity(session: Session, e: Entity, path: str) -> Change:
     if stored.taxes != e.taxes:
         parts.append(f"taxes: {_rates(stored.taxes)} → {_rates(e.taxes)} (invoices computed "
                      "from now on)")
+    if stored.profile != e.profile:
+        parts.append("legal profile changed (invoices sent from now on)")
     return Change("entity", e.id, CHANGED, "; ".join(parts))
 
 
@@ -193,6 +195,8 @@ def _customer(session: Session, c: Customer, path: str) -> Change:
         parts.append(f"email: {stored.email} → {c.email}")
     if c.draft_invoices is not None and c.draft_invoices != stored.draft_invoices:
         parts.append(f"draft_invoices: {stored.draft_invoices} → {c.draft_invoices}")
+    if stored.details != c.details:
+        parts.append("billing details changed (invoices sent from now on)")
     if (stored.taxes, stored.tax_exempt) != (c.taxes, c.tax_exempt):
         before = "exempt" if stored.tax_exempt else _rates(stored.taxes)
         after = "exempt" if c.tax_exempt else _rates(c.taxes)

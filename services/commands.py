@@ -35,12 +35,14 @@ class Outcome:
     status: str  # applied | unchanged | refused | pending
     detail: str = ""
     deliver: tuple[int, ...] = ()  # invoices sent by it: to deliver once it is committed
+    events: tuple[int, ...] = ()  # invoice events it recorded: to deliver once committed
     code: str = ""  # for a refusal: invalid | not_found | conflict
     field: str | None = None  # for an invalid one: the field it is about
 
 
-def applied(detail: str = "", deliver: tuple[int, ...] = ()) -> Outcome:
-    return Outcome("applied", detail, deliver)
+def applied(detail: str = "", deliver: tuple[int, ...] = (),
+            events: tuple[int, ...] = ()) -> Outcome:
+    return Outcome("applied", detail, deliver, events=events)
 
 
 def unchanged(detail: str) -> Outcome:

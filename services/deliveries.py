@@ -11,34 +11,28 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
-from domain.catalog import Customer, Delivery, Entity
-from domain.documents import detailed_document
-from domain.units import Unit
+from domain.catalog import Customer, Delivery
 from persistence import catalog as catalog_repo
 from persistence import deliveries as deliveries_repo
 from persistence import invoices as invoices_repo
 from persistence.db import unit_of_work
 from persistence.sql import storable
-from services import clock
+from services import clock, documents
 from services.commands import Outcome, applied, refused, unchanged
 from services.delivery import (
     Result,
     SmtpSettings,
     email_subject,
-    render_html,
-    render_text,
     send_email,
     send_webhook,
     webhook_body,
     webhook_id_for,
     write_outbox,
 )
-from services.invoices import display_units_in
 from services.settings import settings
 
 EVENT = "invoice.sent"
@@ -59,10 +53,11 @@ def default_delivery() -> Delivery:
                     secret=config.webhook_secret, sender=config.email_from)
 
 
-def _send(delivery: Delivery, document: dict[str, Any], entity: Entity,
-          customer: Customer, units: dict[str, Unit]) -> tuple[Result, str]:
+def _send(delivery: Delivery, doc: documents.Document, customer: Customer
+          ) -> tuple[Result, str]:
     """Deliver through the channel; the result and where it went."""
     config = settings()
+    document = doc.data
     if delivery.channel == "none":
         return Result(ok=True, retry=False, detail="no delivery channel"), "—"
     if delivery.channel == "webhook":
@@ -75,7 +70,7 @@ def _send(delivery: Delivery, document: dict[str, Any], entity: Entity,
         result = send_webhook(delivery.url, delivery.secret, webhook_id_for(document, EVENT),
                               webhook_body(document, EVENT), timeout=config.webhook_timeout_s)
         return result, delivery.url
-    html = render_html(document, timezone=entity.timezone, units=units)
+    html = documents.html_of(doc)
     if delivery.channel == "email":
         if not customer.email:
             return Result(ok=False, retry=False,
@@ -84,12 +79,24 @@ def _send(delivery: Delivery, document: dict[str, Any], entity: Entity,
                             username=config.smtp_username, password=config.smtp_password,
                             starttls=config.smtp_starttls)
         sender = delivery.sender or config.email_from
+        reference = str(document.get("number") or f"{document['subscription']}@"
+                        f"{document['boundary']}")
         result = send_email(smtp, sender, customer.email, email_subject(document),
-                            render_text(document, timezone=entity.timezone, units=units), html,
-                            message_id=f"<invoice-{document['id']}@{sender.split('@')[-1]}>")
+                            documents.text_of(doc), html,
+                            message_id=f"<invoice-{document['id']}@{sender.split('@')[-1]}>",
+                            attachment=_pdf(doc, f"{reference}.pdf"))
         return result, customer.email
     directory = _outbox_override or Path(delivery.directory or config.outbox_dir)
     return write_outbox(directory, document, html), str(directory)
+
+
+def _pdf(doc: documents.Document, name: str) -> tuple[str, bytes] | None:
+    """The invoice's PDF to attach, or None where WeasyPrint cannot run (no Pango library):
+    the e-mail still carries the invoice, as text and HTML."""
+    try:
+        return name, documents.pdf_of(doc)
+    except (ImportError, OSError):
+        return None
 
 
 def attempt(session: Session, invoice_id: int, now: datetime,
@@ -110,11 +117,9 @@ def attempt(session: Session, invoice_id: int, now: datetime,
     entity = catalog_repo.entity(session, record.entity)
     customer = catalog_repo.customer(session, record.customer)
     assert entity is not None and customer is not None
-    document = detailed_document(record)
     delivery = entity.delivery or default_delivery()
-    readable = delivery.channel in ("email", "outbox")  # the channels that render it
-    units = display_units_in(session, record.subscription) if readable else {}
-    result, target = _send(delivery, document, entity, customer, units)
+    doc = documents.prepare(session, record, now)
+    result, target = _send(delivery, doc, customer)
     row.attempts += 1
     row.channel, row.target, row.updated_at = delivery.channel, target, now
     if result.ok:

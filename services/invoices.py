@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from sqlalchemy.orm import Session
 
-from domain.documents import InvoiceRecord
+from domain.documents import InvoiceRecord, detailed_document
+from domain.periods import local_date
 from domain.units import Unit
 from domain.validation import Invalid, parse_date
 from persistence import catalog as catalog_repo
@@ -55,6 +59,14 @@ def listing(*, entity: str | None = None, customer: str | None = None,
         return invoices_repo.records(session, entity=entity, customer=customer,
                                      subscription=subscription, status=status, limit=limit,
                                      after=after)
+
+
+def document(record: InvoiceRecord, now: datetime) -> dict[str, Any]:
+    """The invoice's detailed document, overdue judged on the entity's local date."""
+    with unit_of_work() as session:
+        entity = catalog_repo.entity(session, record.entity)
+    today = local_date(now, entity.timezone) if entity else now.date()
+    return detailed_document(record, today)
 
 
 def display_units(subscription: str) -> dict[str, Unit]:

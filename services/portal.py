@@ -21,9 +21,10 @@ from decimal import Decimal
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from domain.catalog import Aggregation, Meter, Model, Plan, Tier, UsageCharge
+from domain.catalog import Aggregation, Meter, Plan, UsageCharge
 from domain.documents import InvoiceRecord
 from domain.invoices import ComposedInvoice, Line
+from domain.payments import PaymentStatus, overdue
 from domain.periods import boundary, midnight, zone
 from domain.plan_history import PlanHistory
 from domain.units import Unit
@@ -40,8 +41,8 @@ from services import credits, invoicing
 from services.delivery.render import (
     format_amount,
     format_in_unit,
-    format_price_in_unit,
     format_quantity,
+    pricing_lines,
 )
 from services.settings import settings
 
@@ -249,6 +250,8 @@ class InvoiceItem:
     total: str
     final: bool
     amount_due: str = ""
+    due_date: date | None = None
+    status: str = "sent"  # its payment status in words: open, paid, overdue, void, …
 
 
 @dataclass(frozen=True)
@@ -262,57 +265,6 @@ class Page:
     notes: tuple[str, ...] = field(default=())
     balances: tuple[tuple[str, str], ...] = ()  # (currency, balance) of prepaid credit
     grants: tuple[GrantItem, ...] = ()
-
-
-def written_price(price: Decimal, currency: str, unit: Unit | None) -> str:
-    """A unit price as the customer reads it: "$2.00 / 1M tokens", "€0.01 per unit"."""
-    text = format_price_in_unit(price, currency, unit)
-    return text if unit is not None else f"{text} per unit"
-
-
-def pricing_lines(charge: UsageCharge, currency: str, unit: Unit | None) -> tuple[str, ...]:
-    """How a usage charge is priced, in words, in the meter's display unit."""
-
-    def q(value: Decimal) -> str:
-        return format_in_unit(value, unit)
-
-    def tier_text(t: Tier, lower: Decimal | None) -> str:
-        span = (f"above {q(lower)}" if t.up_to is None and lower is not None
-                else "every unit" if t.up_to is None else f"up to {q(t.up_to)}")
-        parts = []
-        if t.unit_price or not t.flat_price:
-            parts.append(written_price(t.unit_price, currency, unit))
-        if t.flat_price:
-            parts.append(f"{format_amount(t.flat_price, currency)} flat")
-        return f"{span}: {' + '.join(parts)}"
-
-    lines: list[str] = []
-    if charge.model is Model.UNIT:
-        lines.append(written_price(charge.unit_price, currency, unit))
-    elif charge.model is Model.PACKAGE:
-        lines.append(f"{format_amount(charge.package_price, currency)} per package of "
-                     f"{q(charge.package_size)} (a started package counts)")
-    else:
-        lines.append({Model.GRADUATED: "graduated: each tier prices the units that fall in it",
-                      Model.VOLUME: "volume: the tier the total reaches prices every unit",
-                      Model.BANDS: "bands: one flat price for the band the total falls in",
-                      }[charge.model])
-        lower: Decimal | None = None
-        for tier in charge.tiers:
-            if charge.model is Model.BANDS:
-                span = (f"above {q(lower)}" if tier.up_to is None and lower is not None
-                        else "any amount" if tier.up_to is None else f"up to {q(tier.up_to)}")
-                lines.append(f"{span}: {format_amount(tier.flat_price, currency)}")
-            else:
-                lines.append(tier_text(tier, lower))
-            lower = tier.up_to
-    if charge.included:
-        lines.append(f"the first {q(charge.included)} included")
-    if charge.minimum is not None:
-        lines.append(f"at least {format_amount(charge.minimum, currency)}")
-    if charge.cap is not None:
-        lines.append(f"at most {format_amount(charge.cap, currency)}")
-    return tuple(lines)
 
 
 def _period(start: date, end: date) -> str:
@@ -453,13 +405,22 @@ def page(customer: str, now: datetime) -> Page:
     invoices = tuple(
         InvoiceItem(r.id, r.number or r.reference, r.boundary,
                     format_amount(r.total, r.currency), r.final,
-                    format_amount(r.amount_due, r.currency))
+                    format_amount(r.amount_due, r.currency), r.due_date,
+                    _payment_words(r.payment_status, r.due_date, today))
         for r in sorted(records, key=lambda r: (r.boundary, r.id), reverse=True))
     return Page(customer=customer, entity=entity.id, timezone=entity.timezone,
                 now_local=_local_text(now, entity.timezone), subscriptions=tuple(estimates),
                 invoices=invoices, notes=tuple(notes),
                 balances=tuple((c, format_amount(b, c)) for c, b in balances.items()),
                 grants=tuple(_grant_item(v, now, entity.timezone) for v in grant_views))
+
+
+def _payment_words(status: str | None, due: date | None, today: date) -> str:
+    if status is None:
+        return "sent"
+    if overdue(PaymentStatus(status), due, today):
+        return "overdue"
+    return status.replace("_", " ")
 
 
 def _grant_item(view: credits.GrantView, now: datetime, tz: str) -> GrantItem:

@@ -21,18 +21,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.documents import InvoiceRecord, detailed_document, preview_document
+from domain.documents import preview_document
 from domain.validation import Invalid, check_text
 from persistence import catalog as catalog_repo
 from persistence import db
 from persistence.db import unit_of_work
 from services import catalog as catalog_service
-from services import clock, invoicing
+from services import clock, documents, invoicing
 from services import invoices as invoices_service
 from services import portal as portal_service
 from services import usage as usage_service
 from services.commands import CONFLICT, INVALID, NOT_FOUND
-from services.delivery import render_html
 from services.outages import is_infrastructure
 from web import schemas, usage_body
 from web.dependencies import (
@@ -42,13 +41,16 @@ from web.dependencies import (
     answer_once,
     command,
     error,
+    find_invoice,
     instant_param,
+    invoice_json,
     iso,
     message_id,
     storable_id,
 )
 from web.portal import router as portal_router
 from web.routers.credits import router as credits_router
+from web.routers.payments import router as payments_router
 from web.routers.subscriptions import router as subscriptions_router
 from workers import actors
 
@@ -82,23 +84,6 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
-
-
-def invoice_json(record: InvoiceRecord) -> dict[str, Any]:
-    return detailed_document(record)
-
-
-def find_invoice(reference: str) -> InvoiceRecord:
-    if not storable_id(reference):
-        raise ApiError(404, NOT_FOUND, "no such invoice", "ref")
-    try:
-        found = invoices_service.find(reference)
-    except Invalid as exc:
-        raise ApiError(422, INVALID, f"{reference!r}: {exc.message}", "ref") from None
-    if found is None:
-        raise ApiError(404, NOT_FOUND, f"no invoice {reference!r} (give a number, an id or "
-                                       "SUBSCRIPTION@YYYY-MM-DD)", "ref")
-    return found
 
 
 def create_app() -> FastAPI:
@@ -269,11 +254,7 @@ def create_app() -> FastAPI:
         document with ``Accept: text/html``."""
         record = find_invoice(ref)
         if "text/html" in request.headers.get("accept", "").split(",")[0]:
-            with unit_of_work() as session:
-                entity = catalog_repo.entity(session, record.entity)
-            return HTMLResponse(render_html(
-                invoice_json(record), timezone=entity.timezone if entity else None,
-                units=invoices_service.display_units(record.subscription)))
+            return HTMLResponse(documents.html(record))
         return invoice_json(record)
 
     @app.post("/v1/invoices/{ref}/release", response_model=schemas.Invoice, tags=["invoices"])
@@ -346,6 +327,7 @@ def create_app() -> FastAPI:
 
     app.include_router(subscriptions_router)
     app.include_router(credits_router)
+    app.include_router(payments_router)
     app.include_router(portal_router)
     return app
 

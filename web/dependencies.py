@@ -13,8 +13,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from domain.documents import InvoiceRecord
 from domain.validation import UNSTORABLE, Invalid, check_text, parse_instant
 from services import api_keys, clock, idempotency
+from services import invoices as invoices_service
 from services.commands import CONFLICT, INVALID, NOT_FOUND, Outcome, recorded, run_command
 
 bearer = HTTPBearer(auto_error=False, description="an API key: `billing api-keys create`")
@@ -131,4 +133,23 @@ def instant_param(text: str | None) -> datetime:
         return parse_instant(text, "at")
     except Invalid as exc:
         raise ApiError(422, INVALID, str(exc), "at") from None
+
+
+def invoice_json(record: InvoiceRecord) -> dict[str, Any]:
+    """An invoice as the API shows it (overdue judged on its entity's local date)."""
+    return invoices_service.document(record, clock.now())
+
+
+def find_invoice(reference: str) -> InvoiceRecord:
+    """The invoice a path names — its number, id or SUBSCRIPTION@YYYY-MM-DD — or a 404."""
+    if not storable_id(reference):
+        raise ApiError(404, NOT_FOUND, "no such invoice", "ref")
+    try:
+        found = invoices_service.find(reference)
+    except Invalid as exc:
+        raise ApiError(422, INVALID, f"{reference!r}: {exc.message}", "ref") from None
+    if found is None:
+        raise ApiError(404, NOT_FOUND, f"no invoice {reference!r} (give a number, an id or "
+                                       "SUBSCRIPTION@YYYY-MM-DD)", "ref")
+    return found
 

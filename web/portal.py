@@ -13,15 +13,12 @@ from decimal import Decimal
 from functools import cache
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from domain.documents import detailed_document
-from services import clock
+from services import clock, documents
 from services import portal as portal_service
-from services.delivery import render_html
 from services.delivery.render import format_in_unit
-from services.invoices import display_units
 
 router = APIRouter(include_in_schema=False)
 
@@ -115,7 +112,24 @@ def portal_invoice(token: str, invoice_id: str) -> HTMLResponse:
         html = _env().get_template("portal_refused.html.j2").render(
             reason="There is no such invoice on this account.")
         return HTMLResponse(html, status_code=404, headers=HEADERS)
-    document = detailed_document(record)
-    html = render_html(document, timezone=portal_service.timezone_of(record.entity),
-                       units=display_units(record.subscription))
-    return HTMLResponse(html, headers=HEADERS)
+    return HTMLResponse(documents.html(record, now), headers=HEADERS)
+
+
+@router.get("/portal/{token}/invoices/{invoice_id}/pdf", response_class=Response)
+def portal_invoice_pdf(token: str, invoice_id: str) -> Response:
+    """The invoice's PDF, for the portal's "Download PDF"."""
+    now = clock.now()
+    try:
+        customer = portal_service.check_token(token, now)
+    except portal_service.Refused as exc:
+        return _refused(exc)
+    record = (portal_service.invoice_of(customer, int(invoice_id))
+              if invoice_id.isascii() and invoice_id.isdigit() and len(invoice_id) < 10
+              else None)
+    if record is None:
+        html = _env().get_template("portal_refused.html.j2").render(
+            reason="There is no such invoice on this account.")
+        return HTMLResponse(html, status_code=404, headers=HEADERS)
+    return Response(documents.invoice_pdf(record, now), media_type="application/pdf",
+                    headers={**HEADERS, "Content-Disposition":
+                             f'attachment; filename="{record.reference}.pdf"'})

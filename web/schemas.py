@@ -153,6 +153,29 @@ class Invoice(Model):
     amount_due: str = Field(description="max(0, total − credits)")
     credits_applied: list[CreditApplied]
     tax_exempt: bool
+    due_date: str | None = Field(description="once sent: the issue date plus the net terms")
+    payment_status: Literal["open", "partially_paid", "paid", "void", "uncollectible"] | None
+    overdue: bool = Field(description="open (or partly paid) past its due date")
+    paid: str = Field(description="the sum of the payments recorded")
+    payments: list[PaymentOut]
+    seller: dict[str, Any] = Field(description="the entity's legal details when it was sent")
+    buyer: dict[str, Any] = Field(description="the customer's billing details when it was sent")
+
+
+class PaymentOut(Model):
+    id: int
+    amount: str
+    date: str
+    method: str
+    reference: str | None
+
+
+class PaymentIn(Model):
+    amount: str = Field(description='a decimal string, e.g. "100.00"')
+    currency: str
+    date: str = Field(description="the day it was paid, YYYY-MM-DD")
+    method: Literal["bank_transfer", "card", "direct_debit", "cash", "check", "other"] = "other"
+    reference: str | None = None
 
 
 class InvoicePage(Model):

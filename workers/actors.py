@@ -23,7 +23,9 @@ from services import (
     clock,
     credits,
     deliveries,
+    invoice_events,
     invoicing,
+    payments,
     plan_changes,
     subscriptions,
     usage,
@@ -168,6 +170,7 @@ def bill_runs(runs: list[list[str]]) -> None:
 
 
 def _bill_run(entity: str, local_date: str) -> None:
+    enqueue_events(payments.overdue_now(entity, clock.now()))  # invoice.overdue, once each
     planned = invoicing.plan_bill_run(entity, parse_date(local_date, "local_date"),
                                       clock.now())
     if isinstance(planned, Outcome):
@@ -241,17 +244,40 @@ def enqueue_deliveries(invoice_ids: list[int]) -> None:
         deliver_invoice.send(invoice_id)
 
 
+@actor
+def deliver_event(event_id: int) -> None:
+    """Deliver an invoice's status change (invoice.paid, …) as a signed webhook, after the
+    earlier ones of its invoice; retried while it waits or fails in a way worth retrying."""
+    outcome, result = invoice_events.deliver(event_id, clock.now())
+    bound = log.bind(actor="deliver_event", event=event_id)
+    if outcome.status == "pending":
+        raise DeliveryFailed(outcome.detail)  # its invoice's earlier events go first
+    if result is not None and not result.ok and result.retry:
+        bound.warning("event delivery will be retried", reason=result.detail)
+        raise DeliveryFailed(result.detail)
+    bound.info("deliver_event " + outcome.status, detail=outcome.detail)
+
+
+def enqueue_events(event_ids: list[int] | tuple[int, ...]) -> None:
+    for event_id in event_ids:
+        deliver_event.send(event_id)
+
+
 def requeue_lost_deliveries(now: datetime) -> list[int]:
-    """Deliveries whose message was lost between a commit and its enqueue: sent again."""
+    """Deliveries and invoice events whose message was lost between a commit and its
+    enqueue: sent again."""
     lost = deliveries.lost(now)
     enqueue_deliveries(lost)
-    return lost
+    events = invoice_events.lost(now)
+    enqueue_events(events)
+    return [*lost, *events]
 
 
 __all__ = [
     "bill_run",
     "cancel",
     "change_plan",
+    "deliver_event",
     "deliver_invoice",
     "grant_credits",
     "issue_invoice",

@@ -43,6 +43,7 @@ from urllib.parse import quote, urlsplit
 __all__ = [
     "Result",
     "SmtpSettings",
+    "event_body",
     "outbox_name",
     "secret_key",
     "send_email",
@@ -125,6 +126,14 @@ def webhook_body(document: Mapping[str, Any], event_type: str = "invoice.issued"
     with sorted keys (byte-identical on every attempt); ``timestamp`` is the invoice's
     ``issued_at``, ``data`` the document."""
     payload = {"type": event_type, "timestamp": document.get("issued_at"), "data": document}
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_json_default).encode()
+
+
+def event_body(event_type: str, timestamp: str, data: Mapping[str, Any]) -> bytes:
+    """The Standard Webhooks payload of an invoice's status change (``invoice.paid``, …):
+    byte-identical on every attempt."""
+    payload = {"type": event_type, "timestamp": timestamp, "data": data}
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       default=_json_default).encode()
 
@@ -268,7 +277,8 @@ def _smtp_reply(code: int, text: bytes | str, what: str) -> Result:
 
 
 def _build_message(sender: str, to: str, subject: str, text: str, html: str,
-                   message_id: str | None) -> EmailMessage:
+                   message_id: str | None,
+                   attachment: tuple[str, bytes] | None = None) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
@@ -282,6 +292,9 @@ def _build_message(sender: str, to: str, subject: str, text: str, html: str,
     msg["Message-ID"] = message_id
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
+    if attachment is not None:  # the PDF: multipart/mixed around the alternatives
+        name, data = attachment
+        msg.add_attachment(data, maintype="application", subtype="pdf", filename=name)
     return msg
 
 
@@ -294,8 +307,10 @@ def send_email(
     html: str,
     *,
     message_id: str | None = None,
+    attachment: tuple[str, bytes] | None = None,
 ) -> Result:
-    """Send one multipart/alternative email (text, then HTML) through ``smtp``; one attempt.
+    """Send one multipart/alternative email (text, then HTML) through ``smtp``, with an
+    optional attachment (``(file name, PDF bytes)``); one attempt.
 
     ``sender`` and ``to`` may be plain addresses or ``Name <address>``. ``message_id`` (e.g.
     ``<invoice-17@billing.example>``) should be the same on every attempt of one message, so
@@ -308,7 +323,7 @@ def send_email(
     if "@" not in to_addr:
         return Result.permanent(f"bad recipient address {to!r}")
     try:
-        msg = _build_message(sender, to, subject, text, html, message_id)
+        msg = _build_message(sender, to, subject, text, html, message_id, attachment)
     except (ValueError, TypeError) as exc:  # e.g. a line break in a header
         return Result.permanent(f"cannot build the email: {exc}")
     where = f"{smtp.host}:{smtp.port}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation, localcontext
 from functools import cache
@@ -25,8 +25,10 @@ from babel.dates import format_date, format_time
 from babel.numbers import NumberPattern, format_currency, format_decimal, parse_pattern
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from domain.catalog import Model, Tier, UsageCharge
 from domain.money import ROUNDING, minor_units
 from domain.units import Unit, price_per, scaled_quantity
+from services.delivery.labels import labels
 
 __all__ = [
     "email_subject",
@@ -144,6 +146,57 @@ def format_price_in_unit(value: object, currency: str, unit: Unit | None,
     return f"{format_amount(price_per(price, unit), currency, locale)} / {unit.per_label}"
 
 
+def written_price(price: Decimal, currency: str, unit: Unit | None) -> str:
+    """A unit price as the customer reads it: "$2.00 / 1M tokens", "€0.01 per unit"."""
+    text = format_price_in_unit(price, currency, unit)
+    return text if unit is not None else f"{text} per unit"
+
+
+def pricing_lines(charge: UsageCharge, currency: str, unit: Unit | None) -> tuple[str, ...]:
+    """How a usage charge is priced, in words, in the meter's display unit."""
+
+    def q(value: Decimal) -> str:
+        return format_in_unit(value, unit)
+
+    def tier_text(t: Tier, lower: Decimal | None) -> str:
+        span = (f"above {q(lower)}" if t.up_to is None and lower is not None
+                else "every unit" if t.up_to is None else f"up to {q(t.up_to)}")
+        parts = []
+        if t.unit_price or not t.flat_price:
+            parts.append(written_price(t.unit_price, currency, unit))
+        if t.flat_price:
+            parts.append(f"{format_amount(t.flat_price, currency)} flat")
+        return f"{span}: {' + '.join(parts)}"
+
+    lines: list[str] = []
+    if charge.model is Model.UNIT:
+        lines.append(written_price(charge.unit_price, currency, unit))
+    elif charge.model is Model.PACKAGE:
+        lines.append(f"{format_amount(charge.package_price, currency)} per package of "
+                     f"{q(charge.package_size)} (a started package counts)")
+    else:
+        lines.append({Model.GRADUATED: "graduated: each tier prices the units that fall in it",
+                      Model.VOLUME: "volume: the tier the total reaches prices every unit",
+                      Model.BANDS: "bands: one flat price for the band the total falls in",
+                      }[charge.model])
+        lower: Decimal | None = None
+        for tier in charge.tiers:
+            if charge.model is Model.BANDS:
+                span = (f"above {q(lower)}" if tier.up_to is None and lower is not None
+                        else "any amount" if tier.up_to is None else f"up to {q(tier.up_to)}")
+                lines.append(f"{span}: {format_amount(tier.flat_price, currency)}")
+            else:
+                lines.append(tier_text(tier, lower))
+            lower = tier.up_to
+    if charge.included:
+        lines.append(f"the first {q(charge.included)} included")
+    if charge.minimum is not None:
+        lines.append(f"at least {format_amount(charge.minimum, currency)}")
+    if charge.cap is not None:
+        lines.append(f"at most {format_amount(charge.cap, currency)}")
+    return tuple(lines)
+
+
 def _parse_date(value: object, field: str) -> date:
     if not isinstance(value, str):
         raise TypeError(f"{field}: must be an ISO date string, got {type(value).__name__}")
@@ -187,16 +240,36 @@ class LineView:
     quantity: str
     unit_price: str  # "" when the document has no unit price for the line
     amount: str
+    pricing: str = ""  # how it is priced, in words ("graduated: …"), when not a unit price
 
 
 @dataclass(frozen=True)
 class Party:
     name: str | None
     id: str
+    address: tuple[str, ...] = ()
+    tax_id: str | None = None
+    email: str | None = None
+    logo: str | None = None  # a data: URI
 
     @property
     def label(self) -> str:
         return f"{self.name} ({self.id})" if self.name and self.name != self.id else self.id
+
+
+def _party(document: Mapping[str, Any], key: str, id_key: str, name: str | None) -> Party:
+    """A party of the invoice from its document's ``seller`` / ``buyer`` details."""
+    details = document.get(key) if isinstance(document.get(key), Mapping) else {}
+    assert isinstance(details, Mapping)
+
+    def text(field: str) -> str | None:
+        value = details.get(field)
+        return value if isinstance(value, str) and value else None
+
+    address = text("address")
+    return Party(name or text("legal_name"), _text(document, id_key),
+                 tuple(ln.strip() for ln in address.splitlines() if ln.strip()) if address
+                 else (), text("tax_id"), text("email"), text("logo"))
 
 
 @dataclass(frozen=True)
@@ -224,6 +297,14 @@ class InvoiceView:
     adjusted: bool  # it carries adjustment lines (late usage of earlier periods)
     taxes: tuple[tuple[str, str], ...] = ()  # ("Tax vat-de 19 % on €42.49", "€8.07")
     tax_exempt: bool = False
+    words: Mapping[str, str] = field(default_factory=lambda: labels("en"))
+    due: str | None = None  # the due date, once sent
+    payment: str | None = None  # "open", "paid", "partially paid", "void", … in the language
+    stamp: str | None = None  # PAID, VOID, OVERDUE
+    discount_label: str = ""  # "Discount (10 %)"
+    payment_instructions: tuple[str, ...] = ()
+    footer: tuple[str, ...] = ()
+    payments: tuple[tuple[str, str, str], ...] = ()  # (date, how, amount)
     credits: str | None = None  # what prepaid credits paid (SPEC §12), as a deduction
     credit_grants: str = ""  # which grants paid it: "welcome 25.00, promo 4.80"
     amount_due: str | None = None  # what is left to pay, when credits paid part of it
@@ -231,19 +312,22 @@ class InvoiceView:
     @property
     def totals(self) -> list[tuple[str, str, str]]:
         """The rows under the lines: (label, amount, CSS class)."""
-        rows = [("Subtotal", self.subtotal, "subtotal"), ("Discount", self.discount, "discount"),
-                *((label, amount, "tax") for label, amount in self.taxes),
-                (self.total_label, self.total, "total")]
+        w = self.words
+        rows = [(w["subtotal"], self.subtotal, "subtotal")]
+        if self.discount_label:  # no row for no discount
+            rows.append((self.discount_label, self.discount, "discount"))
+        rows += [*((label, amount, "tax") for label, amount in self.taxes),
+                 (w["total_credit"] if self.credit else w["total"], self.total, "total")]
         if self.credits is not None and self.amount_due is not None:
-            label = "Prepaid credits" + (f" ({self.credit_grants})" if self.credit_grants
-                                         else "")
-            rows += [(label, self.credits, "credits"), ("Amount due", self.amount_due,
+            label = w["credits"] + (f" ({self.credit_grants})" if self.credit_grants
+                                    else "")
+            rows += [(label, self.credits, "credits"), (w["amount_due"], self.amount_due,
                                                         "amount-due")]
         return rows
 
     @property
     def total_label(self) -> str:
-        return "Total (credit)" if self.credit else "Total"
+        return self.words["total_credit"] if self.credit else self.words["total"]
 
     @property
     def notes(self) -> list[str]:
@@ -252,7 +336,7 @@ class InvoiceView:
             notes.append("Adjustment lines correct an earlier period: usage that arrived after "
                          "its invoice was sent, priced again with the whole period.")
         if self.tax_exempt:
-            notes.append("Tax exempt: no tax is charged to this customer.")
+            notes.append(self.words["tax_exempt"])
         if self.credit and self.draft:
             notes.append(f"This invoice is a credit: {self.credit} is owed to the customer; "
                          "once sent, it becomes prepaid credit that pays the next invoices.")
@@ -321,6 +405,7 @@ def invoice_view(
             unit_price="" if unit_price is None else format_price_in_unit(unit_price, currency,
                                                                           unit, locale),
             amount=format_amount(ln.get("amount"), currency, locale),
+            pricing=str(ln.get("pricing") or ""),
         ))
     discount = to_decimal(document.get("discount", "0"), "discount")
     total = to_decimal(document.get("total"), "total")
@@ -328,15 +413,24 @@ def invoice_view(
     final = bool(document.get("final", False))
     invoice_id = document.get("id")
     draft = number is None
+    words = labels(locale)
+    percent = document.get("discount_percent")
     return InvoiceView(
         lang=locale.replace("_", "-"),
-        title=f"Invoice {number}" if number else "DRAFT invoice",
+        title=f"{words['invoice']} {number}" if number else f"{words['draft']} "
+                                                           f"{words['invoice'].lower()}",
         draft=draft,
         number=number,
         reference=reference,
         invoice_id=invoice_id if isinstance(invoice_id, int) else None,
-        entity=Party(entity_name, _text(document, "entity")),
-        customer=Party(customer_name, _text(document, "customer")),
+        entity=_party(document, "seller", "entity", entity_name),
+        customer=_party(document, "buyer", "customer", customer_name),
+        words=words,
+        **_payment(document, words, locale),
+        discount_label="" if not discount else words["discount"] + (
+            f" ({format_quantity(percent, locale)} %)" if percent else ""),
+        payment_instructions=_paragraph(document.get("seller"), "payment_instructions"),
+        footer=_paragraph(document.get("seller"), "footer"),
         subscription=subscription,
         boundary=format_date(boundary, format="medium", locale=locale),
         issued=_format_issued(_parse_instant(document.get("issued_at"), "issued_at"), timezone,
@@ -357,6 +451,38 @@ def invoice_view(
     )
 
 
+def _paragraph(details: Any, key: str) -> tuple[str, ...]:
+    value = details.get(key) if isinstance(details, Mapping) else None
+    return tuple(value.splitlines()) if isinstance(value, str) else ()
+
+
+def _payment(document: Mapping[str, Any], words: Mapping[str, str],
+             locale: str) -> dict[str, Any]:
+    """The due date, the payment status (with its stamp) and the payments of a sent
+    invoice, in the document's language."""
+    status = document.get("payment_status")
+    if not isinstance(status, str):
+        return {}
+    currency = _text(document, "currency").upper()
+    due = document.get("due_date")
+    overdue = document.get("overdue") is True
+    stamp = {"paid": words["paid"], "void": words["void"]}.get(status)
+    if overdue:
+        stamp = words["overdue"]
+    payments = tuple(
+        (format_date(_parse_date(p.get("date"), "payments.date"), format="medium",
+                     locale=locale),
+         str(p.get("method", "")).replace("_", " ") + (f" · {p['reference']}"
+                                                      if p.get("reference") else ""),
+         format_amount(p.get("amount"), currency, locale))
+        for p in document.get("payments") or [] if isinstance(p, Mapping))
+    return {"due": format_date(_parse_date(due, "due_date"), format="medium", locale=locale)
+            if isinstance(due, str) else None,
+            "payment": words.get(status, status) + (f", {words['overdue']}" if overdue
+                                                    else ""),
+            "stamp": stamp.upper() if stamp else None, "payments": payments}
+
+
 def _taxes(document: Mapping[str, Any], currency: str, locale: str
            ) -> tuple[tuple[str, str], ...]:
     """One row per tax rate: "Tax vat-de (19 %) on €42.49" and its amount."""
@@ -366,7 +492,8 @@ def _taxes(document: Mapping[str, Any], currency: str, locale: str
             raise ValueError(f"invoice document: taxes[{i}] must be an object")
         rate = format_quantity(t.get("rate"), locale)
         base = format_amount(t.get("base"), currency, locale)
-        rows.append((f"Tax {_text(t, 'tax')} ({rate} %) on {base}",
+        words = labels(locale)
+        rows.append((f"{words['tax']} {_text(t, 'tax')} ({rate} %) {words['on']} {base}",
                      format_amount(t.get("amount"), currency, locale)))
     return tuple(rows)
 
