@@ -16,13 +16,12 @@ from cli.demo import invoice_table
 from domain.documents import InvoiceRecord, preview_document
 from domain.money import format_money
 from domain.validation import Invalid
-from services import clock, documents, payments
+from services import clock, documents, invoice_events, payments
 from services import invoices as invoices_service
 from services.commands import Outcome, run_command
 from services.deliveries import deliver_now
 from services.delivery import format_amount
 from services.invoicing import do_regenerate, do_release, preview
-from workers.actors import enqueue_events
 
 app = typer.Typer(help="Invoices: list, show, release, regenerate, preview.",
                   no_args_is_help=True)
@@ -209,7 +208,8 @@ def _payment_command(kind: str, reference: str, handler: Any, as_json: bool) -> 
     outcome = run_command(kind, lambda s, now: handler(s, now, record.id), invoice=record.id)
     if outcome.status == "refused":
         fail(outcome.detail, code=1)
-    enqueue_events(list(outcome.events))
+    for event_id in outcome.events:  # one attempt here; the scheduler's sweep retries
+        invoice_events.deliver(event_id, clock.now())
     if as_json:
         out.print_json(json.dumps(invoices_service.document(find(str(record.id)),
                                                             clock.now())))

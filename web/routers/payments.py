@@ -35,7 +35,7 @@ def pay(ref: str, body: schemas.PaymentIn, key: Key, request: Request,
     """Record a payment of a sent invoice: never more than is still due, in its currency.
     It becomes ``paid`` or ``partially_paid``, and an ``invoice.paid`` (or
     ``invoice.partially_paid``) webhook event follows."""
-    data = body.model_dump(mode="json")
+    data = body.model_dump(mode="json", exclude_none=True)
     return _change(ref, "record_payment",
                    lambda s, now, invoice_id: payments.do_pay(s, now, invoice_id, data),
                    key, idempotency_key, request, data, 201)
