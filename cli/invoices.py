@@ -129,7 +129,10 @@ def show(
         if pdf:
             out_file_path = out_file
             assert out_file_path is not None
-            out_file_path.write_bytes(documents.invoice_pdf(record))
+            try:
+                out_file_path.write_bytes(documents.invoice_pdf(record))
+            except documents.PdfUnavailable as exc:
+                fail(str(exc), code=1)
             err.print(f"[green]✓[/] {record.reference} written to {out_file_path}",
                       highlight=False)
             return

@@ -9,9 +9,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services import payments
-from services.documents import invoice_pdf
+from services.documents import PdfUnavailable, invoice_pdf
 from web import schemas
-from web.dependencies import IdempotencyKey, Key, answer_once, command, find_invoice, invoice_json
+from web.dependencies import (
+    ApiError,
+    IdempotencyKey,
+    Key,
+    answer_once,
+    command,
+    find_invoice,
+    invoice_json,
+)
 from workers import actors
 
 router = APIRouter(tags=["payments"])
@@ -63,5 +71,9 @@ def mark_uncollectible(ref: str, key: Key, request: Request,
 def pdf(ref: str, key: Key) -> Response:
     """The invoice as a PDF, from the same template as its HTML document."""
     record = find_invoice(ref)
-    return Response(invoice_pdf(record), media_type="application/pdf", headers={
+    try:
+        document = invoice_pdf(record)
+    except PdfUnavailable as exc:
+        raise ApiError(503, "unavailable", str(exc)) from None
+    return Response(document, media_type="application/pdf", headers={
         "Content-Disposition": f'inline; filename="{record.reference}.pdf"'})
