@@ -927,6 +927,10 @@ def main() -> None:
             bench.portal()
         if "scheduler" in args.only:
             bench.scheduler()
+        if "features" in args.only:  # not in the default run: --only features
+            from benchmarks.features import features_run
+
+            features_run(bench)
     finally:
         bench.report()
         bench.drop()

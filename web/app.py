@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.documents import preview_document
+from domain.parties import BUYER
 from domain.validation import Invalid, check_text
 from persistence import catalog as catalog_repo
 from persistence import db
@@ -349,7 +350,8 @@ def _methods(request: Request) -> list[str]:
 
 def _customer_json(customer: Any) -> dict[str, Any]:
     return {"id": customer.id, "entity": customer.entity, "email": customer.email,
-            "draft_invoices": bool(customer.draft_invoices), **customer.details.to_dict(),
+            "draft_invoices": bool(customer.draft_invoices),
+            **{k: getattr(customer.details, k) for k in BUYER},
             "taxes": list(customer.taxes) if customer.taxes is not None else None,
             "tax_exempt": bool(customer.tax_exempt)}
 
