@@ -84,6 +84,15 @@ def entity_invoice_count(session: Session, entity_id: str) -> int:
         col(InvoiceRow.entity_id) == entity_id)) or 0)
 
 
+def entity_subscriptions_moved_on(session: Session, entity_id: str) -> int:
+    """Subscriptions of the entity that a bill run has moved past a boundary — with an
+    invoice, or without one (the opening boundary of a usage-only plan, a period with
+    nothing to invoice)."""
+    S = SubscriptionRow
+    return int(session.scalar(select(func.count()).select_from(S).where(
+        col(S.entity_id) == entity_id, col(S.next_k) > 0)) or 0)
+
+
 # ---------------------------------------------------------------------------- meters
 
 

@@ -5,7 +5,8 @@ The terms a subscription was sold on never change under it:
 - a **plan** that differs from its latest version becomes a new version; new subscriptions
   take it, existing ones keep the version they were created with;
 - a change that would move an issued period or re-bill usage is **refused**, with a
-  one-line reason: an entity's time zone once it has invoices, a meter's aggregation or
+  one-line reason: an entity's time zone once it has invoices or a bill run has moved one
+  of its subscriptions past a boundary (with no invoice), a meter's aggregation or
   property once a subscription's plan charges it, a customer's entity once it has
   subscriptions;
 - everything else (an invoice prefix, a delivery channel, an email, a draft setting named
@@ -123,12 +124,21 @@ def _entity(session: Session, e: Entity, path: str) -> Change:
     if stored == e:
         return Change("entity", e.id, UNCHANGED)
     if stored.timezone != e.timezone:
+        change = f"cannot change the time zone {stored.timezone} → {e.timezone}"
         issued = catalog_repo.entity_invoice_count(session, e.id)
         if issued:
             return Change("entity", e.id, REFUSED,
-                          f"cannot change the time zone {stored.timezone} → {e.timezone}: "
-                          f"entity {e.id!r} has {issued} invoices, whose periods would move",
-                          f"{path}.timezone")
+                          f"{change}: entity {e.id!r} has {issued} invoices, whose periods "
+                          "would move", f"{path}.timezone")
+        # a run that passed a boundary without an invoice (the opening one of a usage-only
+        # plan) dealt with it at the old zone's instant: the period it opened, and which
+        # ingests count as closing it, would move under usage already arriving
+        moved_on = catalog_repo.entity_subscriptions_moved_on(session, e.id)
+        if moved_on:
+            return Change("entity", e.id, REFUSED,
+                          f"{change}: a bill run has moved {moved_on} subscriptions of entity "
+                          f"{e.id!r} past a boundary in {stored.timezone}, whose periods "
+                          "would move", f"{path}.timezone")
     parts = [f"{name}: {getattr(stored, name)} → {getattr(e, name)}"
              for name in ("timezone", "invoice_prefix")
              if getattr(stored, name) != getattr(e, name)]
