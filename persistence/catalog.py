@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, union, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -37,6 +37,7 @@ from persistence.tables import (
     EntityRow,
     InvoiceRow,
     MeterRow,
+    PlanChangeRow,
     PlanMeterRow,
     PlanRow,
     PlanVersionRow,
@@ -111,12 +112,17 @@ def save_meter(session: Session, m: Meter) -> None:
 
 
 def meter_subscription_count(session: Session, meter_id: str) -> int:
-    """Subscriptions whose plan version charges ``meter_id``."""
-    S, PM = SubscriptionRow, PlanMeterRow
-    stmt = select(func.count()).select_from(S).join(
+    """Subscriptions charged for ``meter_id``: by the plan version they were sold on, or
+    by one a plan change moves them to (SPEC §14) — counted once each."""
+    S, PM, PC = SubscriptionRow, PlanMeterRow, PlanChangeRow
+    sold: Select[tuple[str]] = select(col(S.id).label("id")).join(
         PM, (col(PM.plan_id) == col(S.plan_id)) & (col(PM.version) == col(S.plan_version))
     ).where(col(PM.meter_id) == meter_id)
-    return int(session.scalar(stmt) or 0)
+    changed: Select[tuple[str]] = select(col(PC.subscription_id).label("id")).join(
+        PM, (col(PM.plan_id) == col(PC.plan_id)) & (col(PM.version) == col(PC.plan_version))
+    ).where(col(PM.meter_id) == meter_id)
+    charged = union(sold, changed).subquery()
+    return int(session.scalar(select(func.count()).select_from(charged)) or 0)
 
 
 # ---------------------------------------------------------------------------- plans

@@ -7,8 +7,8 @@ The terms a subscription was sold on never change under it:
 - a change that would move an issued period or re-bill usage is **refused**, with a
   one-line reason: an entity's time zone once it has invoices or a bill run has moved one
   of its subscriptions past a boundary (with no invoice), a meter's aggregation or
-  property once a subscription's plan charges it, a customer's entity once it has
-  subscriptions;
+  property once a subscription's plan (or a plan it changes to) charges it, a customer's
+  entity once it has subscriptions;
 - everything else (an invoice prefix, a delivery channel, an email, a draft setting named
   in the file, new items) is applied.
 

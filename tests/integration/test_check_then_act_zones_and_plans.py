@@ -1,14 +1,18 @@
-"""Check, then act, for an entity's time zone (issue #20, the rest; docs/decisions.md,
-"Check, then act: what was checked"), on PostgreSQL:
+"""Check, then act, for an entity's time zone and for plan changes (issue #20, the rest;
+docs/decisions.md, "Check, then act: what was checked"), on PostgreSQL:
 
 - a zone change is refused once a bill run has moved a subscription of the entity past a
   boundary, with an invoice or without one (the opening boundary of a usage-only plan,
   where nothing is invoiced) — sequentially, and racing the runs of 12 entities;
+- a meter charged only by a plan a subscription changes to is charged: the catalog cannot
+  change its aggregation, neither after the change nor while the change runs (the change
+  share-locks the new plan's meters, as a subscribe does);
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -18,10 +22,12 @@ import pytest
 from sqlalchemy import select
 
 from domain.periods import bill_run_instant, midnight
+from persistence import catalog as catalog_repo
 from persistence.db import unit_of_work
-from persistence.tables import EntityRow, SubscriptionRow
+from persistence.tables import EntityRow, MeterRow, SubscriptionRow
 from services import catalog as catalog_service
-from services import invoicing
+from services import invoicing, plan_changes
+from services.commands import run_command
 from tests.integration.test_check_then_act import run_all, subscribe
 
 pytestmark = pytest.mark.postgres
@@ -52,6 +58,12 @@ def catalog(entities: int = 1, customers: int = 2) -> dict[str, Any]:
 
 def to_zone(zone: str, entity: str = "e00") -> dict[str, Any]:
     return {"entities": [{"id": entity, "timezone": zone, "invoice_prefix": f"E{int(entity[1:])}"}]}
+
+
+def change_plan(subscription: str, plan: str, since: str, now: datetime = NOW) -> str:
+    return run_command("change_plan", lambda s, _: plan_changes.do_change_plan(
+        s, now, subscription, plan, since, now),
+        message_id=f"change-{subscription}-{plan}-{since}").status
 
 
 # ---------------------------------------------------------------------------- time zones
@@ -134,3 +146,58 @@ def test_a_zone_change_racing_a_run_that_invoices_nothing_is_refused_or_comes_fi
             wrong.append(f"{sub.id}: next boundary {sub.next_k} at {sub.next_boundary_at}")
     moved = sum(zone == TOKYO for zone in zones.values())
     assert wrong == [], f"{len(wrong)} wrong ({moved} of {ENTITIES} moved): {wrong[:4]}"
+
+
+# ---------------------------------------------------------------------------- plan changes
+
+
+def test_a_meter_charged_only_by_the_plan_changed_to_is_charged(pg_store: str) -> None:
+    """``s-1`` on ``fee`` (no meter) changes to ``metered`` (calls) from 15 February:
+    calls are then charged — the catalog must not re-aggregate them (it counted only the
+    plans subscriptions were sold on: 0, and applied the change)."""
+    catalog_service.apply_document(catalog(), NOW)
+    assert subscribe("s-1", "c00-0", "fee", "2026-02-01") == "applied"
+    assert change_plan("s-1", "metered", "2026-02-15") == "applied"
+    changed = {"meters": [{"id": "calls", "aggregation": "max"}]}
+    with pytest.raises(catalog_service.CatalogRefused, match="1 subscriptions"):
+        catalog_service.apply_document(changed)
+    # called off (back to ``fee`` on the same date): calls are charged by no one
+    assert change_plan("s-1", "fee", "2026-02-15") == "applied"
+    catalog_service.apply_document(changed)
+
+
+def test_a_meter_changed_while_a_plan_change_to_a_plan_charging_it_runs_waits_for_it(
+        pg_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catalog change has counted no subscription charging ``calls`` and is held 2 s
+    before it writes; a plan change to ``metered`` starts then. It must wait for the
+    catalog change (share-locking the new plan's meters, as a subscribe does) — not commit
+    in between, leaving a subscription charged for a meter re-aggregated under it."""
+    catalog_service.apply_document(catalog(), NOW)
+    assert subscribe("s-1", "c00-0", "fee", "2026-02-01") == "applied"
+    counted = threading.Event()
+    count = catalog_repo.meter_subscription_count
+
+    def slow_count(*args: Any) -> int:
+        found = count(*args)
+        counted.set()
+        time.sleep(2.0)
+        return found
+
+    monkeypatch.setattr(catalog_repo, "meter_subscription_count", slow_count)
+    changed = {"meters": [{"id": "calls", "aggregation": "max"}]}
+    catalog_change = threading.Thread(target=catalog_service.apply_document, args=(changed,))
+    catalog_change.start()
+    assert counted.wait(30)
+    outcome: list[str] = []
+    change = threading.Thread(
+        target=lambda: outcome.append(change_plan("s-1", "metered", "2026-02-15")))
+    change.start()
+    change.join(timeout=1.0)
+    waited = change.is_alive()
+    catalog_change.join(timeout=60)
+    change.join(timeout=60)
+    with unit_of_work() as session:
+        meter = session.get(MeterRow, "calls")
+        assert meter is not None and meter.aggregation == "max"
+    assert outcome == ["applied"]
+    assert waited, "the plan change committed between the catalog's check and its write"
