@@ -29,6 +29,7 @@ from domain.periods import midnight
 from domain.taxes import TaxRate
 from domain.units import Unit
 from persistence import catalog as catalog_repo
+from persistence import plan_changes as plan_changes_repo
 from persistence import subscriptions as subs_repo
 from persistence.db import unit_of_work
 from services import clock
@@ -310,12 +311,18 @@ def apply(session: Session, catalog: Catalog, now: datetime) -> CatalogDiff:
 
 
 def _move_subscriptions_to_zone(session: Session, e: Entity) -> None:
-    """An entity without invoices moved to another zone: its subscriptions' instants (all
-    derived from local dates) follow."""
-    for row in subs_repo.of_entity(session, e.id, lock=True):  # locked already: afresh
+    """An entity moved to another zone before any bill run dealt with its subscriptions:
+    their instants (all derived from local dates) follow — their plan changes' too. The
+    changes are read after the subscriptions' locks, which a plan change takes before it
+    stores one."""
+    rows = subs_repo.of_entity(session, e.id, lock=True)  # locked already: afresh
+    for row in rows:
         row.start_at = midnight(row.start, e.timezone)
         row.end_at = None if row.end is None else midnight(row.end, e.timezone)
         row.next_boundary_at = midnight(row.next_boundary, e.timezone)
+    for changes in plan_changes_repo.changes(session, [r.id for r in rows]).values():
+        for change in changes:
+            change.since_at = midnight(change.since, e.timezone)
 
 
 def apply_document(data: Any, now: datetime | None = None) -> CatalogDiff:

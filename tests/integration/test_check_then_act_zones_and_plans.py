@@ -7,6 +7,8 @@ docs/decisions.md, "Check, then act: what was checked"), on PostgreSQL:
 - a meter charged only by a plan a subscription changes to is charged: the catalog cannot
   change its aggregation, neither after the change nor while the change runs (the change
   share-locks the new plan's meters, as a subscribe does);
+- a zone change moves the plan changes' instants (``since_at``) with the subscriptions'
+  — also when a plan change has read the entity and is held before it stores.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sqlalchemy import select
 from domain.periods import bill_run_instant, midnight
 from persistence import catalog as catalog_repo
 from persistence.db import unit_of_work
-from persistence.tables import EntityRow, MeterRow, SubscriptionRow
+from persistence.tables import EntityRow, MeterRow, PlanChangeRow, SubscriptionRow
 from services import catalog as catalog_service
 from services import invoicing, plan_changes
 from services.commands import run_command
@@ -201,3 +203,52 @@ def test_a_meter_changed_while_a_plan_change_to_a_plan_charging_it_runs_waits_fo
         assert meter is not None and meter.aggregation == "max"
     assert outcome == ["applied"]
     assert waited, "the plan change committed between the catalog's check and its write"
+
+
+def since_at(subscription: str) -> datetime:
+    with unit_of_work() as session:
+        row = session.scalars(select(PlanChangeRow).where(
+            PlanChangeRow.subscription_id == subscription)).one()
+        return row.since_at
+
+
+def test_a_zone_change_moves_the_plan_changes_instants(pg_store: str) -> None:
+    """No run has dealt with the entity yet: the zone change is allowed and moves every
+    instant of its subscriptions — the plan change's ``since_at`` too (it stayed at
+    midnight in Oslo, where ingest reads which plan is in force on an event's date)."""
+    catalog_service.apply_document(catalog(), NOW)
+    assert subscribe("s-1", "c00-0", "fee", "2026-02-01") == "applied"
+    assert change_plan("s-1", "metered", "2026-02-15") == "applied"
+    assert since_at("s-1") == midnight(date(2026, 2, 15), OSLO)
+    catalog_service.apply_document(to_zone(TOKYO))
+    assert since_at("s-1") == midnight(date(2026, 2, 15), TOKYO)
+
+
+def test_a_zone_change_while_a_plan_change_runs_leaves_no_instant_in_the_old_zone(
+        pg_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan change has read its entity (Oslo) and is held 2 s before it stores; the
+    entity moves to Tokyo then. Its ``since_at`` must be Tokyo's midnight in the end."""
+    catalog_service.apply_document(catalog(), NOW)
+    assert subscribe("s-1", "c00-0", "fee", "2026-02-01") == "applied"
+    read = threading.Event()
+    entity = catalog_repo.entity
+
+    def slow_entity(*args: Any, **kwargs: Any) -> Any:
+        found = entity(*args, **kwargs)
+        if threading.current_thread().name == "change":
+            read.set()
+            time.sleep(2.0)
+        return found
+
+    monkeypatch.setattr(catalog_repo, "entity", slow_entity)
+    outcome: list[str] = []
+    change = threading.Thread(
+        target=lambda: outcome.append(change_plan("s-1", "metered", "2026-02-15")),
+        name="change")
+    change.start()
+    assert read.wait(30)
+    catalog_service.apply_document(to_zone(TOKYO))
+    change.join(timeout=60)
+    assert outcome == ["applied"]
+    assert since_at("s-1") == midnight(date(2026, 2, 15), TOKYO), \
+        "since_at is midnight of 15 February in the old zone"
