@@ -285,7 +285,8 @@ def drafts_at(session: Session, customer_ids: Collection[str], at: datetime) -> 
 # command it guards against takes too — in one order everywhere: the catalog's revision
 # row (catalog changes one at a time), customers, entities, meters, subscriptions, each in
 # id order (then a plan whose version is added). A subscribe takes its customer, entity
-# and meters in that order; a bill run its subscriptions. See docs/decisions.md, "Check,
+# and meters in that order; a plan change its customer, entity, the new plan's meters and
+# then its subscription; a bill run its subscriptions. See docs/decisions.md, "Check,
 # then act".
 
 
