@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.documents import preview_document
@@ -100,6 +101,14 @@ def create_app() -> FastAPI:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error(exc.status, exc.code, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
+        # The client went away while its body was read — or was timed out by the server
+        # (web/server.py), which has answered 408 and closed the connection. Not an error
+        # of the server: nothing to log, and this answer goes nowhere (uvicorn drops what
+        # is sent on a disconnected request).
+        return error(408, "timeout", "the client disconnected before its body arrived")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
