@@ -14,19 +14,19 @@ The recurring ones are numbered 1, 2, …; what has fired of them is the highest
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from domain.validation import Invalid
+from domain.money import parse_currency
+from domain.validation import Fields, Invalid, describe, join, parse_decimal
 
 KINDS = ("usage_amount", "usage_quantity", "credit_balance")
 DECREASING = frozenset({"credit_balance"})
 MAX_THRESHOLDS = 50  # listed on one alert
 MAX_LISTED = 100  # thresholds named by one event (the count says how many were crossed)
-MAX_DIGITS = 30
 
 
 @dataclass(frozen=True)
@@ -136,50 +136,72 @@ def first_crossings(values: Sequence[Decimal], of: Thresholds,
 # ---------------------------------------------------------------------------- input
 
 
-def _decimal(value: Any, field: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
-        raise Invalid(field, "must be a decimal number written as a string")
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise Invalid(field, f"{value!r} is not a decimal number") from None
-    if not number.is_finite():
-        raise Invalid(field, f"{value!r} is not a finite number")
-    if len(number.as_tuple().digits) > MAX_DIGITS:
-        raise Invalid(field, f"has more than {MAX_DIGITS} digits")
-    return number
+@dataclass(frozen=True)
+class AlertRequest:
+    id: str
+    customer: str
+    subscription: str | None
+    kind: str
+    meter: str | None
+    currency: str | None
+    thresholds: Thresholds
 
 
-def parse_thresholds(raw: Any, step: Any, kind: str) -> Thresholds:
+def parse_thresholds(raw: Any, step: Any, kind: str, path: str = "") -> Thresholds:
     """Thresholds from input: a non-empty list of numbers > 0, strictly increasing, and an
     optional recurring ``step`` > 0 (increasing alerts only). ``Invalid`` names the field."""
+    at = join(path, "thresholds")
     if not isinstance(raw, list) or not raw:
-        raise Invalid("thresholds", "must be a non-empty list of decimal numbers")
+        raise Invalid(at, f"must be a non-empty list of decimal numbers, got {describe(raw)}")
     if len(raw) > MAX_THRESHOLDS:
-        raise Invalid("thresholds", f"at most {MAX_THRESHOLDS} thresholds")
+        raise Invalid(at, f"at most {MAX_THRESHOLDS} thresholds")
     values: list[Decimal] = []
     for i, item in enumerate(raw):
-        number = _decimal(item, f"thresholds[{i}]")
+        number = parse_decimal(item, join(at, i))
         if number <= 0:
-            raise Invalid(f"thresholds[{i}]", "must be greater than 0")
+            raise Invalid(join(at, i), f"must be greater than 0, got {number}")
         if values and number <= values[-1]:
-            raise Invalid(f"thresholds[{i}]",
+            raise Invalid(join(at, i),
                           f"must be greater than the previous threshold ({values[-1]})")
         values.append(number)
     recurring: Decimal | None = None
     if step is not None:
         if kind in DECREASING:
-            raise Invalid("recurring_step", "a balance alert has no recurring step")
-        recurring = _decimal(step, "recurring_step")
+            raise Invalid(join(path, "recurring_step"), "a balance alert has no recurring step")
+        recurring = parse_decimal(step, join(path, "recurring_step"))
         if recurring <= 0:
-            raise Invalid("recurring_step", "must be greater than 0")
+            raise Invalid(join(path, "recurring_step"), f"must be greater than 0, got {recurring}")
     return Thresholds(tuple(values), recurring)
+
+
+def parse_alert(data: Any, path: str = "") -> AlertRequest:
+    """An alert as an application sends it: ``id``, ``customer``, optional
+    ``subscription`` (else each of the customer's), ``kind``, ``meter`` (usage_quantity),
+    ``currency`` (credit_balance), ``thresholds``, optional ``recurring_step``. Whether the
+    customer, subscription and meter exist is the service's to check."""
+    f = Fields(data, path)
+    alert_id = f.text("id")
+    customer = f.text("customer")
+    subscription = f.optional_text("subscription")
+    kind = f.choice("kind", KINDS)
+    meter = currency = None
+    if kind == "usage_quantity":
+        meter = f.text("meter")
+    elif f.has("meter"):
+        f.fail("meter", f"only a usage_quantity alert names a meter, not {kind}")
+    if kind == "credit_balance":
+        currency = parse_currency(f.required("currency"), f.at("currency"))
+        if f.has("subscription"):
+            f.fail("subscription", "a credit_balance alert is on the customer's balance")
+    elif f.has("currency"):
+        f.fail("currency", f"only a credit_balance alert names a currency, not {kind}")
+    thresholds = parse_thresholds(f.required("thresholds"), f.raw("recurring_step"), kind,
+                                  path)
+    f.raw("thresholds")
+    f.check_unknown()
+    return AlertRequest(alert_id, customer, subscription, kind, meter, currency, thresholds)
 
 
 def period_key(start: date | None) -> str:
     """How a period is named in the crossings (a balance alert has none: "")."""
     return "" if start is None else start.isoformat()
-
-
-def listed(values: Iterable[Decimal]) -> list[str]:
-    return [str(v) for v in values]

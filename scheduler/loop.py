@@ -19,8 +19,9 @@ from persistence.tables import SchedulerBeatRow
 from scheduler import metrics
 from scheduler.schedule import Schedule, wake
 from scheduler.tick import requeue_lost_deliveries
-from services import clock, rollups
+from services import alerts, clock, rollups
 from services.settings import settings
+from workers.actors import enqueue_alert_events
 
 log = structlog.get_logger("billing")
 
@@ -51,6 +52,7 @@ class Scheduler:
         self.refresh(now)
         woke = wake(self.schedule, now)
         requeue_lost_deliveries(now)
+        enqueue_alert_events(alerts.evaluate_balances(now))
         coming = self.schedule.next()
         with unit_of_work() as session:
             billruns.beat(session, SchedulerBeatRow(
@@ -82,6 +84,8 @@ def fold_loop(stop: threading.Event, every: float) -> None:
                          behind=report.behind)
             elif report.events:
                 log.debug("usage folded", events=report.events, batches=report.batches)
+            # the alerts of the customers just folded (and of any a crash left behind)
+            enqueue_alert_events(alerts.evaluate_folded(clock.now()))
         except Exception:  # an outage: try again at the next turn
             log.exception("usage fold failed")
         stop.wait(every)
