@@ -258,6 +258,10 @@ def commands(folder: Path) -> dict[str, tuple[str, ...]]:
         "credits list": ("credits", "list"),
         "credits void": ("credits", "void", "g-1"),
         "credits balance": ("credits", "balance", "c-1"),
+        "alerts create": ("alerts", "create", "a-1", "c-1", "usage_amount", "10.00"),
+        "alerts list": ("alerts", "list"),
+        "alerts delete": ("alerts", "delete", "a-1"),
+        "alerts events": ("alerts", "events"),
         "subscriptions change-plan": ("subscriptions", "change-plan", "s-1", "pro", "--from",
                                       "2026-02-10"),
     }
