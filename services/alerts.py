@@ -36,7 +36,7 @@ from persistence.db import unit_of_work
 from persistence.sql import is_postgres
 from persistence.tables import AlertEventRow, AlertRow, SubscriptionRow
 from persistence.usage import Period
-from services import clock, credits, invoicing
+from services import credits, invoicing
 from services.commands import Outcome, applied, invalid, not_found, refused, unchanged
 from services.outages import is_infrastructure
 
@@ -339,8 +339,8 @@ def evaluate_folded(now: datetime) -> list[int]:
 
 
 def after_ingest(raw_events: Any, now: datetime) -> list[int]:
-    """Where nothing folds (SQLite) and in replays (a simulated clock): evaluate the alerts
-    of a batch's customers right after it is stored."""
+    """Where nothing folds (SQLite): evaluate the alerts of a batch's customers right after
+    it is stored. (A replay also evaluates every customer after each step.)"""
     if not isinstance(raw_events, list):
         raw_events = [raw_events]
     customers = {e.get("customer") for e in raw_events if isinstance(e, dict)}
@@ -348,7 +348,7 @@ def after_ingest(raw_events: Any, now: datetime) -> list[int]:
     if not wanted:
         return []
     with unit_of_work() as session:
-        if is_postgres(session) and not clock.is_simulated():
+        if is_postgres(session):
             return []
         if not alerts_repo.any_live(session):
             return []
