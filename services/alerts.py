@@ -34,7 +34,7 @@ from persistence import subscriptions as subs_repo
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.sql import is_postgres
-from persistence.tables import AlertEventRow, AlertRow, SubscriptionRow
+from persistence.tables import AlertCrossingRow, AlertEventRow, AlertRow, SubscriptionRow
 from persistence.usage import Period
 from services import credits, invoicing
 from services.commands import Outcome, applied, invalid, not_found, refused, unchanged
@@ -353,6 +353,51 @@ def after_ingest(raw_events: Any, now: datetime) -> list[int]:
         if not alerts_repo.any_live(session):
             return []
     return evaluate_customers(wanted, now)
+
+
+@dataclass(frozen=True)
+class Banner:
+    """A threshold crossed in the current period (a balance: one it is still below)."""
+
+    alert: str
+    kind: str
+    subscription: str | None
+    threshold: Decimal
+    value: Decimal
+    meter: str | None = None
+    currency: str | None = None
+
+
+def banners(customer: str, now: datetime) -> list[Banner]:
+    """For the portal: per alert (and subscription), the highest threshold crossed in the
+    subscription's current period at ``now``; per balance alert, the lowest threshold the
+    balance is below."""
+    with unit_of_work() as session:
+        found = alerts_repo.listing(session, customer=customer)
+        if not found:
+            return []
+        rows = alerts_repo.crossings(session, [a.id for a in found])
+        current = _current(session, alerts_repo.live_subscriptions(session, [customer], now),
+                           now)
+    by_id = {a.id: a for a in found}
+    best: dict[tuple[str, str], AlertCrossingRow] = {}
+    for r in rows:
+        a = by_id[r.alert_id]
+        held = best.get((r.alert_id, r.subscription_id))
+        if a.kind in rules.DECREASING:  # the lowest the balance is below
+            keep = held is None or r.threshold < held.threshold
+        else:  # the highest crossed in the current period
+            now_period = current.get(r.subscription_id)
+            if now_period is None or rules.period_key(now_period[0].start) != r.period:
+                continue
+            keep = held is None or r.threshold > held.threshold
+        if keep:
+            best[(r.alert_id, r.subscription_id)] = r
+    return [Banner(r.alert_id, by_id[r.alert_id].kind, r.subscription_id or None,
+                   r.threshold, r.value, by_id[r.alert_id].meter_id,
+                   by_id[r.alert_id].currency or (current[r.subscription_id][1].currency
+                                                  if r.subscription_id in current else None))
+            for r in sorted(best.values(), key=lambda r: (r.alert_id, r.subscription_id))]
 
 
 def evaluate_balances(now: datetime) -> list[int]:

@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 from services import alerts as alerts_service
 from services import api_keys, clock, usage
 from services import catalog as catalog_service
+from services import portal as portal_service
+from services.settings import settings
 from web.app import create_app
 from workers.broker import stub_broker, use
 
@@ -124,3 +126,29 @@ def test_the_python_client(api: tuple[TestClient, dict[str, str]]) -> None:
         with pytest.raises(BillingError) as refused:
             billing.create_alert("x", "ana", "usage_amount", ["5", "1"])
         assert (refused.value.status, refused.value.field) == (422, "thresholds[1]")
+
+
+def test_the_portal_shows_a_banner_for_a_threshold_crossed_this_period(
+        api: tuple[TestClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    client, auth = api
+    monkeypatch.setenv("BILLING_PORTAL_SECRET", "a-test-secret-of-some-length")
+    monkeypatch.setenv("BILLING_PORTAL_URL", "http://portal.test")
+    settings.cache_clear()
+    try:
+        usage.ingest_message([{"key": "u1", "customer": "ana", "meter": "calls",
+                               "quantity": "50", "timestamp": "2026-03-05T00:00:00Z"}],
+                             "m-1", NOW)
+        assert client.post("/v1/alerts", json=ALERT, headers=auth).status_code == 201
+        assert client.post("/v1/alerts", json={
+            "id": "calls", "customer": "ana", "kind": "usage_quantity", "meter": "calls",
+            "thresholds": ["40", "1000"]}, headers=auth).status_code == 201
+        link = portal_service.create_link("ana", None, NOW)
+        html = client.get(link.url.removeprefix("http://portal.test")).text
+        assert "Your estimated usage charges on s1 passed $20.00 this period ($25.00 so " \
+               "far)." in html
+        assert "Your calls usage on s1 passed 40 this period (50 so far)." in html
+        # next period: nothing crossed yet, no banner
+        clock.use(clock.SimulatedClock(datetime(2026, 4, 2, tzinfo=UTC)))
+        assert portal_service.page("ana", clock.now()).alerts == ()
+    finally:
+        settings.cache_clear()
