@@ -140,9 +140,10 @@ def _current(session: Session, rows: Sequence[SubscriptionRow], now: datetime
     """(current period, plan, entity) of each subscription that has one at ``now``."""
     found: dict[str, tuple[Current, Any, Any]] = {}
     entities: dict[str, Any] = {}
+    plans = catalog_repo.plans(session, {(r.plan_id, r.plan_version) for r in rows})
     for row in rows:
         try:
-            plan = invoicing.plan_of(session, row)
+            plan = plans.get((row.plan_id, row.plan_version)) or invoicing.plan_of(session, row)
             if row.entity_id not in entities:
                 entities[row.entity_id] = catalog_repo.entity(session, row.entity_id)
             entity = entities[row.entity_id]
