@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -134,29 +134,22 @@ def fired(session: Session, scopes: Collection[Scope]) -> dict[Scope, FiredRows]
     return dict(result)
 
 
-def record_crossings(session: Session, scope: Scope, crossed: Sequence[tuple[Decimal, int]],
-                     value: Decimal, now: datetime) -> list[tuple[Decimal, int]]:
-    """Insert the crossings (threshold, recurring number or 0) of one scope; those that
-    were inserted (a concurrent evaluation that recorded one first keeps it)."""
-    inserted: list[tuple[Decimal, int]] = []
-    alert, sub, period = scope
-    for threshold, recurring in crossed:
+def record_crossings(session: Session,
+                     crossed: Sequence[tuple[Scope, Decimal, int, Decimal]],
+                     now: datetime) -> set[tuple[str, str, str, Decimal]]:
+    """Insert crossings — (scope, threshold, recurring number or 0, value) — set-wise;
+    the (alert, subscription, period, threshold) of those inserted (a concurrent
+    evaluation that recorded one first keeps it)."""
+    inserted: set[tuple[str, str, str, Decimal]] = set()
+    for start in range(0, len(crossed), CHUNK):
+        values = [{"alert_id": a, "subscription_id": s, "period": p, "threshold": t,
+                   "recurring": n, "value": v, "crossed_at": now}
+                  for (a, s, p), t, n, v in crossed[start:start + CHUNK]]
         stmt = insert_ignore(session, C, "alert_id", "subscription_id", "period",
-                             "threshold").values(
-            alert_id=alert, subscription_id=sub, period=period, threshold=threshold,
-            recurring=recurring, value=value, crossed_at=now).returning(col(C.id))
-        if session.execute(stmt).first() is not None:
-            inserted.append((threshold, recurring))
+                             "threshold").returning(
+            col(C.alert_id), col(C.subscription_id), col(C.period), col(C.threshold))
+        inserted.update((a, s, p, Decimal(t)) for a, s, p, t in session.execute(stmt, values))
     return inserted
-
-
-def set_event(session: Session, scope: Scope, thresholds: Collection[Decimal],
-              event_id: int) -> None:
-    alert, sub, period = scope
-    session.execute(update(C).where(col(C.alert_id) == alert, col(C.subscription_id) == sub,
-                                    col(C.period) == period,
-                                    col(C.threshold).in_(list(thresholds)))
-                    .values(event_id=event_id))
 
 
 def rearm(session: Session, scope: Scope, thresholds: Collection[Decimal]) -> None:
@@ -181,14 +174,19 @@ def crossings(session: Session, alert_ids: Collection[str]) -> list[AlertCrossin
 # ---------------------------------------------------------------------------- the outbox
 
 
-def add_event(session: Session, alert_id: str, kind: str, payload: dict[str, Any],
-              now: datetime) -> int:
-    row = V(alert_id=alert_id, type=kind, payload=payload, created_at=now, status="pending",
-            attempts=0, last_error="", updated_at=now)
-    session.add(row)
-    session.flush()
-    assert row.id is not None
-    return row.id
+def add_events(session: Session, kind: str, events: Sequence[tuple[str, dict[str, Any]]],
+               now: datetime) -> list[int]:
+    """Record events — (alert, payload) — to deliver after the commit; their ids, in
+    order."""
+    ids: list[int] = []
+    for start in range(0, len(events), CHUNK):
+        stmt = insert(V).returning(col(V.id), sort_by_parameter_order=True)
+        rows = session.execute(stmt, [
+            {"alert_id": alert, "type": kind, "payload": payload, "created_at": now,
+             "status": "pending", "attempts": 0, "last_error": "", "updated_at": now}
+            for alert, payload in events[start:start + CHUNK]])
+        ids.extend(int(str(row[0])) for row in rows)
+    return ids
 
 
 def claim_event(session: Session, event_id: int) -> AlertEventRow | None:

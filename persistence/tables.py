@@ -631,7 +631,6 @@ class AlertCrossingRow(SQLModel, table=True):
     recurring: int = 0
     value: Decimal = Field(sa_type=ExactDecimal)
     crossed_at: datetime = Field(sa_type=UTCDateTime)
-    event_id: int | None = None
 
 
 class AlertEventRow(SQLModel, table=True):

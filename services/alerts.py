@@ -240,7 +240,7 @@ def evaluate(session: Session, customers: Collection[str], now: datetime, *,
     scopes = {(a.id, s, rules.period_key(current[s][0].start)) for a, s in targets}
     scopes |= {(a.id, "", "") for a in alerts if a.kind in rules.DECREASING}
     fired = alerts_repo.fired(session, scopes)
-    recorded: list[int] = []
+    fires: list[Fire] = []
     for a, sub_id in targets:
         c = current[sub_id][0]
         value = amounts.get(sub_id) if a.kind == "usage_amount" else \
@@ -259,11 +259,9 @@ def evaluate(session: Session, customers: Collection[str], now: datetime, *,
             max(crossing.recurring_from, crossing.recurring_to - rules.MAX_LISTED + 1),
             crossing.recurring_to + 1))} if crossing.recurring_to else {}
         rows = [(t, numbers.get(t, 0)) for t in listed]
-        event = _fire(session, a, scope, rows, crossing.count, value, now,
-                      {"subscription": sub_id, "period": {
-                          "start": c.start.isoformat(), "end": c.end.isoformat()}})
-        if event is not None:
-            recorded.append(event)
+        fires.append(Fire(a, scope, rows, crossing.count, value,
+                          {"subscription": sub_id, "period": {
+                              "start": c.start.isoformat(), "end": c.end.isoformat()}}))
     balance_alerts = [a for a in alerts if a.kind in rules.DECREASING]
     for a in balance_alerts:
         balance = credits.balances(session, a.customer_id, now).get(a.currency or "",
@@ -274,33 +272,50 @@ def evaluate(session: Session, customers: Collection[str], now: datetime, *,
                                         state.fixed if state else set())
         alerts_repo.rearm(session, scope, rearmed)
         if new:
-            event = _fire(session, a, scope, [(t, 0) for t in new], len(new),
-                          format_money(balance, a.currency or "XXX"), now,
-                          {"subscription": None, "currency": a.currency})
-            if event is not None:
-                recorded.append(event)
-    return recorded
+            fires.append(Fire(a, scope, [(t, 0) for t in new], len(new),
+                              format_money(balance, a.currency or "XXX"),
+                              {"subscription": None, "currency": a.currency}))
+    return _fire(session, fires, now)
 
 
-def _fire(session: Session, alert: AlertRow, scope: alerts_repo.Scope,
-          rows: list[tuple[Decimal, int]], count: int, value: Decimal | str, now: datetime,
-          extra: dict[str, Any]) -> int | None:
-    """Record the crossings and, for those this evaluation inserted, one event."""
-    inserted = alerts_repo.record_crossings(session, scope, rows, Decimal(value), now)
-    if not inserted:
-        return None
-    thresholds = sorted(t for t, _ in inserted)
-    payload: dict[str, Any] = {
-        "alert": alert.id, "customer": alert.customer_id, "kind": alert.kind,
-        **({"meter": alert.meter_id} if alert.meter_id else {}), **extra,
-        "thresholds": [str(t) for t in thresholds],
-        "thresholds_crossed": count - (len(rows) - len(inserted)),
-        "value": str(value), "evaluated_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    event_id = alerts_repo.add_event(session, alert.id, EVENT, payload, now)
-    alerts_repo.set_event(session, scope, thresholds, event_id)
-    log.info("alert triggered", alert=alert.id, subscription=scope[1] or None,
-             thresholds=payload["thresholds"], value=str(value), alert_event=event_id)
-    return event_id
+@dataclass(frozen=True)
+class Fire:
+    """What one evaluation found an alert crossed in one scope."""
+
+    alert: AlertRow
+    scope: alerts_repo.Scope
+    rows: list[tuple[Decimal, int]]  # (threshold, recurring number or 0)
+    count: int  # how many were crossed (rows holds at most the 100 highest)
+    value: Decimal | str
+    extra: dict[str, Any]
+
+
+def _fire(session: Session, fires: Sequence[Fire], now: datetime) -> list[int]:
+    """Record the crossings set-wise and, per scope, one event for those this evaluation
+    inserted (a concurrent evaluation that recorded one first fired it)."""
+    if not fires:
+        return []
+    inserted = alerts_repo.record_crossings(
+        session, [(f.scope, t, n, Decimal(f.value)) for f in fires for t, n in f.rows], now)
+    events: list[tuple[str, dict[str, Any]]] = []
+    for f in fires:
+        mine = sorted(t for t, _ in f.rows if (*f.scope, t) in inserted)
+        if not mine:
+            continue
+        events.append((f.alert.id, {
+            "alert": f.alert.id, "customer": f.alert.customer_id, "kind": f.alert.kind,
+            **({"meter": f.alert.meter_id} if f.alert.meter_id else {}), **f.extra,
+            "thresholds": [str(t) for t in mine],
+            "thresholds_crossed": f.count - (len(f.rows) - len(mine)),
+            "value": str(f.value), "evaluated_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+    ids = alerts_repo.add_events(session, EVENT, events, now)
+    for event_id, (alert, payload) in zip(ids, events, strict=True):
+        log.debug("alert triggered", alert=alert, subscription=payload["subscription"],
+                  thresholds=payload["thresholds"], value=payload["value"],
+                  alert_event=event_id)
+    if events:
+        log.info("alerts triggered", events=len(events))
+    return ids
 
 
 def evaluate_customers(customers: Collection[str], now: datetime, *,

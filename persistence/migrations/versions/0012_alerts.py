@@ -54,7 +54,6 @@ def upgrade() -> None:
         sa.Column('recurring', sa.Integer(), nullable=False),
         sa.Column('value', persistence.types.ExactDecimal(), nullable=False),
         sa.Column('crossed_at', persistence.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column('event_id', sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(['alert_id'], ['alerts.id']),
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('alert_id', 'subscription_id', 'period', 'threshold',
