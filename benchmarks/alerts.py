@@ -48,8 +48,9 @@ def fold_forever(url: str, stop: Any, turns: Any) -> None:
     while not stop.wait(EVERY):
         began = time.perf_counter()
         rollups.fold()
-        alerts.evaluate_folded(datetime.now(UTC))
-        turns.put(time.perf_counter() - began)
+        folded = time.perf_counter()
+        fired = alerts.evaluate_folded(datetime.now(UTC))
+        turns.put((folded - began, time.perf_counter() - folded, len(fired)))
 
 
 class Folder:
@@ -58,7 +59,7 @@ class Folder:
         self.stop = context.Event()
         self.queue: Any = context.Queue()
         self.process = context.Process(target=fold_forever, args=(url, self.stop, self.queue))
-        self.turns: list[float] = []
+        self.turns: list[tuple[float, float, int]] = []
 
     def __enter__(self) -> Folder:
         self.process.start()
@@ -202,13 +203,15 @@ def main() -> None:
         def pct(p: float) -> float:
             return lags[min(len(lags) - 1, int(p * len(lags)))]
 
-        turns = sorted(folder.turns)
+        turns = sorted(f + e for f, e, _ in folder.turns)
+        longest = max(folder.turns, key=lambda t: t[0] + t[1])
         say(f"thresholds crossed: {len(lags):,} of {expected:,} in {len(rows):,} events "
             f"(fired twice: {doubles[0] if doubles else 0})")
         say(f"lag ingest → alert.triggered: p50 {pct(0.5):.2f} s, p99 {pct(0.99):.2f} s, "
             f"max {lags[-1]:.2f} s")
         say(f"fold + evaluate turns: {len(turns)}, p50 {turns[len(turns) // 2]:.2f} s, "
-            f"max {turns[-1]:.2f} s")
+            f"max {turns[-1]:.2f} s (fold {longest[0]:.2f} s, evaluation {longest[1]:.2f} s, "
+            f"{longest[2]:,} events fired)")
         say(f"ingest with ÷ without alerts: {with_alerts / without:.2f} "
             f"(÷ the run after: {with_alerts / again:.2f})")
     finally:
