@@ -26,7 +26,7 @@ from domain.validation import Fields, Invalid, describe, join, parse_decimal
 KINDS = ("usage_amount", "usage_quantity", "credit_balance")
 DECREASING = frozenset({"credit_balance"})
 MAX_THRESHOLDS = 50  # listed on one alert
-MAX_LISTED = 100  # thresholds named by one event (the count says how many were crossed)
+MAX_LISTED = 100  # recurring thresholds named by one event (the count says how many)
 
 
 @dataclass(frozen=True)

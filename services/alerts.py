@@ -255,11 +255,12 @@ def evaluate(session: Session, customers: Collection[str], now: datetime, *,
             frozenset(state.fixed) if state else frozenset(), state.recurring if state else 0))
         if not crossing:
             continue
-        listed = crossing.thresholds(of)
-        numbers = {t: n for n, t in ((n, of.recurring(n)) for n in range(
-            max(crossing.recurring_from, crossing.recurring_to - rules.MAX_LISTED + 1),
-            crossing.recurring_to + 1))} if crossing.recurring_to else {}
-        rows = [(t, numbers.get(t, 0)) for t in listed]
+        # every listed threshold crossed, and the highest recurring ones (the highest
+        # number is what the next evaluation reads of them)
+        rows = [(t, 0) for t in crossing.fixed] + [
+            (of.recurring(n), n) for n in range(
+                max(crossing.recurring_from, crossing.recurring_to - rules.MAX_LISTED + 1),
+                crossing.recurring_to + 1)]
         fires.append(Fire(a, scope, rows, crossing.count, value,
                           {"subscription": sub_id, "period": {
                               "start": c.start.isoformat(), "end": c.end.isoformat()}}))

@@ -152,3 +152,24 @@ def test_the_portal_shows_a_banner_for_a_threshold_crossed_this_period(
         assert portal_service.page("ana", clock.now()).alerts == ()
     finally:
         settings.cache_clear()
+
+
+def test_a_runaway_crosses_many_recurring_thresholds_in_one_event_and_none_again(
+        api: tuple[TestClient, dict[str, str]]) -> None:
+    client, auth = api
+    assert client.post("/v1/alerts", json={
+        "id": "every", "customer": "ana", "kind": "usage_quantity", "meter": "calls",
+        "thresholds": ["10", "20"], "recurring_step": "1"}, headers=auth).status_code == 201
+    usage.ingest_message([{"key": "u1", "customer": "ana", "meter": "calls",
+                           "quantity": "500", "timestamp": "2026-03-05T00:00:00Z"}],
+                         "m-1", NOW)
+    alerts_service.evaluate_customers(["ana"], NOW)  # (on PostgreSQL the fold would)
+    usage.ingest_message([{"key": "u2", "customer": "ana", "meter": "calls",
+                           "quantity": "1", "timestamp": "2026-03-06T00:00:00Z"}],
+                         "m-2", NOW)
+    alerts_service.evaluate_customers(["ana"], NOW)
+    first, second = (e.payload for e in alerts_service.events(alert_id="every"))
+    assert first["thresholds_crossed"] == 2 + 480  # 10, 20, then 21 … 500
+    assert first["thresholds"][:3] == ["10", "20", "401"]
+    assert first["thresholds"][-1] == "500" and len(first["thresholds"]) == 102
+    assert (second["thresholds"], second["thresholds_crossed"]) == (["501"], 1)
