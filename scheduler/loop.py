@@ -52,7 +52,10 @@ class Scheduler:
         self.refresh(now)
         woke = wake(self.schedule, now)
         requeue_lost_deliveries(now)
-        enqueue_alert_events(alerts.evaluate_balances(now))
+        try:  # an alert that cannot be evaluated never holds a bill run up
+            enqueue_alert_events(alerts.evaluate_balances(now))
+        except Exception:
+            log.exception("balance alerts not evaluated")
         coming = self.schedule.next()
         with unit_of_work() as session:
             billruns.beat(session, SchedulerBeatRow(
@@ -84,10 +87,12 @@ def fold_loop(stop: threading.Event, every: float) -> None:
                          behind=report.behind)
             elif report.events:
                 log.debug("usage folded", events=report.events, batches=report.batches)
-            # the alerts of the customers just folded (and of any a crash left behind)
-            enqueue_alert_events(alerts.evaluate_folded(clock.now()))
         except Exception:  # an outage: try again at the next turn
             log.exception("usage fold failed")
+        try:  # the alerts of the customers folded (by this turn, an earlier one, by hand)
+            enqueue_alert_events(alerts.evaluate_folded(clock.now()))
+        except Exception:  # the watermark stays: the next turn evaluates them again
+            log.exception("alerts not evaluated")
         stop.wait(every)
 
 
