@@ -80,7 +80,10 @@ def start_folders(count: int) -> tuple[threading.Event, list[threading.Thread]]:
 
 @pytest.mark.parametrize("racing_evaluation", [False, True], ids=["folders", "racing"])
 def test_a_burst_fires_each_threshold_once_within_the_bound(
-        pool: Pool, receiver: Receiver, racing_evaluation: bool) -> None:  # noqa: F811
+        pool: Pool, receiver: Receiver, racing_evaluation: bool,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if racing_evaluation:  # and chunks of 5 customers, evaluated 3 at a time
+        monkeypatch.setattr(alerts, "CHUNK", 5)
     setup(receiver.url)
     pool.at("2026-01-15T12:00:00Z")
     rng = random.Random(26)
