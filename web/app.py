@@ -51,6 +51,7 @@ from web.dependencies import (
     storable_id,
 )
 from web.portal import router as portal_router
+from web.routers.alerts import router as alerts_router
 from web.routers.credits import router as credits_router
 from web.routers.payments import router as payments_router
 from web.routers.subscriptions import router as subscriptions_router
@@ -337,6 +338,7 @@ def create_app() -> FastAPI:
 
     app.include_router(subscriptions_router)
     app.include_router(credits_router)
+    app.include_router(alerts_router)
     app.include_router(payments_router)
     app.include_router(portal_router)
     return app

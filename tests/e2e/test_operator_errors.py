@@ -262,6 +262,10 @@ def commands(folder: Path) -> dict[str, tuple[str, ...]]:
                          "2026-02-02"),
         "invoices void": ("invoices", "void", "EU-000001"),
         "invoices mark-uncollectible": ("invoices", "mark-uncollectible", "EU-000001"),
+        "alerts create": ("alerts", "create", "a-1", "c-1", "usage_amount", "10.00"),
+        "alerts list": ("alerts", "list"),
+        "alerts delete": ("alerts", "delete", "a-1"),
+        "alerts events": ("alerts", "events"),
         "subscriptions change-plan": ("subscriptions", "change-plan", "s-1", "pro", "--from",
                                       "2026-02-10"),
     }
