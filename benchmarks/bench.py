@@ -2,12 +2,16 @@
 
     .venv/bin/python -m benchmarks.bench            # the full run (about 15 minutes)
     .venv/bin/python -m benchmarks.bench --quick    # a smaller run, to try it out
+    .venv/bin/python -m benchmarks.bench --baseline main --only ingest floor
+                                          # the same measures at main, interleaved, ratios
 
 It uses this machine's PostgreSQL (BENCH_DATABASE_URL, default
 postgresql://postgres@127.0.0.1:5432/postgres, where it creates and drops a database of its
-own) and Redis (BENCH_REDIS_URL, under a key prefix of its own), starts the Procfile's
-worker processes itself, and prints a table. It is a script, not a test: run it on a quiet
-machine and copy the table into docs/performance.md.
+own, named BENCH_DB_PREFIX + a random suffix) and Redis (BENCH_REDIS_URL, under a key
+prefix of its own), starts the Procfile's worker processes itself, and prints a table. It
+is a script, not a test: run it on a quiet machine and copy the table into
+docs/performance.md. Before a change to ingest, the bill run or the portal lands, run it
+with --baseline (benchmarks/baseline.py) against the commit it starts from.
 """
 
 from __future__ import annotations
@@ -78,7 +82,8 @@ class Bench:
         self.control: float | None = None  # run 4b', once measured
         admin = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
         self.admin_url = admin
-        self.name = f"billing_bench_{uuid.uuid4().hex[:8]}"
+        prefix = os.environ.get("BENCH_DB_PREFIX", "billing_bench_")
+        self.name = f"{prefix}{uuid.uuid4().hex[:8]}"
         self.url = admin.rsplit("/", 1)[0] + "/" + self.name
         self.redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
         self.namespace = f"billing-bench-{uuid.uuid4().hex[:8]}"
@@ -880,7 +885,20 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["ingest", "http", "naive", "floor",
                                                       "bill", "late", "history", "big",
                                                       "replay", "portal", "scheduler"])
+    parser.add_argument("--baseline", metavar="REF",
+                        help="run the same measures at REF too (a cached git worktree and "
+                             "virtualenv), interleaved with this tree's, and print ratios")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --baseline: runs of each side (REF, tree, tree, REF, …)")
+    parser.add_argument("--cache", help="with --baseline: where REF's worktree and "
+                                        "virtualenv are kept (default $BENCH_CACHE, else "
+                                        "bench-cache beside the repository)")
     args = parser.parse_args()
+    if args.baseline:
+        from benchmarks import baseline
+
+        baseline.compare(args.baseline, sys.argv[1:], args.repeat, args.cache)
+        return
     if args.live_usage:  # for the producer processes, and this one's floor
         import benchmarks.events
 
