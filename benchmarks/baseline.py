@@ -117,6 +117,7 @@ class Side:
     python: Path
     argv: list[str]
     figures: dict[str, list[str]] = field(default_factory=dict)  # measure -> result per run
+    details: dict[str, list[str]] = field(default_factory=dict)  # and its detail
     order: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
 
@@ -129,18 +130,26 @@ class Side:
         self.seconds.append(time.perf_counter() - began)
         if done.returncode:
             raise SystemExit(f"{self.name}: the benchmark failed (exit {done.returncode})")
-        for measure, result in table_rows(done.stdout):
+        for measure, result, detail in table_rows(done.stdout):
             if measure not in self.figures:
                 self.order.append(measure)
             self.figures.setdefault(measure, []).append(result)
+            self.details.setdefault(measure, []).append(detail)
+
+    def shown(self, measure: str) -> str:
+        """Each run's figure; for memory, where it was sampled too (flat or not)."""
+        runs = self.figures[measure]
+        if "memory" in measure:
+            runs = [f"{r} ({d})" for r, d in zip(runs, self.details[measure], strict=True)]
+        return "; ".join(runs)
 
 
 def load() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def table_rows(text: str) -> list[tuple[str, str]]:
-    """(measure, result) of each row of the benchmark's printed table, the measure named by
+def table_rows(text: str) -> list[tuple[str, str, str]]:
+    """(measure, result, detail) of each row of the benchmark's printed table, the measure named by
     its label ("1.", "4b'.") or, for the rows under one, by its text."""
     rows = []
     for line in text.splitlines():
@@ -149,7 +158,7 @@ def table_rows(text: str) -> list[tuple[str, str]]:
             continue
         label = LABEL.match(cells[0])
         rows.append((label.group(1) + " " + cells[0][label.end():] if label else cells[0],
-                     cells[1]))
+                     cells[1], cells[2] if len(cells) > 2 else ""))
     return rows
 
 
@@ -214,12 +223,12 @@ def report(ref: str, base: Side, tree: Side, started: datetime, loads: list[str]
         mine = ours.get(key(measure))
         seen.add(key(measure))
         if mine is None:
-            table.add_row(measure, "; ".join(base.figures[measure]), "—", "—")
+            table.add_row(measure, base.shown(measure), "—", "—")
             continue
-        table.add_row(mine, "; ".join(base.figures[measure]), "; ".join(tree.figures[mine]),
+        table.add_row(mine, base.shown(measure), tree.shown(mine),
                       ratio(base.figures[measure], tree.figures[mine]))
     for measure in tree.order:
         if key(measure) not in seen:
-            table.add_row(measure, "—", "; ".join(tree.figures[measure]), "—")
+            table.add_row(measure, "—", tree.shown(measure), "—")
     Console(width=max(200, Console().width)).print(table)
     print(f"load averages after each run: {' | '.join(loads)}")

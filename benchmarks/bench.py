@@ -156,6 +156,29 @@ class Bench:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 
+    def cpu_seconds(self, master: int) -> dict[str, float]:
+        """CPU seconds (user + system) so far of each worker process under ``master`` and of
+        each PostgreSQL backend connected to the benchmark's database (but this query's):
+        what a measure cost in CPU, which a busy machine inflates far less than wall time."""
+        pids = [int(row[0]) for row in self.sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")]
+        found: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry.name)
+            if stat[1] == str(master) or pid == master:
+                found[f"worker {pid}"] = (int(stat[11]) + int(stat[12])) / tick
+            elif pid in pids:
+                found[f"postgres {pid}"] = (int(stat[11]) + int(stat[12])) / tick
+        return found
+
     @staticmethod
     def worker_memory(master: int) -> tuple[float, float]:
         """(current RSS, peak RSS) in MiB of the worker processes under ``master``."""
@@ -210,6 +233,7 @@ class Bench:
         producer = self.produce(n, "e")
         folding = Folding(self.args.fold_seconds)  # what the scheduler process does meanwhile
         with self.workers() as (master,), folding:
+            cpu_before = self.cpu_seconds(master)
             started = time.perf_counter()
 
             def stored() -> int:
@@ -235,6 +259,9 @@ class Bench:
             self.wait_for("ingest", finished, 3600, poll)
             seconds = time.perf_counter() - started
             samples[100], peak = self.worker_memory(master)
+            cpu_after = self.cpu_seconds(master)
+        spent = {kind: sum(v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()
+                           if k.startswith(kind)) for kind in ("worker", "postgres")}
         last = time.perf_counter()
         tail = rollups_service.fold()
         last = time.perf_counter() - last
@@ -251,6 +278,11 @@ class Bench:
         memory = ", ".join(f"{k}%: {v:.0f}" for k, v in sorted(samples.items()))
         self.results.append(("   worker memory (RSS MiB per process)", f"peak {peak:.0f} MiB",
                              f"at {memory}"))
+        self.results.append(("   CPU per 1,000 events: workers / PostgreSQL",
+                             f"{spent['worker'] * 1000 / n:.1f} / "
+                             f"{spent['postgres'] * 1000 / n:.1f} ms",
+                             "user + system time of the 2 worker processes, and of the "
+                             "database's backends (the folder's included)"))
         self.results.append(("   rollups folded meanwhile, every second",
                              f"{folding.events:,} events",
                              f"{folding.folds} folds, the longest {folding.longest:.2f} s; "
