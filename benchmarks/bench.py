@@ -279,8 +279,8 @@ class Bench:
         self.results.append(("   worker memory (RSS MiB per process)", f"peak {peak:.0f} MiB",
                              f"at {memory}"))
         self.results.append(("   CPU per 1,000 events: workers / PostgreSQL",
-                             f"{spent['worker'] * 1000 / n:.1f} / "
-                             f"{spent['postgres'] * 1000 / n:.1f} ms",
+                             f"{spent['worker'] * 1e6 / n:.1f} / "
+                             f"{spent['postgres'] * 1e6 / n:.1f} ms",
                              "user + system time of the 2 worker processes, and of the "
                              "database's backends (the folder's included)"))
         self.results.append(("   rollups folded meanwhile, every second",
