@@ -29,7 +29,8 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console(stderr=True)
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# a figure's numbers, not those of a label glued to them ("p99 437 ms" is 437)
+NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 # a first column such as "1. ingest, …" or "4b'. control …" is known by its label
 LABEL = re.compile(r"^(\d+[a-z]?'?\.)\s")
 
