@@ -2,12 +2,16 @@
 
     .venv/bin/python -m benchmarks.bench            # the full run (about 15 minutes)
     .venv/bin/python -m benchmarks.bench --quick    # a smaller run, to try it out
+    .venv/bin/python -m benchmarks.bench --baseline main --only ingest floor
+                                          # the same measures at main, interleaved, ratios
 
 It uses this machine's PostgreSQL (BENCH_DATABASE_URL, default
 postgresql://postgres@127.0.0.1:5432/postgres, where it creates and drops a database of its
-own) and Redis (BENCH_REDIS_URL, under a key prefix of its own), starts the Procfile's
-worker processes itself, and prints a table. It is a script, not a test: run it on a quiet
-machine and copy the table into docs/performance.md.
+own, named BENCH_DB_PREFIX + a random suffix) and Redis (BENCH_REDIS_URL, under a key
+prefix of its own), starts the Procfile's worker processes itself, and prints a table. It
+is a script, not a test: run it on a quiet machine and copy the table into
+docs/performance.md. Before a change to ingest, the bill run or the portal lands, run it
+with --baseline (benchmarks/baseline.py) against the commit it starts from.
 """
 
 from __future__ import annotations
@@ -80,7 +84,8 @@ class Bench:
         self.control: float | None = None  # run 4b', once measured
         admin = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
         self.admin_url = admin
-        self.name = f"billing_bench_{uuid.uuid4().hex[:8]}"
+        prefix = os.environ.get("BENCH_DB_PREFIX", "billing_bench_")
+        self.name = f"{prefix}{uuid.uuid4().hex[:8]}"
         self.url = admin.rsplit("/", 1)[0] + "/" + self.name
         self.redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
         self.namespace = f"billing-bench-{uuid.uuid4().hex[:8]}"
@@ -153,6 +158,29 @@ class Bench:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 
+    def cpu_seconds(self, master: int) -> dict[str, float]:
+        """CPU seconds (user + system) so far of each worker process under ``master`` and of
+        each PostgreSQL backend connected to the benchmark's database (but this query's):
+        what a measure cost in CPU, which a busy machine inflates far less than wall time."""
+        pids = [int(row[0]) for row in self.sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")]
+        found: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry.name)
+            if stat[1] == str(master) or pid == master:
+                found[f"worker {pid}"] = (int(stat[11]) + int(stat[12])) / tick
+            elif pid in pids:
+                found[f"postgres {pid}"] = (int(stat[11]) + int(stat[12])) / tick
+        return found
+
     @staticmethod
     def worker_memory(master: int) -> tuple[float, float]:
         """(current RSS, peak RSS) in MiB of the worker processes under ``master``."""
@@ -207,6 +235,7 @@ class Bench:
         producer = self.produce(n, "e")
         folding = Folding(self.args.fold_seconds)  # what the scheduler process does meanwhile
         with self.workers() as (master,), folding:
+            cpu_before = self.cpu_seconds(master)
             started = time.perf_counter()
 
             def stored() -> int:
@@ -232,6 +261,9 @@ class Bench:
             self.wait_for("ingest", finished, 3600, poll)
             seconds = time.perf_counter() - started
             samples[100], peak = self.worker_memory(master)
+            cpu_after = self.cpu_seconds(master)
+        spent = {kind: sum(v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()
+                           if k.startswith(kind)) for kind in ("worker", "postgres")}
         last = time.perf_counter()
         tail = rollups_service.fold()
         last = time.perf_counter() - last
@@ -248,6 +280,11 @@ class Bench:
         memory = ", ".join(f"{k}%: {v:.0f}" for k, v in sorted(samples.items()))
         self.results.append(("   worker memory (RSS MiB per process)", f"peak {peak:.0f} MiB",
                              f"at {memory}"))
+        self.results.append(("   CPU per 1,000 events: workers / PostgreSQL",
+                             f"{spent['worker'] * 1e6 / n:.1f} / "
+                             f"{spent['postgres'] * 1e6 / n:.1f} ms",
+                             "user + system time of the 2 worker processes, and of the "
+                             "database's backends (the folder's included)"))
         self.results.append(("   rollups folded meanwhile, every second",
                              f"{folding.events:,} events",
                              f"{folding.folds} folds, the longest {folding.longest:.2f} s; "
@@ -882,7 +919,20 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["ingest", "http", "naive", "floor",
                                                       "bill", "late", "history", "big",
                                                       "replay", "portal", "scheduler"])
+    parser.add_argument("--baseline", metavar="REF",
+                        help="run the same measures at REF too (a cached git worktree and "
+                             "virtualenv), interleaved with this tree's, and print ratios")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --baseline: runs of each side (REF, tree, tree, REF, …)")
+    parser.add_argument("--cache", help="with --baseline: where REF's worktree and "
+                                        "virtualenv are kept (default $BENCH_CACHE, else "
+                                        "bench-cache beside the repository)")
     args = parser.parse_args()
+    if args.baseline:
+        from benchmarks import baseline
+
+        baseline.compare(args.baseline, sys.argv[1:], args.repeat, args.cache)
+        return
     if args.live_usage:  # for the producer processes, and this one's floor
         import benchmarks.events
 

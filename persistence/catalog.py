@@ -362,12 +362,12 @@ def known_ids(session: Session, model: type[CustomerRow] | type[MeterRow],
               ids: Iterable[object]) -> set[str]:
     """Which of ``ids`` exist (anything not a string does not). Ids found once are
     remembered for the process (catalog items are never deleted)."""
-    # an id that could not be stored (too long, NUL, a lone surrogate) exists nowhere
-    wanted = {i for i in ids if isinstance(i, str) and 0 < len(i) <= 255
-              and UNSTORABLE.search(i) is None}
     remembered = db.known().setdefault(model.__name__, set())
-    found = wanted & remembered
-    chunk = sorted(wanted - remembered)
+    given = {i for i in ids if isinstance(i, str)}
+    found = given & remembered  # the common case: all of them, without a look at each
+    # an id that could not be stored (too long, NUL, a lone surrogate) exists nowhere
+    chunk = sorted(i for i in given - remembered
+                   if 0 < len(i) <= 255 and UNSTORABLE.search(i) is None)
     for start in range(0, len(chunk), 500):
         part = chunk[start:start + 500]
         column = col(model.id)

@@ -65,10 +65,14 @@ LOCK_NOT_AVAILABLE = "55P03"
 INSUFFICIENT_PRIVILEGE = "42501"
 SEQUENCE_KEY = "('usage_batch_seq'::regclass::oid::bigint & 2147483647)::int"
 
-SHARE_INGEST_LOCK = f"SELECT pg_advisory_xact_lock_shared({INGEST_LOCK}, {SEQUENCE_KEY})"
-# drawn, then announced (the subquery with nextval is evaluated first: it is volatile)
-DRAW_AND_ANNOUNCE = ("SELECT n, pg_advisory_xact_lock_shared(n) "
-                     "FROM (SELECT nextval('usage_batch_seq') AS n) AS drawn")
+# The ingest lock shared, then the number drawn, then announced — in one statement (one
+# round trip per batch): each subquery has a volatile function in its select list, so it is
+# not pulled up and its row is computed before the query above it reads it.
+SHARE_DRAW_AND_ANNOUNCE = (
+    "SELECT n, pg_advisory_xact_lock_shared(n) FROM (SELECT nextval('usage_batch_seq') AS n "
+    f"FROM (SELECT pg_advisory_xact_lock_shared({INGEST_LOCK}, {SEQUENCE_KEY})) AS shared"
+    ") AS drawn"
+)
 
 # For writers that do not draw a number (``batch_seq`` left at its default, 0): the same
 # protocol, one number per transaction (kept in a transaction-local setting, so that a
@@ -97,8 +101,7 @@ END $$""",
 def draw_batch_number(cursor: Any) -> int:
     """For ``insert_events`` on PostgreSQL, in the ingest transaction, before it inserts:
     share the ingest lock (until commit), then draw the batch's number and announce it."""
-    cursor.execute(SHARE_INGEST_LOCK)
-    cursor.execute(DRAW_AND_ANNOUNCE)
+    cursor.execute(SHARE_DRAW_AND_ANNOUNCE)
     row = cursor.fetchone()
     assert row is not None
     return int(row[0])

@@ -416,6 +416,43 @@ class Billing:
         return charged is None or meter in charged
 
 
+LATE_OR_CLOSING = (
+    "SELECT DISTINCT s.customer_id FROM unnest(%b::text[], %b::timestamptz[]) AS u(c, t) "
+    "JOIN subscriptions AS s ON s.customer_id = u.c "
+    "WHERE s.next_boundary_at <= %b OR s.closed_until_at > u.t"
+)
+
+
+def late_or_closing(session: Session, earliest: Mapping[str, datetime],
+                    horizon: datetime) -> set[str]:
+    """Of these customers (each with the earliest timestamp of its events in a batch),
+    those with a subscription whose next boundary is at or before ``horizon`` (an invoice
+    of it may be being computed) or whose computed periods end after that timestamp (an
+    event may be late for it): the only ones whose events lateness has to look at. One
+    statement over the index on the subscriptions' customer — in the common case, events
+    of subscriptions not closing, it finds none."""
+    if not earliest:
+        return set()
+    if is_postgres(session):
+        driver = session.connection().connection.driver_connection
+        assert driver is not None
+        wanted = sorted(earliest)
+        with driver.cursor() as cursor:
+            cursor.execute(LATE_OR_CLOSING,
+                           (wanted, [earliest[c] for c in wanted], horizon))
+            return {row[0] for row in cursor.fetchall()}
+    S = SubscriptionRow
+    found: set[str] = set()
+    wanted = sorted(earliest)
+    for start in range(0, len(wanted), CHUNK):
+        stmt = select(col(S.customer_id), col(S.next_boundary_at), col(S.closed_until_at)
+                      ).where(col(S.customer_id).in_(wanted[start:start + CHUNK]))
+        for customer, next_at, closed in session.execute(stmt):
+            if next_at <= horizon or (closed is not None and closed > earliest[customer]):
+                found.add(customer)
+    return found
+
+
 def billing_subscriptions(session: Session, customers: Collection[str]) -> list[Billing]:
     """The subscriptions of these customers with the meters any plan of theirs charges —
     the first plan's and, after a plan change (SPEC §14), the plans of their changes, from

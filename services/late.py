@@ -46,7 +46,18 @@ def flag_late(session: Session, events: Sequence[UsageEvent], now: datetime) -> 
     """Record which of these newly stored events are late, with their period; how many."""
     if not events:
         return 0
-    subs = usage_repo.billing_subscriptions(session, {e.customer for e in events})
+    # Only the customers with a subscription closing now or computed past one of their
+    # events can have a late event or a subscription to lock: one set-wise statement
+    # finds them, and only their subscriptions are read with the meters they charge.
+    earliest: dict[str, datetime] = {}
+    for event in events:
+        known = earliest.get(event.customer)
+        if known is None or event.timestamp < known:
+            earliest[event.customer] = event.timestamp
+    customers = usage_repo.late_or_closing(session, earliest, now + CLOSING_MARGIN)
+    if not customers:
+        return 0
+    subs = usage_repo.billing_subscriptions(session, customers)
     if not subs:
         return 0
     by_meter: dict[tuple[str, str], list[usage_repo.Billing]] = defaultdict(list)
