@@ -57,7 +57,7 @@ def show(
         out.print_json(json.dumps({
             **vars(found),
             "subscriptions": [subscription_json(v) for v in subs],
-            "invoices": [{"reference": r.reference, "id": r.id, "subscription": r.subscription,
+            "invoices": [{"reference": r.reference, "subscription": r.subscription,
                           "boundary": r.boundary.isoformat(), "status": r.status,
                           "currency": r.currency, "total": str(r.total)} for r in invoices],
         }))

@@ -83,7 +83,8 @@ def _send(delivery: Delivery, doc: documents.Document, customer: Customer
                         f"{document['boundary']}")
         result = send_email(smtp, sender, customer.email, email_subject(document),
                             documents.text_of(doc), html,
-                            message_id=f"<invoice-{document['id']}@{sender.split('@')[-1]}>",
+                            message_id=f"<invoice-{reference.replace('@', '.')}@"
+                                       f"{sender.split('@')[-1]}>",
                             attachment=_pdf(doc, f"{reference}.pdf"))
         return result, customer.email
     directory = _outbox_override or Path(delivery.directory or config.outbox_dir)

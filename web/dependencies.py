@@ -141,7 +141,7 @@ def invoice_json(record: InvoiceRecord) -> dict[str, Any]:
 
 
 def find_invoice(reference: str) -> InvoiceRecord:
-    """The invoice a path names — its number, id or SUBSCRIPTION@YYYY-MM-DD — or a 404."""
+    """The invoice a path names — its number or SUBSCRIPTION@YYYY-MM-DD — or a 404."""
     if not storable_id(reference):
         raise ApiError(404, NOT_FOUND, "no such invoice", "ref")
     try:
@@ -149,7 +149,15 @@ def find_invoice(reference: str) -> InvoiceRecord:
     except Invalid as exc:
         raise ApiError(422, INVALID, f"{reference!r}: {exc.message}", "ref") from None
     if found is None:
-        raise ApiError(404, NOT_FOUND, f"no invoice {reference!r} (give a number, an id or "
-                                       "SUBSCRIPTION@YYYY-MM-DD)", "ref")
+        raise ApiError(404, NOT_FOUND, f"no invoice {reference!r} ({invoices_service.HOW})",
+                       "ref")
     return found
+
+
+def invoice_again(record: InvoiceRecord) -> dict[str, Any]:
+    """The invoice as it is now, after a command changed it (its reference may have: a
+    released draft gets a number)."""
+    again = invoices_service.by_id(record.id)
+    assert again is not None
+    return invoice_json(again)
 

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from services import payments
 from services.documents import invoice_pdf
 from web import schemas
-from web.dependencies import IdempotencyKey, Key, answer_once, command, find_invoice, invoice_json
+from web.dependencies import IdempotencyKey, Key, answer_once, command, find_invoice, invoice_again
 from workers import actors
 
 router = APIRouter(tags=["payments"])
@@ -24,7 +24,7 @@ def _change(ref: str, kind: str, handler: Any, key: Key, idempotency_key: str | 
         outcome = command(kind, lambda s, now: handler(s, now, record.id), key,
                           idempotency_key, invoice=record.id)
         actors.enqueue_events(outcome.events)
-        return invoice_json(find_invoice(str(record.id)))
+        return invoice_again(record)
 
     return answer_once(key, idempotency_key, request, body, status, run)
 

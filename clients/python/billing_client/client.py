@@ -220,7 +220,7 @@ class BillingClient:
             after = str(cursor)
 
     def invoice(self, ref: str | int) -> Json:
-        """``ref``: an invoice number ("EU-000002"), a numeric id or "SUB@YYYY-MM-DD"."""
+        """``ref``: an invoice number ("EU-000002") or "SUB@YYYY-MM-DD"."""
         return self._get(f"/v1/invoices/{_segment(ref)}")
 
     def invoice_html(self, ref: str | int) -> str:
