@@ -64,7 +64,7 @@ def apply(file: Annotated[Path, FILE]) -> None:
         for change in exc.diff.refused[1:]:
             err.print(f"[red]refused:[/] {escape(f'{file}: {change.path}: {change.detail}')}",
                       highlight=False, soft_wrap=True)
-        fail(f"{file}: {exc.diff.refused[0].path}: {exc.diff.refused[0].detail}")
+        fail(f"{file}: {exc.diff.refused[0].path}: {exc.diff.refused[0].detail}", code=1)
     for change in changes.changes:
         if change.action != catalog_service.UNCHANGED:
             err.print(f"  {escape(change.line())}", highlight=False, soft_wrap=True)

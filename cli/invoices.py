@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, err, fail, instant, out, writable
+from cli.common import connect, err, fail, instant, out, refusal, writable
 from cli.demo import invoice_table
 from domain.documents import InvoiceRecord, pending_document, preview_document
 from domain.money import format_money
@@ -153,7 +153,7 @@ def show(
 
 def _command(actor: str, outcome_of: Outcome) -> None:
     if outcome_of.status == "refused":
-        fail(outcome_of.detail, code=1)
+        refusal(outcome_of)
     err.print(f"[green]✓[/] {actor}: {outcome_of.status} — {escape(outcome_of.detail)}",
               highlight=False, soft_wrap=True)
 
@@ -229,7 +229,7 @@ def _payment_command(kind: str, reference: str, handler: Any, as_json: bool) -> 
     record = find(reference)
     outcome = run_command(kind, lambda s, now: handler(s, now, record.id), invoice=record.id)
     if outcome.status == "refused":
-        fail(outcome.detail, code=1)
+        refusal(outcome)
     enqueue_events(list(outcome.events))
     if as_json:
         now_record = invoices_service.by_id(record.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -25,12 +26,14 @@ from cli import (
     subscriptions,
     usage,
 )
-from cli.common import Billing, connect, err, fail, out, tidy_help, writable
+from cli.common import Billing, connect, err, fail, out, tidy_help, using_database, writable
 from scheduler.replay import Step, replay
 from scheduler.scenario import ScenarioError, load_scenario
 from services import logs
 from services.settings import settings
 from workers.broker import delete_namespace, redis_broker
+
+PROGRESS_EVERY_S = 5.0
 
 app = Billing(
     help="A usage-based billing engine: replay scenarios, run the demo, operate the engine.",
@@ -65,6 +68,7 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
     for field in scenario.ignored:
         err.print(f"[yellow]warning:[/] {escape(str(path))}: {escape(field)}: is not a known "
                   "field (ignored)", highlight=False, soft_wrap=True)
+    using_database(database_url)
     show = not quiet and sys.stderr.isatty()
     with Progress(
         TextColumn("[bold]replay[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -72,9 +76,19 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
     ) as progress:
         task = progress.add_task(path.name, total=None)
 
+        started = last = time.monotonic()
+
         def on_step(done: int, total: int, step: Step) -> None:
+            nonlocal last
             progress.update(task, completed=done, total=total,
                             description=f"{path.name} {step.at:%Y-%m-%d}")
+            # without a terminal (a pipe, a log file): a line every 5 s of a long replay
+            clock_now = time.monotonic()
+            if not quiet and not show and clock_now - last >= PROGRESS_EVERY_S:
+                last = clock_now
+                err.print(f"replay {path.name}: step {done:,} of {total:,} "
+                          f"({step.at:%Y-%m-%d}), {clock_now - started:.0f} s",
+                          highlight=False, soft_wrap=True)
 
         broker = None
         namespace = f"billing-replay-{uuid.uuid4().hex[:10]}"
@@ -91,7 +105,8 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
 
 @app.command("replay")
 def replay_command(
-    scenario: Annotated[Path, typer.Argument(help="Scenario file (YAML or JSON), see REPLAY.md.")],
+    scenario: Annotated[Path, typer.Argument(
+        help="Scenario file (YAML or JSON), see docs/scenarios.md.")],
     out: Annotated[Path | None, typer.Option("--out", "-o",
                                              help="Write the invoices JSON here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every message.")] = False,

@@ -32,7 +32,7 @@ def link(
     try:
         made = portal_service.create_link(customer, ttl, clock.now())
     except Invalid as exc:
-        fail(str(exc))
+        fail(str(exc), code=1 if "is not a known" in exc.message else 2)
     if as_json:
         out.print_json(json.dumps({"id": made.id, "customer": made.customer, "url": made.url,
                                    "expires_at": made.expires_at.isoformat()}))

@@ -38,7 +38,8 @@ def store(sqlite_store: str) -> Iterator[None]:
             {"id": "base", "type": "recurring", "amount": "1000.00"},
             {"id": "tokens", "type": "usage", "meter": "tokens", "model": "unit",
              "unit_price": "0.0015"}]}],
-        "customers": [{"id": "ganga", "entity": "tokyo"}, {"id": "yamuna", "entity": "tokyo"}]}, created)
+        "customers": [{"id": "ganga", "entity": "tokyo"},
+                      {"id": "yamuna", "entity": "tokyo"}]}, created)
     with unit_of_work() as session:
         assert subscriptions.do_subscribe(session, created, {
             "id": "sub-ganga", "customer": "ganga", "plan": "pro",
