@@ -57,6 +57,11 @@ def refusal(outcome: Any) -> NoReturn:
     fail(outcome.detail + field, code=BAD_INPUT if outcome.code == INVALID else REFUSED)
 
 
+def count(n: int, one: str, many: str | None = None) -> str:
+    """``n`` things in words: "1 API key", "2 API keys", "0 subscriptions"."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
 def writable(path: Path | None, option: str = "--out") -> None:
     """Refuse, before any work is done, an output file that cannot be written: its folder
     is missing, or it is a folder."""

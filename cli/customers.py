@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, err, fail, out
+from cli.common import connect, count, err, fail, out
 from cli.subscriptions import subscription_json, subscriptions_table
 from domain.catalog import Customer
 from domain.validation import Invalid
@@ -35,7 +35,7 @@ def list_(
     if as_json:
         out.print_json(json.dumps([vars(c) for c in rows]))
         return
-    table = Table(title=f"{len(rows)} customers", title_justify="left")
+    table = Table(title=count(len(rows), "customer"), title_justify="left")
     for name in ("customer", "entity", "email", "drafts", "subscriptions", "invoices"):
         table.add_column(name, justify="right" if name in ("subscriptions", "invoices")
                          else "left")
@@ -69,8 +69,8 @@ def show(
         return
     out.print(f"[bold]{found.id}[/]  entity {found.entity} · email {found.email or '—'} · "
               f"drafts {'yes' if found.draft_invoices else 'no'}", highlight=False)
-    out.print(subscriptions_table(subs, f"{len(subs)} subscriptions"))
-    table = Table(title=f"{len(invoices)} invoices", title_justify="left")
+    out.print(subscriptions_table(subs, count(len(subs), "subscription")))
+    table = Table(title=count(len(invoices), "invoice"), title_justify="left")
     for name in ("reference", "subscription", "boundary", "status"):
         table.add_column(name)
     table.add_column("total", justify="right")

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, err, fail, out, refusal
+from cli.common import connect, count, err, fail, out, refusal
 from cli.demo import invoice_table
 from domain.documents import preview_document
 from services import clock, plan_changes
@@ -76,7 +76,7 @@ def list_(
     if as_json:
         out.print_json(json.dumps([subscription_json(v) for v in views]))
         return
-    out.print(subscriptions_table(views, f"{len(views)} subscriptions"))
+    out.print(subscriptions_table(views, count(len(views), "subscription")))
 
 
 @app.command("show")

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.common import connect, err, fail, out
+from cli.common import connect, count, err, fail, out
 from domain.money import format_quantity
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
@@ -41,7 +41,8 @@ def rejected(
             "payload": r.payload, "resubmitted_at": iso(at) if at else None}
             for r, at in rows]))
         return
-    table = Table(title=f"{len(rows)} rejected events (newest first)", title_justify="left")
+    table = Table(title=f"{count(len(rows), 'rejected event')} (newest first)",
+                  title_justify="left")
     for name in ("id", "key", "received (UTC)", "reason", "payload", "re-submitted"):
         table.add_column(name, overflow="fold")
     for r, at in rows:
@@ -66,8 +67,8 @@ def conflicts(
             "id": r.id, "key": r.key, "received_at": iso(r.received_at),
             "stored": r.stored_payload, "received": r.received_payload} for r in rows]))
         return
-    table = Table(title=f"{len(rows)} conflicts (newest first): the stored payload is the one "
-                        "billed", title_justify="left")
+    table = Table(title=f"{count(len(rows), 'conflict')} (newest first): the stored payload "
+                        "is the one billed", title_justify="left")
     for name in ("id", "key", "received (UTC)", "stored", "received (ignored)"):
         table.add_column(name, overflow="fold")
     for r in rows:
@@ -139,11 +140,12 @@ def late_command(
             "period_start": r.period_start.isoformat(), "period_end": r.period_end.isoformat(),
             "covering_invoice": r.covering, "billed_by": r.billed_by} for r in rows]))
         return
-    table = Table(title=f"{len(rows)} late events (newest first)", title_justify="left")
+    table = Table(title=f"{count(len(rows), 'late event')} (newest first)", title_justify="left")
     for name in ("key", "customer", "meter", "quantity", "timestamp (UTC)", "ingested (UTC)",
                  "period", "covering invoice", "billed by"):
+        # a reference or an instant is never broken across lines (#27): only keys fold
         table.add_column(name, overflow="fold", justify="right" if name == "quantity"
-                         else "left")
+                         else "left", no_wrap=name not in ("key", "customer", "meter"))
     for r in rows:
         table.add_row(r.key, r.customer, r.meter, format_quantity(r.quantity),
                       f"{r.timestamp:%Y-%m-%d %H:%M:%S}", f"{r.ingested_at:%Y-%m-%d %H:%M:%S}",

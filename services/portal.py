@@ -14,7 +14,7 @@ the three always agree.
 from __future__ import annotations
 
 import re
-import secrets
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -100,6 +100,13 @@ def _serializer() -> URLSafeSerializer:
     return URLSafeSerializer(secret, salt=SALT)
 
 
+def link_id_of(seed: str | None) -> str:
+    """A link's id, one shape however it is made (#27): ``link-`` and a UUID — from
+    ``seed`` (an Idempotency-Key's command id: a retry gets the same link), else new."""
+    made = uuid.uuid4() if seed is None else uuid.uuid5(uuid.NAMESPACE_URL, seed)
+    return f"link-{made}"
+
+
 def create_link(customer: str, ttl: str | None, now: datetime,
                 link_id: str | None = None) -> Link:
     """A new link for ``customer`` that works until ``now + ttl`` (default
@@ -113,7 +120,7 @@ def create_link(customer: str, ttl: str | None, now: datetime,
         if catalog_repo.customer(session, customer) is None:
             raise Invalid("customer", f"{customer!r} is not a known customer")
         if link_id is None:
-            row = PortalLinkRow(id=secrets.token_urlsafe(12), customer_id=customer,
+            row = PortalLinkRow(id=link_id_of(None), customer_id=customer,
                                 created_at=now, expires_at=expires)
             portal_repo.add(session, row)
         else:  # the link of this key: made now, or by the same request before (or at once)

@@ -304,7 +304,7 @@ def create_app() -> FastAPI:
         """A signed link to the customer's portal page (usage, estimated charges,
         invoices), valid for ``ttl`` (default 12h, at most 90d) unless revoked. A retry with
         the same Idempotency-Key gets the same link."""
-        link_id = (message_id(key, idempotency_key, "portal")[-22:]
+        link_id = (portal_service.link_id_of(message_id(key, idempotency_key, "portal"))
                    if idempotency_key is not None else None)
         try:
             check_text(body.customer, "customer")

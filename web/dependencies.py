@@ -55,11 +55,13 @@ IdempotencyKey = Annotated[str | None, Header(
 
 
 def message_id(key: api_keys.ApiKey, idempotency_key: str | None, kind: str) -> str:
-    """The command's id: from the Idempotency-Key (the same on a retry), else new."""
+    """The command's id, ``http-KIND-UUID``: from the API key and the Idempotency-Key (the
+    same on a retry), else new. A usage batch's id is this."""
     if idempotency_key is None:
-        return f"http-{uuid.uuid4()}"
+        return f"http-{kind}-{uuid.uuid4()}"
     checked_key(idempotency_key)
-    return f"http-{key.id}-{kind}-{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key)}"
+    # one shape whoever sends it (curl, the Python client): `http-usage-<uuid>` (#27)
+    return f"http-{kind}-{uuid.uuid5(uuid.NAMESPACE_URL, f'{key.id}/{idempotency_key}')}"
 
 
 def checked_key(idempotency_key: str) -> str:

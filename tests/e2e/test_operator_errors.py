@@ -469,7 +469,7 @@ def test_webhook_secrets_are_never_shown_and_a_password_url_fails_for_good(
     assert_no_secret(refused)
     failed = ok(billing(env, "deliveries", "list", "--status", "failed", columns=WIDE))
     assert_no_secret(failed)
-    assert "1 deliveries" in failed.stdout and "user or password" in failed.stdout, failed
+    assert "1 delivery" in failed.stdout and "user or password" in failed.stdout, failed
 
 
 def test_a_stored_url_with_secrets_is_shown_redacted(tmp_path: Path) -> None:
