@@ -21,7 +21,7 @@ from services import clock
 
 app = typer.Typer(help="Entities, meters, plans (versioned) and customers.",
                   no_args_is_help=True)
-SECTIONS = ("entities", "meters", "plans", "customers")
+SECTIONS = ("taxes", "entities", "meters", "plans", "customers")
 FILE = typer.Argument(help="YAML or JSON: entities, meters, plans, customers (a scenario's "
                            "catalog shape).")
 

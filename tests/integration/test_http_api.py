@@ -168,6 +168,7 @@ def test_subscriptions_refusals_come_back_in_the_response(
                                                       "plan": "tokens-too",
                                                       "start": "2026-03-01"})
     assert overlap.status_code == 409 and "overlaps" in overlap.json()["error"]["message"]
+    assert overlap.json()["error"]["field"] == "plan"  # #27: the README says "with the field"
     plan = client.post("/v1/subscriptions", json={"id": "s-3", "customer": "c-1",
                                                    "plan": "nope", "start": "2026-03-01"})
     assert plan.status_code == 404 and plan.json()["error"]["field"] == "plan"
