@@ -5,10 +5,12 @@ estimates of the API and the portal. Every invoice is named by its public refere
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import pytest
+from billing_client import BillingClient
 from fastapi.testclient import TestClient
 
 from domain.periods import bill_run_instant
@@ -16,6 +18,7 @@ from persistence.db import unit_of_work
 from services import api_keys, clock, invoicing, subscriptions
 from services import catalog as catalog_service
 from services import portal as portal_service
+from services.settings import settings
 from services.usage import ingest
 from web.app import create_app
 from workers.broker import stub_broker, use
@@ -96,7 +99,11 @@ def test_a_run_now_issues_what_is_due_now_and_is_idempotent(store: None) -> None
     assert again.invoices == () and again.document()["issued"] == 0
 
 
-def test_bill_runs_and_pending_invoices_over_http(store: None) -> None:
+def test_bill_runs_and_pending_invoices_over_http(store: None, monkeypatch: pytest.MonkeyPatch,
+                                                  request: pytest.FixtureRequest) -> None:
+    monkeypatch.setenv("BILLING_PORTAL_SECRET", "a-test-secret-of-some-length")
+    settings.cache_clear()
+    request.addfinalizer(settings.cache_clear)
     _, key = api_keys.create("tests", EARLY)
     auth = {"Authorization": f"Bearer {key}"}
     clock.use(clock.SimulatedClock(EARLY))
@@ -131,3 +138,21 @@ def test_bill_runs_and_pending_invoices_over_http(store: None) -> None:
         assert client.get("/v1/invoices/2", headers=auth).status_code == 404  # an id
         assert client.get("/v1/subscriptions/sub-ganga/estimate",
                           headers=auth).json()["pending"] == []
+
+        # the Python client: the same run, and ids of one shape however they are made
+        with BillingClient("http://testserver", key,
+                           transport=client._transport) as billing:
+            assert billing.bill_run("tokyo")["issued"] == 0
+            batch = billing.send_usage([{"key": "k-1", "customer": "ganga",
+                                         "meter": "tokens", "quantity": "1",
+                                         "timestamp": "2026-12-06T01:00:00Z"}])
+        plain = client.post("/v1/usage", headers=auth, json={"events": [
+            {"key": "k-2", "customer": "ganga", "meter": "tokens", "quantity": "1",
+             "timestamp": "2026-12-06T01:00:00Z"}]}).json()["batch"]
+        assert re.fullmatch(r"http-usage-[0-9a-f-]{36}", batch.id), batch.id
+        assert re.fullmatch(r"http-usage-[0-9a-f-]{36}", plain), plain
+        links = [client.post("/v1/portal-links", json={"customer": "ganga"},
+                             headers={**auth, **extra}).json()["id"]
+                 for extra in ({}, {"Idempotency-Key": "link-1"})]
+        made = portal_service.create_link("ganga", None, EARLY).id
+        assert all(re.fullmatch(r"link-[0-9a-f-]{36}", i) for i in [*links, made]), links
