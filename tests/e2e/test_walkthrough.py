@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, date, datetime
@@ -159,6 +160,12 @@ def test_the_walk_through(env: dict[str, str]) -> None:
     uncancelled = data(billing(env, "subscriptions", "uncancel", "sub-ganga", "--json"))
     assert uncancelled["status"] == "active" and uncancelled["end"] is None
     refused(billing(env, "subscriptions", "cancel", "sub-nobody"), 1, "not a known")
+
+    # counts in words (#27: "1 API keys", "1 subscriptions")
+    ok(billing(env, "api-keys", "create", "desk"))
+    assert re.search(r"^ *1 API key *$", ok(billing(env, "api-keys", "list")), re.M)
+    assert re.search(r"^ *1 subscription *$", ok(billing(env, "subscriptions", "list")),
+                     re.M)
 
 
 def test_a_server_that_does_not_answer_is_exit_3(env: dict[str, str]) -> None:

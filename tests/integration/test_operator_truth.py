@@ -115,6 +115,13 @@ def test_bill_runs_and_pending_invoices_over_http(store: None, monkeypatch: pyte
             ("sub-ganga@2026-12-06", "pending", "4750.00")]
         customer = client.get("/v1/customers/ganga/estimate", headers=auth).json()
         assert [p["reference"] for p in customer["pending"]] == ["sub-ganga@2026-12-06"]
+        # the portal: "No invoice yet" for a customer with an invoice due (#27, item 2)
+        link = portal_service.create_link("ganga", None, EARLY)
+        page = client.get(link.url.split("://", 1)[1].partition("/")[2].join(["/", ""]))
+        assert page.status_code == 200, page.text
+        assert "Due, not issued yet" in page.text and "₹4,750.00" in page.text
+        assert "No invoice yet" not in page.text
+        assert page.text.index("Due, not issued yet") < page.text.index("sub-ganga</span>")
 
         assert client.post("/v1/bill-runs", json={"entity": "nowhere"},
                            headers=auth).status_code == 404
