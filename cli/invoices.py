@@ -160,7 +160,9 @@ def _command(actor: str, outcome_of: Outcome) -> None:
 
 @app.command("release")
 def release(reference: Annotated[str, REF],
-            boundary: Annotated[str | None, OLD_BOUNDARY] = None) -> None:
+            boundary: Annotated[str | None, OLD_BOUNDARY] = None,
+            as_json: Annotated[bool, typer.Option(
+                "--json", help="Print the invoice's JSON once sent.")] = False) -> None:
     """Send a draft invoice (it gets the entity's next number)."""
     connect()
     subscription, boundary = draft_of(reference, boundary)
@@ -170,17 +172,27 @@ def release(reference: Annotated[str, REF],
     _command("release", outcome)
     for invoice_id in outcome.deliver:
         _command("deliver", deliver_now(invoice_id))
+    if as_json:
+        _print_document(f"{subscription}@{boundary}")
 
 
 @app.command("regenerate")
 def regenerate(reference: Annotated[str, REF],
-               boundary: Annotated[str | None, OLD_BOUNDARY] = None) -> None:
+               boundary: Annotated[str | None, OLD_BOUNDARY] = None,
+               as_json: Annotated[bool, typer.Option(
+                   "--json", help="Print the recomputed invoice's JSON.")] = False) -> None:
     """Recompute a draft invoice from the data as it is now (late usage included)."""
     connect()
     subscription, boundary = draft_of(reference, boundary)
     _command("regenerate", run_command(
         "regenerate_invoice", lambda s, now: do_regenerate(s, now, subscription, boundary),
         subscription=subscription, boundary=boundary))
+    if as_json:
+        _print_document(f"{subscription}@{boundary}")
+
+
+def _print_document(reference: str) -> None:
+    out.print_json(json.dumps(invoices_service.document(find(reference), clock.now())))
 
 
 @app.command("preview")

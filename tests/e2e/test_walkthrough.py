@@ -136,11 +136,13 @@ def test_the_walk_through(env: dict[str, str]) -> None:
     assert (invoice["reference"], invoice["status"], invoice["number"]) == (draft, "draft",
                                                                            None)
     assert "id" not in invoice
-    regenerated = billing(env, "invoices", "regenerate", draft)
+    regenerated = billing(env, "invoices", "regenerate", draft, "--json")
     assert regenerated.returncode == 0 and "₹1,180.00" in regenerated.stderr, \
         regenerated.stderr
-    ok(billing(env, "invoices", "release", draft))
+    assert json.loads(regenerated.stdout)["total"] == "1180.00"
+    released = data(billing(env, "invoices", "release", draft, "--json"))
     sent = data(billing(env, "invoices", "show", draft, "--json"))
+    assert released == sent
     assert (sent["reference"], sent["number"], sent["status"]) == ("IN-000001", "IN-000001",
                                                                    "sent")
     assert data(billing(env, "invoices", "show", "IN-000001", "--json")) == sent
