@@ -112,3 +112,32 @@ def test_the_readme_exit_status_table_is_the_clis() -> None:
     assert set(rows) == {str(OK), str(REFUSED), str(BAD_INPUT), str(UNREACHABLE)}
     assert "done" in rows[str(OK)] and "refused" in rows[str(REFUSED)]
     assert "bad" in rows[str(BAD_INPUT)] and "does not answer" in rows[str(UNREACHABLE)]
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    """Every environment variable the processes read is in the README (#27: `HOST` was
+    documented nowhere)."""
+    from services.settings import Settings
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    names = {f"BILLING_{name.upper()}" for name in Settings.model_fields}
+    for folder in ("web", "scheduler", "workers", "services", "cli"):
+        for source in (ROOT / folder).rglob("*.py"):
+            names |= set(re.findall(r"os\.environ\.get\(\"([A-Z_]+)\"",
+                                    source.read_text(encoding="utf-8")))
+
+    def named(name: str) -> bool:  # `BILLING_SMTP_HOST` / `_PORT` names BILLING_SMTP_PORT
+        head, _, tail = name.rpartition("_")
+        return f"`{name}`" in readme or re.search(
+            rf"`{head}_[A-Z_]*` */ *[^|]*`_?{tail}`", readme) is not None
+
+    missing = sorted(n for n in names if not named(n))
+    assert not missing, f"settings the README does not name: {missing}"
+
+
+def test_the_replay_format_documents_each_meter_field() -> None:
+    """#27: docs/scenarios.md's meter table omitted `unit`."""
+    text = (ROOT / "docs" / "scenarios.md").read_text(encoding="utf-8")
+    table = text[text.index("**`meters[]`**"):text.index("**`plans[]`**")]
+    for field in ("id", "aggregation", "property", "unit"):
+        assert f"| `{field}` |" in table, field
