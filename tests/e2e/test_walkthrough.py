@@ -120,6 +120,9 @@ def test_the_walk_through(env: dict[str, str]) -> None:
     shown = ok(billing(env, "invoices", "preview", "sub-ganga"))
     assert "pending" in shown and "₹1,180.00" in shown and "estimate" in shown
     assert shown.index("pending") < shown.index("estimate")
+    # headed as what it is (#27: "(draft) · … · issued … · estimate"), in the entity's zone
+    assert "(draft)" not in shown and not re.search(r"issued \d", shown)
+    assert "Asia/Kolkata" in shown
 
     # issued now, once
     run = data(billing(env, "bill-run", "acme-in", "--now", "--json"))
@@ -146,6 +149,8 @@ def test_the_walk_through(env: dict[str, str]) -> None:
     assert (sent["reference"], sent["number"], sent["status"]) == ("IN-000001", "IN-000001",
                                                                    "sent")
     assert data(billing(env, "invoices", "show", "IN-000001", "--json")) == sent
+    table = ok(billing(env, "invoices", "show", "IN-000001"))
+    assert "IN-000001" in table and "Asia/Kolkata" in table and "₹1,180.00" in table
     refused(billing(env, "invoices", "release", "IN-000001"), 1, "not a draft")
     refused(billing(env, "invoices", "show", "1"), 1, "no invoice '1'")  # no internal id
     refused(billing(env, "invoices", "show", "sub-ganga@someday"), 2, "YYYY-MM-DD")
