@@ -16,13 +16,12 @@ from cli.demo import invoice_table
 from domain.documents import InvoiceRecord, pending_document, preview_document
 from domain.money import format_money
 from domain.validation import Invalid
-from services import clock, documents, payments
+from services import clock, documents, invoice_events, payments
 from services import invoices as invoices_service
 from services.commands import Outcome, run_command
 from services.deliveries import deliver_now
 from services.delivery import format_amount
 from services.invoicing import do_regenerate, do_release, pending, preview
-from workers.actors import enqueue_events
 
 app = typer.Typer(help="Invoices: list, show, release, regenerate, preview.",
                   no_args_is_help=True)
@@ -131,7 +130,10 @@ def show(
         if pdf:
             out_file_path = out_file
             assert out_file_path is not None
-            out_file_path.write_bytes(documents.invoice_pdf(record))
+            try:
+                out_file_path.write_bytes(documents.invoice_pdf(record))
+            except documents.PdfUnavailable as exc:
+                fail(str(exc), code=1)
             err.print(f"[green]✓[/] {record.reference} written to {out_file_path}",
                       highlight=False)
             return
@@ -242,7 +244,8 @@ def _payment_command(kind: str, reference: str, handler: Any, as_json: bool) -> 
     outcome = run_command(kind, lambda s, now: handler(s, now, record.id), invoice=record.id)
     if outcome.status == "refused":
         refusal(outcome)
-    enqueue_events(list(outcome.events))
+    for event_id in outcome.events:  # one attempt here; the scheduler's sweep retries
+        invoice_events.deliver(event_id, clock.now())
     if as_json:
         now_record = invoices_service.by_id(record.id)
         assert now_record is not None

@@ -84,7 +84,7 @@ def parse_payment(data: Any) -> PaymentRequest:
     if isinstance(exponent, int) and exponent < -minor_units(currency):
         raise Invalid("amount", f"has more decimal places than {currency} has: {amount}")
     paid_on = parse_date(f.required("date"), "date")
-    method = f.choice("method", METHODS) if f.has("method") else "other"
+    method = f.choice("method", METHODS) if f.has("method") else f.raw("method") or "other"
     reference = f.optional_text("reference")
     f.check_unknown()
     return PaymentRequest(amount, currency, paid_on, method, reference)
@@ -113,8 +113,8 @@ def why_not_pay(invoice: Settled, draft: bool, payment: PaymentRequest) -> tuple
     if invoice.status is PaymentStatus.PAID:
         return "invoice", "the invoice is paid already"
     if payment.currency != invoice.currency:
-        return "currency", (f"the invoice is in {invoice.currency}, the payment in "
-                            f"{payment.currency}")
+        return "currency", (f"the payment's currency {payment.currency} is not the "
+                            f"invoice's {invoice.currency}")
     if payment.amount > invoice.outstanding:
         return "amount", (f"{payment.amount} is more than the {invoice.outstanding} still due "
                           f"(amount due {invoice.amount_due}, paid {invoice.paid})")

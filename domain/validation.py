@@ -227,6 +227,9 @@ class Fields:
         return check_text(value, self.at(name))
 
     def optional_text(self, name: str) -> str | None:
+        """The text of ``name``; None when it is absent or null (a known field either
+        way)."""
+        self.used.add(name)
         return None if self.data.get(name) is None else self.text(name)
 
     def boolean(self, name: str, *, default: bool) -> bool:

@@ -316,16 +316,14 @@ def apply_document(data: Any, now: datetime | None = None) -> CatalogDiff:
         return apply(session, catalog, now or clock.now())
 
 
-def put_customer(customer_id: str, entity: str, email: str | None,
-                 draft_invoices: bool | None, now: datetime) -> tuple[Customer, bool]:
+def put_customer(customer_id: str, fields: dict[str, Any], now: datetime
+                 ) -> tuple[Customer, bool]:
     """Create or update one customer (what ``PUT /v1/customers/{id}`` does), with the
-    catalog's checks; the customer, and whether it is new. ``Invalid`` or
-    ``CatalogRefused`` when refused."""
-    data: dict[str, Any] = {"id": customer_id, "entity": entity}
-    if email is not None:
-        data["email"] = email
-    if draft_invoices is not None:
-        data["draft_invoices"] = draft_invoices
+    catalog's checks: ``fields`` are the catalog's customer fields (``entity``, ``email``,
+    ``draft_invoices``, the billing details, ``taxes``, ``tax_exempt``); one that is
+    omitted is cleared, except ``draft_invoices`` (unchanged). The customer, and whether it
+    is new. ``Invalid`` or ``CatalogRefused`` when refused."""
+    data: dict[str, Any] = {**fields, "id": customer_id}
     with unit_of_work() as session:
         catalog = parse_catalog({"customers": [data]}, known=catalog_repo.stored(session))
         result = apply(session, catalog, now)

@@ -89,8 +89,12 @@ def run_command(actor: str, handler: Callable[[Session, datetime], Outcome], *,
         if message_id is not None:
             log_repo.record_outcome(session, message_id, outcome.status, outcome.detail,
                                     outcome.code, outcome.field)
-    if outcome.status in ("refused", "pending"):
+    if outcome.status in ("refused", "pending") and message_id is not None:
         bound.warning(f"{actor} {outcome.status}", reason=outcome.detail)
+    elif outcome.status in ("refused", "pending"):
+        # a command run by hand (CLI, HTTP): its caller shows the refusal (an `error:`
+        # line, a 4xx) — a warning on the terminal before it would say it twice
+        bound.info(f"{actor} {outcome.status}", reason=outcome.detail)
     else:
         bound.info(f"{actor} {outcome.status}", detail=outcome.detail or None)
     return outcome

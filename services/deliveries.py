@@ -96,7 +96,7 @@ def _pdf(doc: documents.Document, name: str) -> tuple[str, bytes] | None:
     the e-mail still carries the invoice, as text and HTML."""
     try:
         return name, documents.pdf_of(doc)
-    except (ImportError, OSError):
+    except (documents.PdfUnavailable, OSError):
         return None
 
 

@@ -94,10 +94,17 @@ def text_of(doc: Document) -> str:
     return render_text(doc.data, timezone=doc.timezone, locale=doc.locale, units=doc.units)
 
 
-def pdf_of(doc: Document) -> bytes:
-    """The HTML printed to PDF (WeasyPrint: imported here, it needs the Pango library)."""
-    from weasyprint import HTML
+class PdfUnavailable(Exception):
+    """WeasyPrint cannot run on this host (its Pango library is missing)."""
 
+
+def pdf_of(doc: Document) -> bytes:
+    """The HTML printed to PDF (WeasyPrint: imported here, it needs the Pango library);
+    ``PdfUnavailable`` where it cannot run."""
+    try:
+        from weasyprint import HTML
+    except (ImportError, OSError) as exc:
+        raise PdfUnavailable(f"PDFs cannot be made on this host: {exc}") from None
     result: bytes = HTML(string=html_of(doc)).write_pdf()
     return result
 

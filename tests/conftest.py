@@ -175,6 +175,8 @@ SLOW: dict[str, float] = {
     "tests/integration/test_late_usage_invariant.py::": 100,
     "tests/e2e/test_portal_browser.py::": 95,  # one worker runs them all (ONE_WORKER)
     "tests/integration/test_catalog_changes.py::": 50,
+    "tests/e2e/test_payments_cli.py::": 50,
+    "tests/e2e/test_invoice_documents_browser.py::": 15,
     "tests/e2e/test_cli.py::test_the_demo_leaves": 58,
     "tests/e2e/test_operator_cli.py::": 57,
     "tests/e2e/test_cli.py::test_demo_prints": 50,

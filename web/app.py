@@ -190,7 +190,7 @@ def create_app() -> FastAPI:
         """Create or update a customer of an entity."""
         try:
             customer, new = catalog_service.put_customer(
-                customer_id, body.entity, body.email, body.draft_invoices, clock.now())
+                customer_id, body.model_dump(exclude_none=True), clock.now())
         except Invalid as exc:
             field = exc.field.replace("customers[0].", "") if exc.field else None
             raise ApiError(404 if "is not a known entity" in exc.message else 422,
@@ -360,7 +360,9 @@ def _methods(request: Request) -> list[str]:
 
 def _customer_json(customer: Any) -> dict[str, Any]:
     return {"id": customer.id, "entity": customer.entity, "email": customer.email,
-            "draft_invoices": bool(customer.draft_invoices)}
+            "draft_invoices": bool(customer.draft_invoices), **customer.details.to_dict(),
+            "taxes": list(customer.taxes) if customer.taxes is not None else None,
+            "tax_exempt": bool(customer.tax_exempt)}
 
 
 def _events(body: bytes) -> tuple[list[Any], str]:

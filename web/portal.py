@@ -129,6 +129,12 @@ def portal_invoice_pdf(token: str, number: str) -> Response:
         html = _env().get_template("portal_refused.html.j2").render(
             reason="There is no such invoice on this account.")
         return HTMLResponse(html, status_code=404, headers=HEADERS)
-    return Response(documents.invoice_pdf(record, now), media_type="application/pdf",
+    try:
+        pdf = documents.invoice_pdf(record, now)
+    except documents.PdfUnavailable:
+        html = _env().get_template("portal_refused.html.j2").render(
+            reason="The PDF cannot be made right now; the invoice page has everything.")
+        return HTMLResponse(html, status_code=503, headers=HEADERS)
+    return Response(pdf, media_type="application/pdf",
                     headers={**HEADERS, "Content-Disposition":
                              f'attachment; filename="{record.reference}.pdf"'})

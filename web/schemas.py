@@ -45,10 +45,21 @@ class BatchStatus(Model):
 
 
 class CustomerIn(Model):
+    """A customer; an omitted field is cleared, except ``draft_invoices``."""
+
     entity: str
     email: str | None = None
     draft_invoices: bool | None = Field(
         default=None, description="omitted: unchanged (false for a new customer)")
+    legal_name: str | None = Field(default=None, description="the buyer on its invoices")
+    address: str | None = Field(default=None, description="lines separated by newlines")
+    tax_id: str | None = Field(default=None, description="shown on its invoices, not checked")
+    net_terms: int | None = Field(default=None, description="days from issue to due date; "
+                                                            "omitted: the entity's")
+    locale: str | None = Field(default=None, description="its invoices' language and "
+                                                         "number format, e.g. de, ja, pt_BR")
+    taxes: list[str] | None = Field(default=None, description="tax rate ids (SPEC §15)")
+    tax_exempt: bool | None = None
 
 
 class Customer(Model):
@@ -56,6 +67,13 @@ class Customer(Model):
     entity: str
     email: str | None
     draft_invoices: bool
+    legal_name: str | None = None
+    address: str | None = None
+    tax_id: str | None = None
+    net_terms: int | None = None
+    locale: str | None = None
+    taxes: list[str] | None = None
+    tax_exempt: bool = False
 
 
 class SubscriptionIn(Model):

@@ -22,7 +22,13 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale
 from babel.dates import format_date, format_time
-from babel.numbers import NumberPattern, format_currency, format_decimal, parse_pattern
+from babel.numbers import (
+    NumberPattern,
+    format_currency,
+    format_decimal,
+    format_percent,
+    parse_pattern,
+)
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from domain.catalog import Model, Tier, UsageCharge
@@ -425,7 +431,7 @@ def invoice_view(
         words=words,
         **_payment(document, words, locale),
         discount_label="" if not discount else words["discount"] + (
-            f" ({format_quantity(percent, locale)} %)" if percent else ""),
+            f" ({_percent(percent, locale)})" if percent else ""),
         payment_instructions=_paragraph(document.get("seller"), "payment_instructions"),
         footer=_paragraph(document.get("seller"), "footer"),
         subscription=subscription,
@@ -510,6 +516,11 @@ def _credits(document: Mapping[str, Any], currency: str, locale: str) -> dict[st
 
 # ---------------------------------------------------------------------------------------------
 # Rendering
+
+
+def _percent(percent: str, locale: str) -> str:
+    """``12.5`` → "12.5%" (en), "12,5 %" (de, fr): every digit given is kept."""
+    return format_percent(Decimal(percent) / 100, locale=locale, decimal_quantization=False)
 
 
 def render_html(

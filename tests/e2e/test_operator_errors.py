@@ -258,6 +258,10 @@ def commands(folder: Path) -> dict[str, tuple[str, ...]]:
         "credits list": ("credits", "list"),
         "credits void": ("credits", "void", "g-1"),
         "credits balance": ("credits", "balance", "c-1"),
+        "invoices pay": ("invoices", "pay", "EU-000001", "10.00", "EUR", "--date",
+                         "2026-02-02"),
+        "invoices void": ("invoices", "void", "EU-000001"),
+        "invoices mark-uncollectible": ("invoices", "mark-uncollectible", "EU-000001"),
         "subscriptions change-plan": ("subscriptions", "change-plan", "s-1", "pro", "--from",
                                       "2026-02-10"),
         "subscriptions create": ("subscriptions", "create", "s-9", "--customer", "c-1",
@@ -266,10 +270,6 @@ def commands(folder: Path) -> dict[str, tuple[str, ...]]:
         "subscriptions uncancel": ("subscriptions", "uncancel", "s-1"),
         "customers create": ("customers", "create", "c-9", "--entity", "acme-eu"),
         "customers update": ("customers", "update", "c-1", "--email", "ap@c1.example"),
-        "invoices pay": ("invoices", "pay", "EU-000001", "1.00", "EUR", "--date",
-                         "2026-02-02"),
-        "invoices void": ("invoices", "void", "EU-000001"),
-        "invoices mark-uncollectible": ("invoices", "mark-uncollectible", "EU-000001"),
     }
 
 

@@ -289,3 +289,36 @@ def test_a_retried_failure_is_a_warning_with_its_reason_not_an_error(
     # dramatiq's own lines (the stdlib's logging): the retry, but no error, no traceback
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], [
         (r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_status_events_follow_the_invoice_in_order_with_stable_ids(
+        engine: Engine, receiver: Receiver) -> None:
+    """``invoice.partially_paid`` then ``invoice.paid``, signed, after ``invoice.sent``:
+    the later event waits for the earlier one even when its message comes first, and a
+    retried event keeps its ``webhook-id``."""
+    from services import invoice_events, payments
+
+    issue_opening_invoice(engine)
+    engine.at("2026-01-05T10:00:00Z")
+    with unit_of_work() as session:
+        invoice_id = session.scalars(select(InvoiceRow.id)).one()
+        body = {"currency": "EUR", "date": "2026-01-05", "method": "card"}
+        first = payments.do_pay(session, engine.clock.now(), invoice_id,
+                                {**body, "amount": "9.00"})
+        second = payments.do_pay(session, engine.clock.now(), invoice_id,
+                                 {**body, "amount": "40.00"})
+    (e1,), (e2,) = first.events, second.events
+    waiting, _ = invoice_events.deliver(e2, engine.clock.now())
+    assert waiting.status == "pending"  # its invoice's earlier event is not out yet
+    receiver.statuses = [500]  # the first event's first attempt fails
+    actors.enqueue_events([e2, e1])  # out of order
+    engine.drain()
+    kinds = [(s["payload"]["type"], s["id"]) for s in receiver.seen]
+    assert [k for k, _ in kinds] == ["invoice.sent", "invoice.partially_paid",
+                                     "invoice.partially_paid", "invoice.paid"]
+    assert kinds[1][1] == kinds[2][1] == f"evt_{e1}" and kinds[3][1] == f"evt_{e2}"
+    paid = receiver.seen[-1]["payload"]["data"]["invoice"]
+    assert (paid["payment_status"], paid["paid"]) == ("paid", "49.00")
+    actors.enqueue_events([e1, e2])  # redelivered messages send nothing again
+    engine.drain()
+    assert len(receiver.seen) == 4

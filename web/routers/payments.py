@@ -9,9 +9,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services import payments
-from services.documents import invoice_pdf
+from services.documents import PdfUnavailable, invoice_pdf
 from web import schemas
-from web.dependencies import IdempotencyKey, Key, answer_once, command, find_invoice, invoice_again
+from web.dependencies import (
+    ApiError,
+    IdempotencyKey,
+    Key,
+    answer_once,
+    command,
+    find_invoice,
+    invoice_again,
+)
 from workers import actors
 
 router = APIRouter(tags=["payments"])
@@ -35,7 +43,7 @@ def pay(ref: str, body: schemas.PaymentIn, key: Key, request: Request,
     """Record a payment of a sent invoice: never more than is still due, in its currency.
     It becomes ``paid`` or ``partially_paid``, and an ``invoice.paid`` (or
     ``invoice.partially_paid``) webhook event follows."""
-    data = body.model_dump(mode="json")
+    data = body.model_dump(mode="json", exclude_none=True)
     return _change(ref, "record_payment",
                    lambda s, now, invoice_id: payments.do_pay(s, now, invoice_id, data),
                    key, idempotency_key, request, data, 201)
@@ -63,5 +71,9 @@ def mark_uncollectible(ref: str, key: Key, request: Request,
 def pdf(ref: str, key: Key) -> Response:
     """The invoice as a PDF, from the same template as its HTML document."""
     record = find_invoice(ref)
-    return Response(invoice_pdf(record), media_type="application/pdf", headers={
+    try:
+        document = invoice_pdf(record)
+    except PdfUnavailable as exc:
+        raise ApiError(503, "unavailable", str(exc)) from None
+    return Response(document, media_type="application/pdf", headers={
         "Content-Disposition": f'inline; filename="{record.reference}.pdf"'})

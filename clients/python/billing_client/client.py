@@ -149,9 +149,11 @@ class BillingClient:
     # -- customers and subscriptions -----------------------------------------------------
 
     def put_customer(self, id: str, entity: str, *, email: str | None = None,
-                     draft_invoices: bool | None = None) -> Json:
-        """Create or update a customer (PUT is idempotent by itself)."""
-        body: Json = {"entity": entity}
+                     draft_invoices: bool | None = None, **details: Any) -> Json:
+        """Create or update a customer (PUT is idempotent by itself). ``details``: its
+        billing details and taxes — ``legal_name``, ``address``, ``tax_id``, ``net_terms``,
+        ``locale``, ``taxes``, ``tax_exempt``; one omitted is cleared."""
+        body: Json = {"entity": entity, **{k: v for k, v in details.items() if v is not None}}
         if email is not None:
             body["email"] = email
         if draft_invoices is not None:
@@ -243,6 +245,30 @@ class BillingClient:
         if date is not None:
             body["date"] = date
         return self._post("/v1/bill-runs", body, idempotency_key)
+
+    def invoice_pdf(self, ref: str | int) -> bytes:
+        """The invoice as a PDF (the same template as its HTML)."""
+        return self._request("GET", f"/v1/invoices/{_segment(ref)}/pdf").content
+
+    def record_payment(self, ref: str | int, amount: Decimal | str, currency: str,
+                       paid_on: date | str, *, method: str = "other",
+                       reference: str | None = None,
+                       idempotency_key: str | None = None) -> Json:
+        """Record a payment of a sent invoice (never more than is still due); the invoice
+        as it is after it, with its ``payment_status``."""
+        body: Json = {"amount": str(amount), "currency": currency, "date": str(paid_on),
+                      "method": method}
+        if reference is not None:
+            body["reference"] = reference
+        return self._post(f"/v1/invoices/{_segment(ref)}/payments", body, idempotency_key)
+
+    def void_invoice(self, ref: str | int, *, idempotency_key: str | None = None) -> Json:
+        return self._post(f"/v1/invoices/{_segment(ref)}/void", None, idempotency_key)
+
+    def mark_uncollectible(self, ref: str | int, *,
+                           idempotency_key: str | None = None) -> Json:
+        return self._post(f"/v1/invoices/{_segment(ref)}/mark-uncollectible", None,
+                          idempotency_key)
 
     def estimate(self, *, subscription: str | None = None,
                  customer: str | None = None) -> Json:
