@@ -169,7 +169,7 @@ def test_the_demo_leaves_a_database_to_explore_and_explains_itself(tmp_path: Pat
                             timeout=120, cwd=tmp_path, env={**env, "COLUMNS": "80"})
     assert narrow.returncode == 0, narrow.stderr
     assert re.search(r"EU-\d{6}", narrow.stdout), narrow.stdout
-    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", narrow.stdout), narrow.stdout
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", narrow.stdout), narrow.stdout
     explore("invoices", "release", "sub-nordlys@2026-01-15")
     assert json.loads(explore("invoices", "show", "sub-nordlys@2026-01-15", "--json"))[
         "status"] == "sent"
