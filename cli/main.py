@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli import (
+    alerts,
     apikeys,
     catalog,
     credits,
@@ -170,6 +171,7 @@ app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(apikeys.app, name="api-keys")
 app.add_typer(portal.app, name="portal")
 app.add_typer(credits.app, name="credits")
+app.add_typer(alerts.app, name="alerts")
 app.command("schedule")(schedule.schedule)
 app.command("status")(schedule.status)
 

@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, union, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -37,6 +37,7 @@ from persistence.tables import (
     EntityRow,
     InvoiceRow,
     MeterRow,
+    PlanChangeRow,
     PlanMeterRow,
     PlanRow,
     PlanVersionRow,
@@ -84,6 +85,15 @@ def entity_invoice_count(session: Session, entity_id: str) -> int:
         col(InvoiceRow.entity_id) == entity_id)) or 0)
 
 
+def entity_subscriptions_moved_on(session: Session, entity_id: str) -> int:
+    """Subscriptions of the entity that a bill run has moved past a boundary — with an
+    invoice, or without one (the opening boundary of a usage-only plan, a period with
+    nothing to invoice)."""
+    S = SubscriptionRow
+    return int(session.scalar(select(func.count()).select_from(S).where(
+        col(S.entity_id) == entity_id, col(S.next_k) > 0)) or 0)
+
+
 # ---------------------------------------------------------------------------- meters
 
 
@@ -102,12 +112,17 @@ def save_meter(session: Session, m: Meter) -> None:
 
 
 def meter_subscription_count(session: Session, meter_id: str) -> int:
-    """Subscriptions whose plan version charges ``meter_id``."""
-    S, PM = SubscriptionRow, PlanMeterRow
-    stmt = select(func.count()).select_from(S).join(
+    """Subscriptions charged for ``meter_id``: by the plan version they were sold on, or
+    by one a plan change moves them to (SPEC §14) — counted once each."""
+    S, PM, PC = SubscriptionRow, PlanMeterRow, PlanChangeRow
+    sold: Select[tuple[str]] = select(col(S.id).label("id")).join(
         PM, (col(PM.plan_id) == col(S.plan_id)) & (col(PM.version) == col(S.plan_version))
     ).where(col(PM.meter_id) == meter_id)
-    return int(session.scalar(stmt) or 0)
+    changed: Select[tuple[str]] = select(col(PC.subscription_id).label("id")).join(
+        PM, (col(PM.plan_id) == col(PC.plan_id)) & (col(PM.version) == col(PC.plan_version))
+    ).where(col(PM.meter_id) == meter_id)
+    charged = union(sold, changed).subquery()
+    return int(session.scalar(select(func.count()).select_from(charged)) or 0)
 
 
 # ---------------------------------------------------------------------------- plans
@@ -270,7 +285,8 @@ def drafts_at(session: Session, customer_ids: Collection[str], at: datetime) -> 
 # command it guards against takes too — in one order everywhere: the catalog's revision
 # row (catalog changes one at a time), customers, entities, meters, subscriptions, each in
 # id order (then a plan whose version is added). A subscribe takes its customer, entity
-# and meters in that order; a bill run its subscriptions. See docs/decisions.md, "Check,
+# and meters in that order; a plan change its customer, entity, the new plan's meters and
+# then its subscription; a bill run its subscriptions. See docs/decisions.md, "Check,
 # then act".
 
 

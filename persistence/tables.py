@@ -592,3 +592,68 @@ class DeliveryRow(SQLModel, table=True):
     last_error: str = Field(default="", sa_type=Text)
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AlertRow(SQLModel, table=True):
+    """A spend or usage alert (docs/billing-rules.md §18): on one subscription, or on each
+    of its customer's (``subscription_id`` None). Deleting it sets ``deleted_at``; its id
+    stays taken (the events it fired name it)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_customer", "customer_id"),)
+    id: str = Field(primary_key=True, max_length=255)
+    customer_id: str = Field(foreign_key="customers.id", max_length=255)
+    subscription_id: str | None = Field(default=None, max_length=255)
+    kind: str = Field(max_length=20)  # usage_amount | usage_quantity | credit_balance
+    meter_id: str | None = Field(default=None, max_length=255)
+    currency: str | None = Field(default=None, max_length=3)
+    thresholds: list[str] = Field(sa_type=JSONType)  # decimal strings, increasing
+    recurring_step: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AlertCrossingRow(SQLModel, table=True):
+    """A threshold an alert fired in a period of a subscription — one row per (alert,
+    subscription, period, threshold), so a repeated or concurrent evaluation cannot fire
+    it twice. A recurring threshold has its number in ``recurring`` (listed: 0); for a
+    balance alert ``subscription_id`` and ``period`` are "" and the row is removed when
+    the balance is back at or above the threshold (armed again)."""
+
+    __tablename__ = "alert_crossings"
+    __table_args__ = (UniqueConstraint("alert_id", "subscription_id", "period", "threshold",
+                                       name="uq_alert_crossing"),)
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: str = Field(foreign_key="alerts.id", max_length=255)
+    subscription_id: str = Field(max_length=255)
+    period: str = Field(max_length=10)  # the period's first day, ISO; "" for a balance
+    threshold: Decimal = Field(sa_type=ExactDecimal)
+    recurring: int = 0
+    value: Decimal = Field(sa_type=ExactDecimal)
+    crossed_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AlertEventRow(SQLModel, table=True):
+    """The outbox of ``alert.triggered``: written with the crossings it reports, delivered
+    after the commit as a signed webhook (the customer's entity's channel), at least once,
+    with the same ``webhook-id`` on every attempt."""
+
+    __tablename__ = "alert_events"
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: str = Field(foreign_key="alerts.id", max_length=255, index=True)
+    type: str = Field(max_length=40)
+    payload: dict[str, Any] = Field(sa_type=JSONType)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    status: str = Field(default="pending", index=True, max_length=10)  # pending|done|failed
+    attempts: int = 0
+    last_error: str = Field(default="", sa_type=Text)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AlertStateRow(SQLModel, table=True):
+    """How far alerts are evaluated: the customers of every batch up to ``evaluated`` were
+    (PostgreSQL; it follows ``usage_fold_state.folded``). Locked by an evaluation."""
+
+    __tablename__ = "alert_state"
+    id: int = Field(primary_key=True)  # always 1
+    evaluated: int = Field(default=-1, sa_type=BigInteger)

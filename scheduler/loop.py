@@ -19,8 +19,9 @@ from persistence.tables import SchedulerBeatRow
 from scheduler import metrics
 from scheduler.schedule import Schedule, wake
 from scheduler.tick import requeue_lost_deliveries
-from services import clock, rollups
+from services import alerts, clock, rollups
 from services.settings import settings
+from workers.actors import enqueue_alert_events
 
 log = structlog.get_logger("billing")
 
@@ -51,6 +52,10 @@ class Scheduler:
         self.refresh(now)
         woke = wake(self.schedule, now)
         requeue_lost_deliveries(now)
+        try:  # an alert that cannot be evaluated never holds a bill run up
+            enqueue_alert_events(alerts.evaluate_balances(now))
+        except Exception:
+            log.exception("balance alerts not evaluated")
         coming = self.schedule.next()
         with unit_of_work() as session:
             billruns.beat(session, SchedulerBeatRow(
@@ -84,6 +89,10 @@ def fold_loop(stop: threading.Event, every: float) -> None:
                 log.debug("usage folded", events=report.events, batches=report.batches)
         except Exception:  # an outage: try again at the next turn
             log.exception("usage fold failed")
+        try:  # the alerts of the customers folded (by this turn, an earlier one, by hand)
+            enqueue_alert_events(alerts.evaluate_folded(clock.now()))
+        except Exception:  # the watermark stays: the next turn evaluates them again
+            log.exception("alerts not evaluated")
         stop.wait(every)
 
 

@@ -29,8 +29,8 @@ from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from scheduler.scenario import Action, Scenario
 from scheduler.tick import tick
+from services import alert_events, alerts, clock, credits, deliveries
 from services import catalog as catalog_service
-from services import clock, credits, deliveries
 from workers import actors
 from workers.broker import FailureRecorder, join, stub_broker, use
 
@@ -120,6 +120,12 @@ def send(action: Action) -> None:
         actors.void_credits.send(p["grant"])
     elif action.kind == "change_plan":
         actors.change_plan.send(p["subscription"], p["plan"], p["from"])
+    elif action.kind == "create_alert":
+        actors.create_alert.send({k: str(v) if isinstance(v, Decimal) else
+                                  [str(x) if isinstance(x, Decimal) else x for x in v]
+                                  if isinstance(v, list) else v for k, v in p.items()})
+    elif action.kind == "delete_alert":
+        actors.delete_alert.send(p["alert"])
     else:  # pragma: no cover - the scenario parser allows no other kind
         raise ValueError(action.kind)
 
@@ -136,8 +142,9 @@ def drain(broker: dramatiq.Broker, worker: Worker, failures: FailureRecorder) ->
         raise ReplayError(failures.failures[0])
 
 
-def report(until: datetime) -> dict[str, Any]:
-    """The replay's output (REPLAY.md), its counts and ledgers taken at ``until``."""
+def report(until: datetime, *, with_alerts: bool = False) -> dict[str, Any]:
+    """The replay's output (REPLAY.md), its counts and ledgers taken at ``until``; with
+    ``alert_events`` (the project's own addition) when the scenario has alerts."""
     with unit_of_work() as session:
         invoices = [invoice_document(inv) for inv in invoices_repo.records(session)]
         counts = usage_repo.outcome_counts(session)
@@ -145,7 +152,12 @@ def report(until: datetime) -> dict[str, Any]:
         counts["late"] = usage_repo.count_late(session)
         grants = [grant_document(v.grant, v.ledger)
                   for v in credits.grant_views(session, until)]
-    return {"invoices": invoices, "usage": counts, "credit_grants": grants}
+    result: dict[str, Any] = {"invoices": invoices, "usage": counts, "credit_grants": grants}
+    if with_alerts:
+        result["alert_events"] = [
+            {"id": alert_events.webhook_id(e.id or 0), "type": e.type, **e.payload}
+            for e in alerts.events()]
+    return result
 
 
 def replay(scenario: Scenario, *, database_url: str | None = None,
@@ -182,6 +194,7 @@ def replay(scenario: Scenario, *, database_url: str | None = None,
         worker.start()
         try:
             steps = plan_steps(scenario)
+            with_alerts = any(a.kind == "create_alert" for a in scenario.actions)
             for number, step in enumerate(steps, 1):
                 simulated.set(step.at)
                 if step.action is not None:
@@ -190,9 +203,12 @@ def replay(scenario: Scenario, *, database_url: str | None = None,
                     assert step.entity is not None
                     tick(step.at, [step.entity])
                 drain(broker, worker, failures)
+                if with_alerts:  # a bill run or a void moves balances: look at once
+                    actors.enqueue_alert_events(alerts.evaluate_all(step.at))
+                    drain(broker, worker, failures)
                 if on_step is not None:
                     on_step(number, len(steps), step)
-            return report(scenario.until)
+            return report(scenario.until, with_alerts=with_alerts)
         finally:
             worker.stop()
             clock.reset()

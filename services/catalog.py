@@ -5,9 +5,10 @@ The terms a subscription was sold on never change under it:
 - a **plan** that differs from its latest version becomes a new version; new subscriptions
   take it, existing ones keep the version they were created with;
 - a change that would move an issued period or re-bill usage is **refused**, with a
-  one-line reason: an entity's time zone once it has invoices, a meter's aggregation or
-  property once a subscription's plan charges it, a customer's entity once it has
-  subscriptions;
+  one-line reason: an entity's time zone once it has invoices or a bill run has moved one
+  of its subscriptions past a boundary (with no invoice), a meter's aggregation or
+  property once a subscription's plan (or a plan it changes to) charges it, a customer's
+  entity once it has subscriptions;
 - everything else (an invoice prefix, a delivery channel, an email, a draft setting named
   in the file, new items) is applied.
 
@@ -29,6 +30,7 @@ from domain.taxes import TaxRate
 from domain.units import Unit
 from domain.validation import Invalid
 from persistence import catalog as catalog_repo
+from persistence import plan_changes as plan_changes_repo
 from persistence import subscriptions as subs_repo
 from persistence.db import unit_of_work
 from services import clock
@@ -124,12 +126,21 @@ def _entity(session: Session, e: Entity, path: str) -> Change:
     if stored == e:
         return Change("entity", e.id, UNCHANGED)
     if stored.timezone != e.timezone:
+        change = f"cannot change the time zone {stored.timezone} → {e.timezone}"
         issued = catalog_repo.entity_invoice_count(session, e.id)
         if issued:
             return Change("entity", e.id, REFUSED,
-                          f"cannot change the time zone {stored.timezone} → {e.timezone}: "
-                          f"entity {e.id!r} has {issued} invoices, whose periods would move",
-                          f"{path}.timezone")
+                          f"{change}: entity {e.id!r} has {issued} invoices, whose periods "
+                          "would move", f"{path}.timezone")
+        # a run that passed a boundary without an invoice (the opening one of a usage-only
+        # plan) dealt with it at the old zone's instant: the period it opened, and which
+        # ingests count as closing it, would move under usage already arriving
+        moved_on = catalog_repo.entity_subscriptions_moved_on(session, e.id)
+        if moved_on:
+            return Change("entity", e.id, REFUSED,
+                          f"{change}: a bill run has moved {moved_on} subscriptions of entity "
+                          f"{e.id!r} past a boundary in {stored.timezone}, whose periods "
+                          "would move", f"{path}.timezone")
     parts = [f"{name}: {getattr(stored, name)} → {getattr(e, name)}"
              for name in ("timezone", "invoice_prefix")
              if getattr(stored, name) != getattr(e, name)]
@@ -301,12 +312,18 @@ def apply(session: Session, catalog: Catalog, now: datetime) -> CatalogDiff:
 
 
 def _move_subscriptions_to_zone(session: Session, e: Entity) -> None:
-    """An entity without invoices moved to another zone: its subscriptions' instants (all
-    derived from local dates) follow."""
-    for row in subs_repo.of_entity(session, e.id, lock=True):  # locked already: afresh
+    """An entity moved to another zone before any bill run dealt with its subscriptions:
+    their instants (all derived from local dates) follow — their plan changes' too. The
+    changes are read after the subscriptions' locks, which a plan change takes before it
+    stores one."""
+    rows = subs_repo.of_entity(session, e.id, lock=True)  # locked already: afresh
+    for row in rows:
         row.start_at = midnight(row.start, e.timezone)
         row.end_at = None if row.end is None else midnight(row.end, e.timezone)
         row.next_boundary_at = midnight(row.next_boundary, e.timezone)
+    for changes in plan_changes_repo.changes(session, [r.id for r in rows]).values():
+        for change in changes:
+            change.since_at = midnight(change.since, e.timezone)
 
 
 def apply_document(data: Any, now: datetime | None = None) -> CatalogDiff:

@@ -359,143 +359,195 @@ def issue(session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
     subscription's boundaries in order (a later one sees the earlier ones), inserted in
     bulk, then the sent ones numbered in the order of ``pairs`` under one counter lock.
     A subscription whose invoice cannot be computed or stored is recorded as failed; the
-    others are issued."""
-    subs_repo.lock(session, [s for s, _ in pairs])  # see services.late: no event lost
-    subs = subs_repo.get_many(session, [s for s, _ in pairs])
-    exists = invoices_repo.existing(session, pairs)
-    plans = catalog_repo.plans(session, {(r.plan_id, r.plan_version) for r in subs.values()})
-    drafts = catalog_repo.drafts_at(session, {r.customer_id for r in subs.values()}, issued_at)
-    entities = {e: catalog_repo.entity(session, e) for e in {r.entity_id for r in subs.values()}}
-    outcomes: list[Outcome] = [refused(f"{s}@{b}: unknown subscription") for s, b in pairs]
-    failed: dict[str, str] = {}  # subscription -> error: its later boundaries wait
-    rounds: dict[int, list[tuple[int, ToCompose]]] = defaultdict(list)
-    position: dict[str, int] = defaultdict(int)
-    advance: dict[str, tuple[int, Terms]] = {}
+    others are issued. The phases: load, classify, compose and store (round by round),
+    advance, finalize (credits, numbers, sending)."""
+    run = _Issue.load(session, now, pairs, issued_at)
+    run.classify()
+    for turn in sorted(run.rounds):  # a subscription's boundaries in order, round by round
+        run.store(turn, run.compose(turn))
+    run.advance_subscriptions()
+    run.finalize()
+    return run.outcomes
 
-    def fail(index: int, row: SubscriptionRow, boundary: date, error: str) -> None:
-        failed[row.id] = error
-        invoices_repo.record_failure(session, row.id, boundary, issued_at, error, now)
-        outcomes[index] = refused(f"{row.id}@{boundary}: cannot be invoiced: {error}")
 
-    for index, (subscription, boundary) in enumerate(pairs):
-        row = subs.get(subscription)
-        if row is None:
-            continue
-        if row.created_at > issued_at:
-            outcomes[index] = refused(
-                f"{subscription}@{boundary}: did not exist at {issued_at.isoformat()}")
-            continue
+@dataclass
+class _Issue:
+    """One ``issue`` call's state, phase by phase."""
+
+    session: Session
+    now: datetime
+    pairs: Sequence[tuple[str, date]]
+    issued_at: datetime
+    subs: dict[str, SubscriptionRow]
+    exists: set[tuple[str, date]]
+    plans: dict[tuple[str, int], Plan]
+    drafts: dict[str, bool]
+    entities: dict[str, Entity | None]
+    outcomes: list[Outcome]
+    failed: dict[str, str] = field(default_factory=dict)  # subscription -> error
+    rounds: dict[int, list[tuple[int, ToCompose]]] = field(
+        default_factory=lambda: defaultdict(list))
+    advance: dict[str, tuple[int, Terms]] = field(default_factory=dict)
+    issued: dict[int, tuple[int, invoices_repo.NewInvoice]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, session: Session, now: datetime, pairs: Sequence[tuple[str, date]],
+             issued_at: datetime) -> _Issue:
+        subs_repo.lock(session, [s for s, _ in pairs])  # see services.late: no event lost
+        subs = subs_repo.get_many(session, [s for s, _ in pairs])
+        return cls(
+            session, now, pairs, issued_at, subs, set(invoices_repo.existing(session, pairs)),
+            catalog_repo.plans(session, {(r.plan_id, r.plan_version) for r in subs.values()}),
+            catalog_repo.drafts_at(session, {r.customer_id for r in subs.values()}, issued_at),
+            {e: catalog_repo.entity(session, e) for e in {r.entity_id for r in subs.values()}},
+            [refused(f"{s}@{b}: unknown subscription") for s, b in pairs])
+
+    def fail(self, index: int, row: SubscriptionRow, boundary: date, error: str) -> None:
+        """The subscription cannot be invoiced at ``boundary``: recorded; its later
+        boundaries wait."""
+        self.failed[row.id] = error
+        invoices_repo.record_failure(self.session, row.id, boundary, self.issued_at, error,
+                                     self.now)
+        self.outcomes[index] = refused(f"{row.id}@{boundary}: cannot be invoiced: {error}")
+
+    def classify(self) -> None:
+        """Each pair: refused, existing already (its subscription still advances), or to
+        compose in its subscription's next round."""
+        position: dict[str, int] = defaultdict(int)
+        for index, (subscription, boundary) in enumerate(self.pairs):
+            row = self.subs.get(subscription)
+            if row is None:
+                continue
+            item = self._classify(index, row, boundary)
+            if item is not None:
+                self.rounds[position[subscription]].append((index, item))
+                position[subscription] += 1
+
+    def _classify(self, index: int, row: SubscriptionRow, boundary: date) -> ToCompose | None:
+        label = f"{row.id}@{boundary}"
+        if row.created_at > self.issued_at:
+            self.outcomes[index] = refused(
+                f"{label}: did not exist at {self.issued_at.isoformat()}")
+            return None
         try:
-            plan = plans.get((row.plan_id, row.plan_version)) or plan_of(session, row)
+            plan = self.plans.get((row.plan_id, row.plan_version)) or plan_of(self.session, row)
             terms = terms_of(row, plan)
             k = boundary_index(row.start, plan.interval, boundary)
         except Exception as exc:
             if is_infrastructure(exc):
                 raise
-            fail(index, row, boundary, _error(exc))
-            continue
+            self.fail(index, row, boundary, _error(exc))
+            return None
         if k is None or not terms.reaches(boundary):
-            outcomes[index] = refused(
-                f"{subscription}@{boundary}: not a boundary the subscription reaches")
-            continue
-        zone = entities[row.entity_id]
+            self.outcomes[index] = refused(f"{label}: not a boundary the subscription reaches")
+            return None
+        zone = self.entities[row.entity_id]
         assert zone is not None
-        if (subscription, boundary) not in exists \
-                and midnight(boundary, zone.timezone) > issued_at:
+        if (row.id, boundary) in self.exists:
+            self.outcomes[index] = Outcome("unchanged", f"{label}: exists")
+            if k + 1 > self.advance.get(row.id, (0, terms))[0]:
+                self.advance[row.id] = (k + 1, terms)
+            return None
+        if midnight(boundary, zone.timezone) > self.issued_at:
             # planned in another zone than the entity's now (a catalog change came between
             # the run's plan and this chunk): its period is not over at this run; a later
             # run of the entity's zone issues it
-            outcomes[index] = refused(
-                f"{subscription}@{boundary}: its period ends at "
-                f"{midnight(boundary, zone.timezone).isoformat()} in {zone.timezone}, "
-                f"after this run ({issued_at.isoformat()})")
-            continue
-        if (subscription, boundary) in exists:
-            outcomes[index] = Outcome("unchanged", f"{subscription}@{boundary}: exists")
-            if k + 1 > advance.get(subscription, (0, terms))[0]:
-                advance[subscription] = (k + 1, terms)
-            continue
-        rounds[position[subscription]].append((index, ToCompose(row, plan, k)))
-        position[subscription] += 1
+            self.outcomes[index] = refused(
+                f"{label}: its period ends at {midnight(boundary, zone.timezone).isoformat()} "
+                f"in {zone.timezone}, after this run ({self.issued_at.isoformat()})")
+            return None
+        return ToCompose(row, plan, k)
 
-    issued: dict[int, tuple[int, invoices_repo.NewInvoice]] = {}  # pair index -> (id, new)
-    accounts: dict[int, tuple[str, ...]] = {}  # pair index -> late events it bills
-    for turn in sorted(rounds):  # a subscription's boundaries in order, round by round
-        new: list[tuple[int, invoices_repo.NewInvoice]] = []
+    def compose(self, turn: int) -> list[tuple[int, invoices_repo.NewInvoice, tuple[str, ...]]]:
+        """The invoices of one round, computed set-wise per entity: (pair index, invoice,
+        the late events it bills)."""
+        new: list[tuple[int, invoices_repo.NewInvoice, tuple[str, ...]]] = []
         by_entity: dict[str, list[tuple[int, ToCompose]]] = defaultdict(list)
-        for index, item in rounds[turn]:
-            if item.row.id in failed:
-                outcomes[index] = refused(f"{item.row.id}@{pairs[index][1]}: waits for an "
-                                          f"earlier boundary that failed: {failed[item.row.id]}")
+        for index, item in self.rounds[turn]:
+            if item.row.id in self.failed:
+                self.outcomes[index] = refused(
+                    f"{item.row.id}@{self.pairs[index][1]}: waits for an earlier boundary "
+                    f"that failed: {self.failed[item.row.id]}")
             else:
                 by_entity[item.row.entity_id].append((index, item))
         for entity_id, items in by_entity.items():
-            entity = entities[entity_id]
+            entity = self.entities[entity_id]
             assert entity is not None
-            composed = compute_many(session, entity, [item for _, item in items])
+            composed = compute_many(self.session, entity, [item for _, item in items])
             for (index, item), result in zip(items, composed, strict=True):
-                label = f"{item.row.id}@{pairs[index][1]}"
                 if isinstance(result, Exception):
                     if is_infrastructure(result):
                         raise result
-                    fail(index, item.row, pairs[index][1], _error(result))
+                    self.fail(index, item.row, self.pairs[index][1], _error(result))
                     continue
-                advance[item.row.id] = (item.k + 1, terms_of(item.row, item.plan))
+                self.advance[item.row.id] = (item.k + 1, terms_of(item.row, item.plan))
                 if result.invoice is None:
-                    outcomes[index] = Outcome("unchanged", f"{label}: no line to invoice")
+                    self.outcomes[index] = Outcome(
+                        "unchanged", f"{item.row.id}@{self.pairs[index][1]}: no line to "
+                                     "invoice")
                 else:
-                    accounts[index] = result.accounts
                     new.append((index, invoices_repo.NewInvoice(
                         item.row.id, entity_id, item.row.customer_id, item.row.plan_version,
-                        result.invoice)))
-        ids, errors = _store(session, [n for _, n in new], issued_at, now)
+                        result.invoice), result.accounts))
+        return new
+
+    def store(self, turn: int,
+              new: list[tuple[int, invoices_repo.NewInvoice, tuple[str, ...]]]) -> None:
+        """Insert a round's invoices in bulk and account the late events they bill, before
+        the next round reads what is open."""
+        ids, errors = _store(self.session, [n for _, n, _ in new], self.issued_at, self.now)
         billed_by: dict[int, tuple[str, ...]] = {}
-        for index, n in new:
+        for index, n, accounts in new:
             key = (n.subscription, n.invoice.boundary)
             if key in ids:
-                issued[index] = (ids[key], n)
-                billed_by[ids[key]] = accounts.get(index, ())
+                self.issued[index] = (ids[key], n)
+                billed_by[ids[key]] = accounts
             elif key in errors:
-                row = subs[n.subscription]
-                advance[row.id] = (advance[row.id][0] - 1, advance[row.id][1])
-                fail(index, row, n.invoice.boundary, errors[key])
+                row = self.subs[n.subscription]
+                self.advance[row.id] = (self.advance[row.id][0] - 1, self.advance[row.id][1])
+                self.fail(index, row, n.invoice.boundary, errors[key])
             else:
-                outcomes[index] = Outcome("unchanged", f"{n.subscription}@"
-                                                       f"{n.invoice.boundary}: exists")
-        # the late events they bill, before the next round reads what is open
-        usage_repo.account_late(session, billed_by)
+                self.outcomes[index] = Outcome(
+                    "unchanged", f"{n.subscription}@{n.invoice.boundary}: exists")
+        usage_repo.account_late(self.session, billed_by)
 
-    invoices_repo.clear_failures(session, [(n.subscription, n.invoice.boundary)
-                                           for _, n in issued.values()])
-    moves: list[subs_repo.Advance] = []
-    for subscription, (k, terms) in advance.items():
-        entity = entities[subs[subscription].entity_id]
-        assert entity is not None
-        b = terms.boundary(k)
-        closed = midnight(terms.boundary(k - 1), entity.timezone) if k >= 2 else None
-        moves.append(subs_repo.Advance(subscription, k, b, midnight(b, entity.timezone), closed))
-    subs_repo.advance(session, moves)
+    def advance_subscriptions(self) -> None:
+        """Each subscription past what it was billed (or found billed) to."""
+        invoices_repo.clear_failures(self.session, [(n.subscription, n.invoice.boundary)
+                                                    for _, n in self.issued.values()])
+        moves: list[subs_repo.Advance] = []
+        for subscription, (k, terms) in self.advance.items():
+            entity = self.entities[self.subs[subscription].entity_id]
+            assert entity is not None
+            b = terms.boundary(k)
+            closed = midnight(terms.boundary(k - 1), entity.timezone) if k >= 2 else None
+            moves.append(subs_repo.Advance(subscription, k, b, midnight(b, entity.timezone),
+                                           closed))
+        subs_repo.advance(self.session, moves)
 
-    # numbering last: the entity's counter stays locked from here to the commit, so the
-    # chunks of a run wait for each other only for this
-    numbers: dict[int, str] = {}  # invoice id -> number
-    to_send: dict[str, list[Sent]] = defaultdict(list)  # by entity, in the order of pairs
-    for index in sorted(issued):
-        invoice_id, n = issued[index]
-        if not drafts.get(n.customer, False):
-            to_send[n.entity].append(Sent(invoice_id, n.subscription, n.invoice.boundary,
-                                          n.customer, n.invoice.currency, n.invoice.total))
-    for entity_id, sent in to_send.items():
-        entity = entities[entity_id]
-        assert entity is not None
-        numbers.update(sending.send(session, entity, sent, issued_at, now))
-    for index, (invoice_id, n) in issued.items():
-        sent_as = numbers.get(invoice_id)
-        state = f"sent {sent_as}" if sent_as else "draft"
-        total = format_amount(n.invoice.total, n.invoice.currency)
-        outcomes[index] = applied(f"{n.subscription}@{n.invoice.boundary}: {state}, total "
-                                  f"{total}", deliver=(invoice_id,) if sent_as else ())
-    return outcomes
+    def finalize(self) -> None:
+        """Credits, numbers and sending of the invoices that are not drafts (numbering
+        last: the entity's counter stays locked from here to the commit, so the chunks of a
+        run wait for each other only for this); each pair's outcome."""
+        numbers: dict[int, str] = {}  # invoice id -> number
+        to_send: dict[str, list[Sent]] = defaultdict(list)  # by entity, in the pairs' order
+        for index in sorted(self.issued):
+            invoice_id, n = self.issued[index]
+            if not self.drafts.get(n.customer, False):
+                to_send[n.entity].append(Sent(invoice_id, n.subscription, n.invoice.boundary,
+                                              n.customer, n.invoice.currency,
+                                              n.invoice.total))
+        for entity_id, sent in to_send.items():
+            entity = self.entities[entity_id]
+            assert entity is not None
+            numbers.update(sending.send(self.session, entity, sent, self.issued_at, self.now))
+        for index, (invoice_id, n) in self.issued.items():
+            sent_as = numbers.get(invoice_id)
+            state = f"sent {sent_as}" if sent_as else "draft"
+            total = format_amount(n.invoice.total, n.invoice.currency)
+            self.outcomes[index] = applied(
+                f"{n.subscription}@{n.invoice.boundary}: {state}, total {total}",
+                deliver=(invoice_id,) if sent_as else ())
 
 
 def issue_chunk(pairs: Sequence[tuple[str, date]], issued_at: datetime,

@@ -57,14 +57,19 @@ def do_change_plan(session: Session, now: datetime, subscription: Any, plan_id: 
         return not_found(f"change_plan.subscription: {subscription!r} is not a known "
                          "subscription", "subscription")
     catalog_repo.customer(session, found.customer_id, lock=True)  # serialize per customer
-    row = subs_repo.get(session, subscription, lock=True)
-    assert row is not None
     latest = catalog_repo.latest_plan(session, plan_id)
     if latest is None:
         return not_found(f"change_plan.plan: {plan_id!r} is not a known plan", "plan")
     version, plan = latest
-    entity = catalog_repo.entity(session, row.entity_id)
+    # as a subscribe does, after the customer and before the subscription (the order of
+    # every lock, persistence/catalog.py): the entity share-locked (its zone, from which
+    # ``since_at`` is computed, stays) and the new plan's meters (a catalog change that
+    # counted who is charged for them waits for this change, or this change for it)
+    entity = catalog_repo.entity(session, found.entity_id, share=True)
     assert entity is not None
+    catalog_repo.lock_meters(session, plan.meters, share=True)
+    row = subs_repo.get(session, subscription, lock=True)
+    assert row is not None
     history = plan_changes_repo.histories(session, [row])[row.id]
     interval = history.start.plan.interval
     k, period_start, next_boundary = current_period(row, interval, entity.timezone, t)

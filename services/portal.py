@@ -37,7 +37,7 @@ from persistence import subscriptions as subs_repo
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
 from persistence.tables import PortalLinkRow
-from services import credits, invoicing
+from services import alerts, credits, invoicing
 from services.delivery.render import (
     format_amount,
     format_in_unit,
@@ -273,6 +273,7 @@ class Page:
     balances: tuple[tuple[str, str], ...] = ()  # (currency, balance) of prepaid credit
     grants: tuple[GrantItem, ...] = ()
     pending: tuple[PendingItem, ...] = ()  # due, not issued yet: before the estimates
+    alerts: tuple[str, ...] = ()  # a banner per threshold crossed this period (billing-rules §19)
 
 
 @dataclass(frozen=True)
@@ -432,7 +433,8 @@ def page(customer: str, now: datetime) -> Page:
                     format_amount(r.amount_due, r.currency), r.due_date,
                     _payment_words(r.payment_status, r.due_date, today))
         for r in sorted(records, key=lambda r: (r.boundary, r.id), reverse=True))
-    return Page(customer=customer, entity=entity.id, timezone=entity.timezone,
+    return Page(alerts=tuple(_banner(b) for b in alerts.banners(customer, now)),
+                customer=customer, entity=entity.id, timezone=entity.timezone,
                 now_local=_local_text(now, entity.timezone), subscriptions=tuple(estimates),
                 invoices=invoices, notes=tuple(notes),
                 balances=tuple((c, format_amount(b, c)) for c, b in balances.items()),
@@ -446,6 +448,20 @@ def _covered(invoice: ComposedInvoice) -> str:
         return ""
     return _period(min(ln.period_start for ln in invoice.lines),
                    max(ln.period_end for ln in invoice.lines))
+
+
+def _banner(b: alerts.Banner) -> str:
+    on = f" on {b.subscription}" if b.subscription else ""
+    if b.kind == "credit_balance":
+        currency = b.currency or ""
+        return (f"Your prepaid credit is below {format_amount(b.threshold, currency)} "
+                f"({format_amount(b.value, currency)} left).")
+    if b.kind == "usage_quantity":
+        return (f"Your {b.meter} usage{on} passed {format_quantity(b.threshold)} this period "
+                f"({format_quantity(b.value)} so far).")
+    currency = b.currency or ""
+    return (f"Your estimated usage charges{on} passed {format_amount(b.threshold, currency)} "
+            f"this period ({format_amount(b.value, currency)} so far).")
 
 
 def _payment_words(status: str | None, due: date | None, today: date) -> str:

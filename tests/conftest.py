@@ -252,9 +252,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: one worker per core (at least two, at most eight). More would overlap
-    more of the waiting on servers and processes, but the tests that bound a command's
-    wall time (test_hostile_files: 10 s a command; test_fuzz: 2 s an input) then got half
-    a core each and failed: four workers on two cores at a load of 5-9 took 11-14 s."""
+    more of the waiting on servers and processes, but with two per core the tests that
+    bounded a command's wall time (test_hostile_files: 10 s a command; test_fuzz: 2 s an
+    input) got half a core each and failed: four workers on two cores at a load of 5-9
+    took 11-14 s. Those bounds are on CPU time now (the same numbers), which a loaded
+    machine does not stretch; the workers stay one per core."""
     return max(2, min(8, os.cpu_count() or 1))
 
 

@@ -19,9 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.documents import pending_document, preview_document
+from domain.parties import BUYER
 from domain.validation import Invalid, check_text
 from persistence import catalog as catalog_repo
 from persistence import db
@@ -50,6 +52,7 @@ from web.dependencies import (
     storable_id,
 )
 from web.portal import router as portal_router
+from web.routers.alerts import router as alerts_router
 from web.routers.billruns import router as billruns_router
 from web.routers.credits import router as credits_router
 from web.routers.payments import router as payments_router
@@ -101,6 +104,14 @@ def create_app() -> FastAPI:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error(exc.status, exc.code, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
+        # The client went away while its body was read — or was timed out by the server
+        # (web/server.py), which has answered 408 and closed the connection. Not an error
+        # of the server: nothing to log, and this answer goes nowhere (uvicorn drops what
+        # is sent on a disconnected request).
+        return error(408, "timeout", "the client disconnected before its body arrived")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -338,6 +349,7 @@ def create_app() -> FastAPI:
     app.include_router(subscriptions_router)
     app.include_router(billruns_router)
     app.include_router(credits_router)
+    app.include_router(alerts_router)
     app.include_router(payments_router)
     app.include_router(portal_router)
     return app
@@ -360,7 +372,8 @@ def _methods(request: Request) -> list[str]:
 
 def _customer_json(customer: Any) -> dict[str, Any]:
     return {"id": customer.id, "entity": customer.entity, "email": customer.email,
-            "draft_invoices": bool(customer.draft_invoices), **customer.details.to_dict(),
+            "draft_invoices": bool(customer.draft_invoices),
+            **{k: getattr(customer.details, k) for k in BUYER},
             "taxes": list(customer.taxes) if customer.taxes is not None else None,
             "tax_exempt": bool(customer.tax_exempt)}
 

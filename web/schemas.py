@@ -260,6 +260,43 @@ class CreditGrantIn(Model):
     priority: int | None = Field(None, description="0-100, lower is used first (default 50)")
 
 
+class AlertIn(Model):
+    id: str = Field(description="unique")
+    customer: str
+    subscription: str | None = Field(None, description="one subscription of the customer; "
+                                                        "without it, each of them")
+    kind: str = Field(description="usage_amount (the estimated usage amount of the current "
+                                  "period), usage_quantity (a meter's usage in it) or "
+                                  "credit_balance (the customer's balance, decreasing)")
+    meter: str | None = Field(None, description="usage_quantity: the meter")
+    currency: str | None = Field(None, description="credit_balance: ISO 4217")
+    thresholds: Any = Field(description='decimal strings > 0, strictly increasing, e.g. '
+                                        '["50.00", "100.00"]')
+    recurring_step: Any = Field(None, description='then every so much after the last, e.g. '
+                                                  '"100.00" (not for credit_balance)')
+
+
+class Alert(Model):
+    id: str
+    customer: str
+    subscription: str | None
+    kind: str
+    meter: str | None
+    currency: str | None
+    thresholds: list[str]
+    recurring_step: str | None
+    created_at: str
+
+
+class Alerts(Model):
+    alerts: list[Alert]
+
+
+class AlertDeleted(Model):
+    id: str
+    deleted: bool
+
+
 class LedgerEntry(Model):
     at: str = Field(description="when the invoice it paid was sent")
     amount: str

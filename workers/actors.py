@@ -20,6 +20,8 @@ import structlog
 
 from domain.validation import parse_date, parse_instant
 from services import (
+    alert_events,
+    alerts,
     clock,
     credits,
     deliveries,
@@ -66,6 +68,8 @@ def record_usage(events: list[dict[str, Any]]) -> None:
         log.info("usage batch already processed", actor="record_usage", message_id=message_id)
     else:
         log.info("usage recorded", actor="record_usage", message_id=message_id, **counts)
+        if counts["accepted"]:  # where nothing folds (SQLite) and in replays
+            enqueue_alert_events(alerts.after_ingest(events, clock.now()))
 
 
 # ---------------------------------------------------------------------------- commands
@@ -127,6 +131,24 @@ def grant_credits(id: str, customer: str, currency: str, amount: Any,
                                "priority": priority}
     run_command("grant_credits", lambda s, now: credits.do_grant(s, now, request),
                 message_id=current_message_id(), grant=id)
+
+
+@actor
+def create_alert(alert: dict[str, Any]) -> None:
+    """Create a spend or usage alert (docs/billing-rules.md §18); a value already past a
+    threshold fires it at once."""
+    outcome = run_command("create_alert", lambda s, now: alerts.do_create(s, now, alert),
+                          message_id=current_message_id(),
+                          alert=alert.get("id") if isinstance(alert, dict) else None)
+    if outcome.status == "applied" and isinstance(alert, dict):
+        enqueue_alert_events(alerts.evaluate_customers([str(alert.get("customer"))],
+                                                       clock.now()))
+
+
+@actor
+def delete_alert(alert: str) -> None:
+    run_command("delete_alert", lambda s, now: alerts.do_delete(s, now, alert),
+                message_id=current_message_id(), alert=alert)
 
 
 @actor
@@ -263,20 +285,42 @@ def enqueue_events(event_ids: list[int] | tuple[int, ...]) -> None:
         deliver_event.send(event_id)
 
 
+@actor
+def deliver_alert_event(event_id: int) -> None:
+    """Deliver an ``alert.triggered`` event as a signed webhook; retried while it fails
+    in a way worth retrying."""
+    outcome, result = alert_events.deliver(event_id, clock.now())
+    bound = log.bind(actor="deliver_alert_event", alert_event=event_id)
+    if result is not None and not result.ok and result.retry:
+        bound.warning("alert event delivery will be retried", reason=result.detail)
+        raise DeliveryFailed(result.detail)
+    bound.info("deliver_alert_event " + outcome.status, detail=outcome.detail)
+
+
+def enqueue_alert_events(event_ids: list[int] | tuple[int, ...]) -> None:
+    for event_id in event_ids:
+        deliver_alert_event.send(event_id)
+
+
 def requeue_lost_deliveries(now: datetime) -> list[int]:
-    """Deliveries and invoice events whose message was lost between a commit and its
-    enqueue: sent again."""
+    """Deliveries, invoice events and alert events whose message was lost between a
+    commit and its enqueue: sent again."""
     lost = deliveries.lost(now)
     enqueue_deliveries(lost)
     events = invoice_events.lost(now)
     enqueue_events(events)
-    return [*lost, *events]
+    alerted = alert_events.lost(now)
+    enqueue_alert_events(alerted)
+    return [*lost, *events, *alerted]
 
 
 __all__ = [
     "bill_run",
     "cancel",
     "change_plan",
+    "create_alert",
+    "delete_alert",
+    "deliver_alert_event",
     "deliver_event",
     "deliver_invoice",
     "grant_credits",

@@ -391,27 +391,7 @@ def invoice_view(
     subscription = _text(document, "subscription")
     boundary = _parse_date(document.get("boundary"), "boundary")
     reference = number or f"{subscription}@{boundary.isoformat()}"
-    lines: list[LineView] = []
-    raw_lines = document.get("lines")
-    if not isinstance(raw_lines, list):
-        raise ValueError("invoice document: 'lines' must be a list")
-    for i, ln in enumerate(raw_lines):
-        if not isinstance(ln, Mapping):
-            raise ValueError(f"invoice document: lines[{i}] must be an object")
-        unit_price = ln.get("unit_price")
-        unit = (units or {}).get(str(ln.get("charge")))
-        lines.append(LineView(
-            type=_text(ln, "type"),
-            charge=_charge_label(ln),
-            period=format_period(_parse_date(ln.get("period_start"), f"lines[{i}].period_start"),
-                                 _parse_date(ln.get("period_end"), f"lines[{i}].period_end"),
-                                 locale),
-            quantity=format_in_unit(ln.get("quantity"), unit, locale),
-            unit_price="" if unit_price is None else format_price_in_unit(unit_price, currency,
-                                                                          unit, locale),
-            amount=format_amount(ln.get("amount"), currency, locale),
-            pricing=str(ln.get("pricing") or ""),
-        ))
+    lines = _lines(document, currency, locale, units or {})
     discount = to_decimal(document.get("discount", "0"), "discount")
     total = to_decimal(document.get("total"), "total")
     status = _text(document, "status")
@@ -452,6 +432,32 @@ def invoice_view(
         taxes=_taxes(document, currency, locale),
         tax_exempt=document.get("tax_exempt") is True,
     )
+
+
+def _lines(document: Mapping[str, Any], currency: str, locale: str,
+           units: Mapping[str, Unit]) -> list[LineView]:
+    lines: list[LineView] = []
+    raw_lines = document.get("lines")
+    if not isinstance(raw_lines, list):
+        raise ValueError("invoice document: 'lines' must be a list")
+    for i, ln in enumerate(raw_lines):
+        if not isinstance(ln, Mapping):
+            raise ValueError(f"invoice document: lines[{i}] must be an object")
+        unit_price = ln.get("unit_price")
+        unit = units.get(str(ln.get("charge")))
+        lines.append(LineView(
+            type=_text(ln, "type"),
+            charge=_charge_label(ln),
+            period=format_period(_parse_date(ln.get("period_start"), f"lines[{i}].period_start"),
+                                 _parse_date(ln.get("period_end"), f"lines[{i}].period_end"),
+                                 locale),
+            quantity=format_in_unit(ln.get("quantity"), unit, locale),
+            unit_price="" if unit_price is None else format_price_in_unit(unit_price, currency,
+                                                                          unit, locale),
+            amount=format_amount(ln.get("amount"), currency, locale),
+            pricing=str(ln.get("pricing") or ""),
+        ))
+    return lines
 
 
 def _paragraph(details: Any, key: str) -> tuple[str, ...]:

@@ -143,7 +143,9 @@ def test_customers(api: tuple[TestClient, Runtime]) -> None:
     created = client.put("/v1/customers/c-9", json={"entity": "acme", "email": "a@b.example"})
     assert created.status_code == 201, created.text
     assert created.json() == {"id": "c-9", "entity": "acme", "email": "a@b.example",
-                              "draft_invoices": False, "taxes": None, "tax_exempt": False}
+                              "draft_invoices": False, "legal_name": None, "address": None,
+                              "tax_id": None, "net_terms": None, "locale": None,
+                              "taxes": None, "tax_exempt": False}
     updated = client.put("/v1/customers/c-9", json={"entity": "acme", "draft_invoices": True})
     assert updated.status_code == 200 and updated.json()["draft_invoices"] is True
     assert client.get("/v1/customers/c-9").json()["draft_invoices"] is True

@@ -137,3 +137,28 @@ def test_a_slow_client_within_the_limits_is_served(base: str) -> None:
         sock.sendall(part)
     assert one_response(sock).startswith(b"HTTP/1.1 401")
     sock.close()
+
+
+def test_a_body_timed_out_is_answered_quietly(base: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that stops mid-body gets its 408 and a closed connection, and the server's
+    log has no "Exception in ASGI application" for it: the app reading the body is told the
+    client left (starlette's ClientDisconnect), which is not an error of the server — before
+    the fix, each such request logged a traceback at ERROR."""
+    caplog.set_level("WARNING")
+    _, key = api_keys.create("quiet", datetime(2026, 1, 1, tzinfo=UTC))
+    socks = [connect(base) for _ in range(6)]
+    for i, sock in enumerate(socks):  # before the key is checked, after, and a 401 path
+        head = (b"POST /v1/subscriptions HTTP/1.1\r\n" if i % 3 == 0 else
+                b"POST /v1/usage HTTP/1.1\r\nAuthorization: Bearer " + key.encode() + b"\r\n"
+                if i % 3 == 1 else b"PUT /v1/customers/c1 HTTP/1.1\r\n")
+        sock.sendall(head + b"Host: billing\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 500\r\n\r\n{\"events\": [")
+    for sock in socks:
+        got = answer_then_closed(sock, BODY_TIMEOUT + 3)
+        sock.close()
+        assert got is not None and got.startswith(b"HTTP/1.1 408"), got
+    time.sleep(0.3)  # the app's side of each timed-out request has ended
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    errors = [r for r in caplog.records if r.levelno >= 40 or "Exception in ASGI" in r.getMessage()]
+    assert not errors, [f"{r.name}: {r.getMessage()} {r.exc_info and r.exc_info[1]!r}"
+                        for r in errors]

@@ -14,7 +14,11 @@ Proven here, over a few hundred generated inputs each:
   mutated real scenarios (YAML and JSON) into a document or a one-line ``ScenarioError``,
   and ``domain.catalog.parse_catalog`` makes a catalog of whatever ``read_document``
   returned or raises ``Invalid``;
-- each input takes less than ``PER_INPUT_S`` (measured here, hypothesis' deadline is off).
+- each input takes less than ``PER_INPUT_S`` of CPU time (the test thread's own,
+  ``time.thread_time()``; hypothesis' deadline is off). Not wall time: on a machine
+  shared with other work the thread waits for a core, and 2 s of wall time failed at a
+  load of 5-9 without the code being any slower; the intent is that no input makes the
+  code *work* long.
 
 Also here, outside the fuzzing: a Python ``int`` of more than 4,300 digits — no decoder of
 the project makes one, but ``validate_event`` and ``ingest`` take any input — is rejected
@@ -57,11 +61,12 @@ DEMO = Path(__file__).parents[2] / "scheduler" / "demo.yaml"
 
 
 def timed(call: Callable[[], Any], what: str) -> Any:
-    """``call()``, asserting it took less than PER_INPUT_S."""
-    start = time.perf_counter()
+    """``call()``, asserting it took less than PER_INPUT_S of this thread's CPU time."""
+    start = time.thread_time()
     result = call()
-    took = time.perf_counter() - start
-    assert took < PER_INPUT_S, f"{what} took {took:.2f} s (at most {PER_INPUT_S} s per input)"
+    took = time.thread_time() - start
+    assert took < PER_INPUT_S, \
+        f"{what} took {took:.2f} s of CPU (at most {PER_INPUT_S} s per input)"
     return result
 
 

@@ -311,6 +311,43 @@ class BillingClient:
         found = self._get(f"/v1/customers/{_segment(customer)}/credit-balance")
         return {b["currency"]: Decimal(b["balance"]) for b in found["balances"]}
 
+    def create_alert(self, id: str, customer: str, kind: str,
+                     thresholds: Iterable[Decimal | int | str], *,
+                     subscription: str | None = None, meter: str | None = None,
+                     currency: str | None = None,
+                     recurring_step: Decimal | int | str | None = None,
+                     idempotency_key: str | None = None) -> Json:
+        """``POST /v1/alerts``: ``kind`` is ``usage_amount`` (the estimated usage amount of
+        the current period), ``usage_quantity`` (``meter``'s usage in it) or
+        ``credit_balance`` (``currency``, decreasing); thresholds increasing, > 0, then
+        every ``recurring_step`` after the last. Fires ``alert.triggered`` webhooks."""
+        body: Json = {"id": id, "customer": customer, "kind": kind,
+                      "thresholds": [decimal_text(t, f"thresholds[{i}]")
+                                     for i, t in enumerate(thresholds)]}
+        for name, value in (("subscription", subscription), ("meter", meter),
+                            ("currency", currency)):
+            if value is not None:
+                body[name] = value
+        if recurring_step is not None:
+            body["recurring_step"] = decimal_text(recurring_step, "recurring_step")
+        return self._post("/v1/alerts", body, idempotency_key)
+
+    def alerts(self, *, customer: str | None = None,
+               subscription: str | None = None) -> list[Json]:
+        params = {k: v for k, v in (("customer", customer), ("subscription", subscription))
+                  if v is not None}
+        found: list[Json] = self._get("/v1/alerts", params)["alerts"]
+        return found
+
+    def alert(self, id: str) -> Json:
+        return self._get(f"/v1/alerts/{_segment(id)}")
+
+    def delete_alert(self, id: str, *, idempotency_key: str | None = None) -> Json:
+        """``DELETE /v1/alerts/{id}``: it fires nothing more."""
+        key = idempotency_key or str(uuid.uuid4())
+        return _json(self._request("DELETE", f"/v1/alerts/{_segment(id)}",
+                                   headers={"Idempotency-Key": key}))
+
     def portal_link(self, customer: str, ttl: str | None = None, *,
                     idempotency_key: str | None = None) -> Json:
         """``{"url", "expires_at"}``; ``ttl`` like "12h"."""
