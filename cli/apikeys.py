@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, err, fail, out
+from cli.common import connect, count, err, fail, out
 from domain.validation import Invalid
 from services import api_keys, clock
 
@@ -43,7 +43,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
             "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
             "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None} for k in keys]))
         return
-    table = Table(title=f"{len(keys)} API keys", title_justify="left")
+    table = Table(title=count(len(keys), "API key"), title_justify="left")
     for name in ("id", "name", "key starts", "created (UTC)", "last used (UTC)", "revoked"):
         table.add_column(name)
     for k in keys:

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, err, fail, out
+from cli.common import connect, count, err, fail, out
 from domain.catalog import Catalog, parse_catalog
 from domain.validation import Invalid
 from persistence import catalog as catalog_repo
@@ -21,7 +21,7 @@ from services import clock
 
 app = typer.Typer(help="Entities, meters, plans (versioned) and customers.",
                   no_args_is_help=True)
-SECTIONS = ("entities", "meters", "plans", "customers")
+SECTIONS = ("taxes", "entities", "meters", "plans", "customers")
 FILE = typer.Argument(help="YAML or JSON: entities, meters, plans, customers (a scenario's "
                            "catalog shape).")
 
@@ -64,7 +64,7 @@ def apply(file: Annotated[Path, FILE]) -> None:
         for change in exc.diff.refused[1:]:
             err.print(f"[red]refused:[/] {escape(f'{file}: {change.path}: {change.detail}')}",
                       highlight=False, soft_wrap=True)
-        fail(f"{file}: {exc.diff.refused[0].path}: {exc.diff.refused[0].detail}")
+        fail(f"{file}: {exc.diff.refused[0].path}: {exc.diff.refused[0].detail}", code=1)
     for change in changes.changes:
         if change.action != catalog_service.UNCHANGED:
             err.print(f"  {escape(change.line())}", highlight=False, soft_wrap=True)
@@ -119,20 +119,20 @@ def show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = 
                            "email": c.email} for c in customers.values()],
         }))
         return
-    table = Table(title=f"{len(entities)} entities", title_justify="left")
+    table = Table(title=count(len(entities), "entity", "entities"), title_justify="left")
     for name in ("id", "time zone", "invoice prefix", "delivery"):
         table.add_column(name)
     for e in entities:
         table.add_row(e.id, e.timezone, e.invoice_prefix,
                       e.delivery.channel if e.delivery else "default")
     out.print(table)
-    table = Table(title=f"{len(meters)} meters", title_justify="left")
+    table = Table(title=count(len(meters), "meter"), title_justify="left")
     for name in ("id", "aggregation", "property"):
         table.add_column(name)
     for m in sorted(meters.values(), key=lambda m: m.id):
         table.add_row(m.id, m.aggregation.value, m.property or "")
     out.print(table)
-    table = Table(title=f"{len(versions)} plan versions", title_justify="left")
+    table = Table(title=count(len(versions), "plan version"), title_justify="left")
     for name in ("plan", "version", "currency", "interval", "charges", "subscriptions"):
         table.add_column(name, justify="right" if name in ("version", "subscriptions")
                          else "left")
@@ -141,4 +141,4 @@ def show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = 
         table.add_row(v.plan_id, str(v.version), v.currency, v.interval, charges,
                       str(on_version.get((v.plan_id, v.version), 0)))
     out.print(table)
-    out.print(f"{len(customers)} customers (`billing customers list`)")
+    out.print(f"{count(len(customers), 'customer')} (`billing customers list`)")

@@ -35,10 +35,31 @@ out = _console()
 err = _console(stderr=True)
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    """One line on standard error, and a non-zero exit."""
+# The exit status of every command (README, "Exit status"): 0 done; 1 refused by the engine
+# or failed (a rule says no, something named does not exist, a delivery failed); 2 a bad
+# command line or input (a malformed option, date, amount or file); 3 a server (the
+# database, the broker) does not answer. A refusal or error is one `error:` line.
+OK, REFUSED, BAD_INPUT, UNREACHABLE = 0, 1, 2, 3
+
+
+def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
+    """One line on standard error, and a non-zero exit (2: bad input, by default)."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def refusal(outcome: Any) -> NoReturn:
+    """A command's refusal as its one line: exit 2 when what was given is not valid, else
+    1 (the engine refused it, or what it names does not exist)."""
+    from services.commands import INVALID
+
+    field = f" (field: {outcome.field})" if getattr(outcome, "field", None) else ""
+    fail(outcome.detail + field, code=BAD_INPUT if outcome.code == INVALID else REFUSED)
+
+
+def count(n: int, one: str, many: str | None = None) -> str:
+    """``n`` things in words: "1 API key", "2 API keys", "0 subscriptions"."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def writable(path: Path | None, option: str = "--out") -> None:
@@ -58,7 +79,9 @@ def connect(*, migrated: bool = True) -> None:
     from persistence import migrate
 
     config = settings()
-    logs.configure("console", "WARNING")
+    # errors only: a command says what happened itself, and a refusal is its one `error:`
+    # line — no log line of the service layer before it (#27)
+    logs.configure("console", "ERROR")
     file = db.sqlite_file(config.database_url)
     if migrated and file is not None and not file.exists():  # do not leave an empty one
         fail(f"there is no database at {file} (BILLING_DATABASE_URL={config.database_url}): "
@@ -76,11 +99,22 @@ def connect(*, migrated: bool = True) -> None:
              "run `billing db upgrade`")
 
 
+_database_in_use: str | None = None
+
+
+def using_database(url: str | None) -> None:
+    """The command works on ``url``, not on BILLING_DATABASE_URL (a replay's
+    --database-url): an error names it."""
+    global _database_in_use
+    _database_in_use = url
+
+
 def describe_error(exc: BaseException) -> tuple[str, int]:
     """One line for an error a command did not handle itself, and the exit status."""
     from sqlalchemy import exc as sa
 
-    url = settings().database_url
+    # the database the command was using: a replay's --database-url, not the setting (#27)
+    url = _database_in_use or settings().database_url
     if isinstance(exc, sa.DBAPIError):
         first = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() \
             else type(exc.orig or exc).__name__

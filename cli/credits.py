@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, err, fail, out
+from cli.common import connect, err, fail, out, refusal
 from domain.documents import grant_document
 from domain.money import format_money
 from domain.validation import Invalid
@@ -23,7 +23,7 @@ JSON = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 def _done(outcome: Outcome, as_json: bool, grant_id: str) -> None:
     if outcome.status == "refused":
-        fail(outcome.detail, code=1)
+        refusal(outcome)
     if as_json:
         view = credits_service.grant(grant_id, clock.now())
         out.print_json(json.dumps(view.document() if view else {"id": grant_id}))

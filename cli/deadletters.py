@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import broker, connect, err, out
+from cli.common import broker, connect, count, err, out
 from services import invoicing
 from workers import deadletters
 
@@ -40,7 +40,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
                                   "run_at": f.run_at.isoformat(), "attempts": f.attempts,
                                   "error": f.error} for f in failures]}))
         return
-    table = Table(title=f"{len(rows)} dead letters", title_justify="left")
+    table = Table(title=count(len(rows), "dead letter"), title_justify="left")
     for name in ("message id", "actor", "failed (UTC)", "error", "arguments"):
         table.add_column(name, overflow="fold")
     for r in rows:
@@ -50,8 +50,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     if swept:
         err.print(f"({swept} of them were in the broker's dead-letter queue)", highlight=False)
     if failures:
-        table = Table(title=f"{len(failures)} invoices that could not be computed (the next "
-                            "bill run tries again)", title_justify="left")
+        table = Table(title=f"{count(len(failures), 'invoice')} that could not be computed "
+                            "(the next bill run tries again)", title_justify="left")
         for name in ("subscription", "boundary", "last run (UTC)", "attempts", "error"):
             table.add_column(name, overflow="fold")
         for f in failures:

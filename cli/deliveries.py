@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, err, fail, out, redact, redact_text
+from cli.common import connect, count, err, fail, out, redact, redact_text
 from cli.invoices import find
 from persistence import deliveries as deliveries_repo
 from persistence import invoices as invoices_repo
@@ -25,6 +26,7 @@ def list_(
     status: Annotated[str | None, typer.Option(help="pending, done or failed.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.", min=1,
                                        max=100_000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List deliveries with their channel, attempts and last error (secrets in webhook
     URLs are shown as ***)."""
@@ -35,13 +37,21 @@ def list_(
         rows = deliveries_repo.rows(session, status, limit)
         names = {r.id: r.reference for r in invoices_repo.records(
             session, ids=sorted({r.invoice_id for r in rows}))} if rows else {}
-    table = Table(title=f"{len(rows)} deliveries (newest first)", title_justify="left")
+    if as_json:
+        out.print_json(json.dumps([{
+            "invoice": names.get(r.invoice_id), "status": r.status, "channel": r.channel,
+            "target": redact(r.target) if r.target else None, "attempts": r.attempts,
+            "last_error": redact_text(r.last_error) if r.last_error else None,
+            "updated_at": f"{r.updated_at:%Y-%m-%dT%H:%M:%SZ}"} for r in rows]))
+        return
+    table = Table(title=f"{count(len(rows), 'delivery', 'deliveries')} (newest first)",
+                  title_justify="left")
     for name in ("invoice", "status", "channel", "target", "attempts", "last error",
                  "updated (UTC)"):
-        table.add_column(name, overflow="fold")
+        table.add_column(name, overflow="fold", no_wrap=name in ("invoice", "updated (UTC)"))
     for r in rows:
         colour = {"done": "green", "failed": "red"}.get(r.status, "yellow")
-        table.add_row(names.get(r.invoice_id, str(r.invoice_id)), f"[{colour}]{r.status}[/]",
+        table.add_row(names.get(r.invoice_id, "—"), f"[{colour}]{r.status}[/]",
                       r.channel or "—",
                       redact(r.target) if r.target else "—", str(r.attempts),
                       redact_text(r.last_error or ""),
@@ -52,7 +62,7 @@ def list_(
 @app.command("retry")
 def retry(
     references: Annotated[list[str] | None, typer.Argument(
-        help="Invoices: number, id or SUBSCRIPTION@YYYY-MM-DD (default: every failed "
+        help="Invoices: number or SUBSCRIPTION@YYYY-MM-DD (default: every failed "
              "delivery).")] = None,
 ) -> None:
     """Attempt failed (or stuck pending) deliveries again, now."""

@@ -19,15 +19,40 @@ from services.delivery.render import format_amount, format_in_unit, to_decimal
 DEMO_SCENARIO = Path(str(resources.files("scheduler") / "demo.yaml"))
 
 
-def invoice_table(inv: dict[str, Any], units: Mapping[str, Unit] | None = None) -> Group:
-    """An invoice for the terminal: a heading line, then its lines and totals, amounts
-    with the currency's symbol and separators (the JSON keeps plain decimals); quantities
-    in their meter's display unit (``units``: charge id → unit)."""
-    status = inv["status"] + (", final" if inv["final"] else "")
-    heading = Text.assemble(
-        (inv["number"] or "(draft)", "bold"),
-        f"  {inv['customer']} · {inv['subscription']} · boundary {inv['boundary']} · "
-        f"issued {inv['issued_at']} · {status}")
+def local_time(text: str, timezone: str | None) -> str:
+    """An instant of a document (``…Z``) as the entity's people read it: in its zone."""
+    if not timezone:
+        return text
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    try:
+        instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    return f"{instant.astimezone(ZoneInfo(timezone)):%Y-%m-%d %H:%M} {timezone}"
+
+
+def invoice_table(inv: dict[str, Any], units: Mapping[str, Unit] | None = None,
+                  timezone: str | None = None) -> Group:
+    """An invoice (or an estimate, or an invoice pending) for the terminal: a heading line,
+    then its lines and totals, amounts with the currency's symbol and separators (the JSON
+    keeps plain decimals); quantities in their meter's display unit (``units``: charge id
+    → unit); instants in the entity's ``timezone`` when given."""
+    final = ", final" if inv["final"] else ""
+    reference = f"{inv['subscription']}@{inv['boundary']}"
+    if inv["status"] == "estimate":  # the open period (SPEC §10): nothing is issued
+        heading = Text.assemble(("estimate", "bold"), f"  {inv['subscription']} · the "
+                                f"invoice at {inv['boundary']}{final} · as of "
+                                f"{local_time(inv['at'], timezone)}")
+    elif inv["status"] == "pending":  # due: its boundary has passed, the next run issues it
+        heading = Text.assemble(("pending", "bold"), f"  {reference}{final} · due, issued by "
+                                "the next bill run")
+    else:
+        heading = Text.assemble(
+            (inv["number"] or f"draft {reference}", "bold"),
+            f"  {inv['customer']} · {inv['subscription']} · boundary {inv['boundary']} · "
+            f"issued {local_time(inv['issued_at'], timezone)} · {inv['status']}{final}")
     table = Table(box=box.SIMPLE, show_footer=True, pad_edge=False)
     table.add_column("line")
     table.add_column("period")

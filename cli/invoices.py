@@ -11,9 +11,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, err, fail, instant, out, writable
+from cli.common import connect, err, fail, instant, out, refusal, writable
 from cli.demo import invoice_table
-from domain.documents import InvoiceRecord, preview_document
+from domain.documents import InvoiceRecord, pending_document, preview_document
 from domain.money import format_money
 from domain.validation import Invalid
 from services import clock, documents, invoice_events, payments
@@ -21,20 +21,21 @@ from services import invoices as invoices_service
 from services.commands import Outcome, run_command
 from services.deliveries import deliver_now
 from services.delivery import format_amount
-from services.invoicing import do_regenerate, do_release, preview
+from services.invoicing import do_regenerate, do_release, pending, preview
 
 app = typer.Typer(help="Invoices: list, show, release, regenerate, preview.",
                   no_args_is_help=True)
 
 
 def find(reference: str) -> InvoiceRecord:
-    """An invoice by number (EU-000001), database id, or SUBSCRIPTION@BOUNDARY."""
+    """An invoice by its public reference: number (EU-000001) or SUBSCRIPTION@BOUNDARY."""
     try:
         found = invoices_service.find(reference)
     except Invalid as exc:
         fail(f"{reference!r}: {exc.message}")
     if found is None:
-        fail(f"no invoice {reference!r} (give a number, an id or SUBSCRIPTION@YYYY-MM-DD)")
+        fail(f"no invoice {reference!r} ({invoices_service.HOW}; see `billing invoices "
+             "list`)", code=1)
     return found
 
 
@@ -46,7 +47,7 @@ def draft_of(reference: str, boundary: str | None) -> tuple[str, str]:
     return record.subscription, record.boundary.isoformat()
 
 
-REF = typer.Argument(help="The invoice: its number, id, or SUBSCRIPTION@YYYY-MM-DD.")
+REF = typer.Argument(help="The invoice: its number, or SUBSCRIPTION@YYYY-MM-DD.")
 OLD_BOUNDARY = typer.Argument(help="(Older form: REF is the subscription and this its "
                                    "boundary.)", show_default=False)
 
@@ -77,7 +78,7 @@ def list_(
                    and (not overdue or shown[r.id]["overdue"])]
     if as_json:
         out.print_json(json.dumps([{
-            "reference": r.reference, "id": r.id, "number": r.number, "entity": r.entity,
+            "reference": r.reference, "number": r.number, "entity": r.entity,
             "customer": r.customer, "subscription": r.subscription,
             "boundary": r.boundary.isoformat(), "issued_at": f"{r.issued_at:%Y-%m-%dT%H:%M:%SZ}",
             "status": r.status, "final": r.final, "currency": r.currency,
@@ -148,19 +149,22 @@ def show(
         out.print_json(json.dumps(document))
     else:
         out.print(invoice_table(document,
-                                invoices_service.display_units(record.subscription)))
+                                invoices_service.display_units(record.subscription),
+                                invoices_service.timezone_of(record.entity)))
 
 
 def _command(actor: str, outcome_of: Outcome) -> None:
     if outcome_of.status == "refused":
-        fail(outcome_of.detail, code=1)
+        refusal(outcome_of)
     err.print(f"[green]✓[/] {actor}: {outcome_of.status} — {escape(outcome_of.detail)}",
               highlight=False, soft_wrap=True)
 
 
 @app.command("release")
 def release(reference: Annotated[str, REF],
-            boundary: Annotated[str | None, OLD_BOUNDARY] = None) -> None:
+            boundary: Annotated[str | None, OLD_BOUNDARY] = None,
+            as_json: Annotated[bool, typer.Option(
+                "--json", help="Print the invoice's JSON once sent.")] = False) -> None:
     """Send a draft invoice (it gets the entity's next number)."""
     connect()
     subscription, boundary = draft_of(reference, boundary)
@@ -170,17 +174,27 @@ def release(reference: Annotated[str, REF],
     _command("release", outcome)
     for invoice_id in outcome.deliver:
         _command("deliver", deliver_now(invoice_id))
+    if as_json:
+        _print_document(f"{subscription}@{boundary}")
 
 
 @app.command("regenerate")
 def regenerate(reference: Annotated[str, REF],
-               boundary: Annotated[str | None, OLD_BOUNDARY] = None) -> None:
+               boundary: Annotated[str | None, OLD_BOUNDARY] = None,
+               as_json: Annotated[bool, typer.Option(
+                   "--json", help="Print the recomputed invoice's JSON.")] = False) -> None:
     """Recompute a draft invoice from the data as it is now (late usage included)."""
     connect()
     subscription, boundary = draft_of(reference, boundary)
     _command("regenerate", run_command(
         "regenerate_invoice", lambda s, now: do_regenerate(s, now, subscription, boundary),
         subscription=subscription, boundary=boundary))
+    if as_json:
+        _print_document(f"{subscription}@{boundary}")
+
+
+def _print_document(reference: str) -> None:
+    out.print_json(json.dumps(invoices_service.document(find(reference), clock.now())))
 
 
 @app.command("preview")
@@ -189,33 +203,53 @@ def preview_command(
     at: Annotated[str | None, typer.Option("--at", help="An instant (default: now).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Estimated charges: the next invoice if usage stopped now (SPEC §10)."""
+    """Estimated charges: first the invoices that are due but not issued yet (their
+    boundary passed, the next bill run issues them: "pending"), then the next invoice if
+    usage stopped now (SPEC §10). Nothing is stored."""
     connect()
     when = instant(at, "--at") or clock.now()
     try:
-        invoice = preview(subscription, when, latest=at is None)
+        waiting = pending(subscription, when, latest=at is None)
     except Invalid as exc:
         fail(str(exc), code=1)
-    document = preview_document(invoice, subscription, when)
+    why = ""
+    try:
+        invoice = preview(subscription, when, latest=at is None)
+    except Invalid as exc:
+        if not waiting:
+            fail(str(exc), code=1)
+        invoice, why = None, exc.message
+    document = preview_document(invoice, subscription, when) if invoice else None
+    shown = [pending_document(p.invoice, subscription) for p in waiting]
     if as_json:
-        out.print_json(json.dumps(document))
+        out.print_json(json.dumps({**(document or {"subscription": subscription,
+                                                   "at": f"{when:%Y-%m-%dT%H:%M:%SZ}",
+                                                   "estimate": None, "note": why}),
+                                   "pending": shown}))
         return
-    table = invoice_table({**document, "number": None, "customer": "", "status": "estimate",
-                           "issued_at": when.strftime("%Y-%m-%dT%H:%M:%SZ")},
-                          invoices_service.display_units(subscription))
-    out.print(table)
+    units = invoices_service.display_units(subscription)
+    zone = invoices_service.timezone_of(invoices_service.entity_of(subscription) or "")
+    for item in shown:
+        out.print(invoice_table({**item, "number": None, "customer": "",
+                                 "issued_at": ""}, units, zone))
+    if document is None:
+        out.print(f"no estimate of an open period: {escape(why)}", highlight=False)
+        return
+    out.print(invoice_table({**document, "number": None, "customer": "", "status": "estimate",
+                             "issued_at": ""}, units, zone))
 
 
 def _payment_command(kind: str, reference: str, handler: Any, as_json: bool) -> None:
     record = find(reference)
     outcome = run_command(kind, lambda s, now: handler(s, now, record.id), invoice=record.id)
     if outcome.status == "refused":
-        fail(outcome.detail, code=1)
+        refusal(outcome)
     for event_id in outcome.events:  # one attempt here; the scheduler's sweep retries
         invoice_events.deliver(event_id, clock.now())
     if as_json:
-        out.print_json(json.dumps(invoices_service.document(find(str(record.id)),
-                                                            clock.now())))
+        now_record = invoices_service.by_id(record.id)
+        assert now_record is not None
+        out.print_json(json.dumps(invoices_service.document(now_record, clock.now())))
         return
     err.print(f"[green]✓[/] {outcome.status}: {escape(outcome.detail)}", highlight=False,
               soft_wrap=True)

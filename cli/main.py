@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -26,12 +27,14 @@ from cli import (
     subscriptions,
     usage,
 )
-from cli.common import Billing, connect, err, fail, out, tidy_help, writable
+from cli.common import Billing, connect, err, fail, out, tidy_help, using_database, writable
 from scheduler.replay import Step, replay
 from scheduler.scenario import ScenarioError, load_scenario
 from services import logs
 from services.settings import settings
 from workers.broker import delete_namespace, redis_broker
+
+PROGRESS_EVERY_S = 5.0
 
 app = Billing(
     help="A usage-based billing engine: replay scenarios, run the demo, operate the engine.",
@@ -66,6 +69,7 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
     for field in scenario.ignored:
         err.print(f"[yellow]warning:[/] {escape(str(path))}: {escape(field)}: is not a known "
                   "field (ignored)", highlight=False, soft_wrap=True)
+    using_database(database_url)
     show = not quiet and sys.stderr.isatty()
     with Progress(
         TextColumn("[bold]replay[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -73,9 +77,19 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
     ) as progress:
         task = progress.add_task(path.name, total=None)
 
+        started = last = time.monotonic()
+
         def on_step(done: int, total: int, step: Step) -> None:
+            nonlocal last
             progress.update(task, completed=done, total=total,
                             description=f"{path.name} {step.at:%Y-%m-%d}")
+            # without a terminal (a pipe, a log file): a line every 5 s of a long replay
+            clock_now = time.monotonic()
+            if not quiet and not show and clock_now - last >= PROGRESS_EVERY_S:
+                last = clock_now
+                err.print(f"replay {path.name}: step {done:,} of {total:,} "
+                          f"({step.at:%Y-%m-%d}), {clock_now - started:.0f} s",
+                          highlight=False, soft_wrap=True)
 
         broker = None
         namespace = f"billing-replay-{uuid.uuid4().hex[:10]}"
@@ -92,7 +106,8 @@ def run_replay(path: Path, *, quiet: bool = False, database_url: str | None = No
 
 @app.command("replay")
 def replay_command(
-    scenario: Annotated[Path, typer.Argument(help="Scenario file (YAML or JSON), see REPLAY.md.")],
+    scenario: Annotated[Path, typer.Argument(
+        help="Scenario file (YAML or JSON), see docs/scenarios.md.")],
     out: Annotated[Path | None, typer.Option("--out", "-o",
                                              help="Write the invoices JSON here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every message.")] = False,
@@ -164,38 +179,57 @@ app.command("status")(schedule.status)
 @app.command("bill-run")
 def bill_run_command(
     entity: Annotated[str, typer.Argument(help="The billing entity.")],
-    date: Annotated[str, typer.Option("--date", help="Its local date, YYYY-MM-DD.")],
+    date: Annotated[str | None, typer.Option("--date", help="The run of this local date, "
+                                             "YYYY-MM-DD (08:15 local).")] = None,
+    now: Annotated[bool, typer.Option("--now", help="A run at the present instant: issue "
+                                      "everything due now (issued now).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Run one entity's bill run of DATE on live data, now (idempotent)."""
+    """Run one entity's bill run on live data, now: the run of --date, or with --now one at
+    the present instant, issuing everything due by now (a subscription created after this
+    morning's run included). Idempotent: what is issued is not issued again."""
     from domain.validation import Invalid, parse_date
     from services import clock, invoicing
-    from services.invoicing import run_bill_run_now
 
-    try:
-        day = parse_date(date, "--date")
-    except Invalid as exc:
-        fail(str(exc))
+    if (date is None) == (not now):
+        fail("give either --date YYYY-MM-DD or --now (see `billing bill-run --help`)")
+    day = None
+    if date is not None:
+        try:
+            day = parse_date(date, "--date")
+        except Invalid as exc:
+            fail(str(exc))
     connect()
-    outcomes, delivered, notes = run_bill_run_now(entity, day, clock.now())
-    refused = [o for o in outcomes if o.status == "refused"]
-    for o in [*outcomes, *delivered]:
-        err.print(f"  {o.status}: {escape(o.detail)}", highlight=False, soft_wrap=True)
-    if refused and len(refused) == len(outcomes):
+    report = invoicing.bill_run_report(entity, day, clock.now())
+    if report.refusal is not None:
+        fail(report.refusal.detail, code=1)
+    failed = [f for f in invoicing.failures(entity)]
+    if as_json:
+        out.print_json(json.dumps({**report.document(), "failures": [
+            {"reference": f"{f.subscription}@{f.boundary}", "attempts": f.attempts,
+             "error": f.error} for f in failed]}))
+    else:
+        for item in report.invoices:
+            err.print(f"  {item['outcome']}: {escape(item['detail'])}", highlight=False,
+                      soft_wrap=True)
+        for o in report.delivered:
+            err.print(f"  {o.status}: {escape(o.detail)}", highlight=False, soft_wrap=True)
+        for note in report.notes:
+            err.print(f"  note: {escape(note)}", highlight=False, soft_wrap=True)
+        for f in failed:
+            err.print(f"  [red]failed:[/] {escape(f.subscription)}@{f.boundary} "
+                      f"({f.attempts} attempts): {escape(f.error)}", highlight=False,
+                      soft_wrap=True)
+        issued = sum(i["outcome"] == "applied" for i in report.invoices)
+        sent = sum(o.status == "applied" for o in report.delivered)
+        already = (f"; {report.before} already issued by this run (the scheduler's or an "
+                   "earlier bill-run)") if report.before else ""
+        which = day.isoformat() if day is not None else (
+            f"now ({report.run_at:%Y-%m-%d %H:%M} UTC)" if report.run_at else "now")
+        err.print(f"[green]✓[/] {entity} {which}: {issued} invoice{'s' * (issued != 1)} "
+                  f"issued, {sent} delivered{already}", highlight=False, soft_wrap=True)
+    if report.invoices and all(i["outcome"] == "refused" for i in report.invoices):
         raise typer.Exit(1)
-    for note in notes:
-        err.print(f"  note: {escape(note)}", highlight=False, soft_wrap=True)
-    for failure in invoicing.failures(entity):
-        err.print(f"  [red]failed:[/] {escape(failure.subscription)}@{failure.boundary} "
-                  f"({failure.attempts} attempts): {escape(failure.error)}", highlight=False,
-                  soft_wrap=True)
-    issued = sum(o.status == "applied" for o in outcomes)
-    sent = sum(o.status == "applied" for o in delivered)
-    # what this run (the scheduler's, or an earlier bill-run) had issued before this command
-    before = max(0, invoicing.issued_by_run(entity, day) - issued)
-    already = (f"; {before} already issued by this run (the scheduler's or an earlier "
-               "bill-run)") if before else ""
-    err.print(f"[green]✓[/] {entity} {day}: {issued} invoices issued, {sent} delivered"
-              f"{already}", highlight=False, soft_wrap=True)
 
 
 @db_app.command("upgrade")

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, err, fail, out
+from cli.common import connect, count, err, fail, out
 from domain.validation import Invalid
 from services import clock
 from services import portal as portal_service
@@ -32,7 +32,7 @@ def link(
     try:
         made = portal_service.create_link(customer, ttl, clock.now())
     except Invalid as exc:
-        fail(str(exc))
+        fail(str(exc), code=1 if "is not a known" in exc.message else 2)
     if as_json:
         out.print_json(json.dumps({"id": made.id, "customer": made.customer, "url": made.url,
                                    "expires_at": made.expires_at.isoformat()}))
@@ -59,7 +59,7 @@ def list_(
             "expires_at": r.expires_at.isoformat(),
             "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None} for r in rows]))
         return
-    table = Table(title=f"{len(rows)} portal links", title_justify="left")
+    table = Table(title=count(len(rows), "portal link"), title_justify="left")
     for name in ("id", "customer", "created (UTC)", "expires (UTC)", "state"):
         table.add_column(name)
     for r in rows:

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import broker, connect, fail, out
+from cli.common import broker, connect, count, fail, out
 from scheduler import status as status_service
 from services import clock
 
@@ -31,7 +31,7 @@ def schedule(
             "local_time": "08:15", "utc": r.run_at.isoformat().replace("+00:00", "Z"),
             "utc_offset": r.utc_offset, "dst_change": r.dst_change} for r in runs]))
         return
-    table = Table(title=f"{len(runs)} coming bill runs", title_justify="left")
+    table = Table(title=count(len(runs), "coming bill run"), title_justify="left")
     for name in ("UTC", "entity", "time zone", "local", "offset", "note"):
         table.add_column(name)
     for r in runs:

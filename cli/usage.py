@@ -9,9 +9,10 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from cli.common import connect, err, fail, out
+from cli.common import connect, count, err, fail, out
 from domain.money import format_quantity
 from persistence import usage as usage_repo
 from persistence.db import unit_of_work
@@ -41,7 +42,8 @@ def rejected(
             "payload": r.payload, "resubmitted_at": iso(at) if at else None}
             for r, at in rows]))
         return
-    table = Table(title=f"{len(rows)} rejected events (newest first)", title_justify="left")
+    table = Table(title=f"{count(len(rows), 'rejected event')} (newest first)",
+                  title_justify="left")
     for name in ("id", "key", "received (UTC)", "reason", "payload", "re-submitted"):
         table.add_column(name, overflow="fold")
     for r, at in rows:
@@ -66,8 +68,8 @@ def conflicts(
             "id": r.id, "key": r.key, "received_at": iso(r.received_at),
             "stored": r.stored_payload, "received": r.received_payload} for r in rows]))
         return
-    table = Table(title=f"{len(rows)} conflicts (newest first): the stored payload is the one "
-                        "billed", title_justify="left")
+    table = Table(title=f"{count(len(rows), 'conflict')} (newest first): the stored payload "
+                        "is the one billed", title_justify="left")
     for name in ("id", "key", "received (UTC)", "stored", "received (ignored)"):
         table.add_column(name, overflow="fold")
     for r in rows:
@@ -139,15 +141,29 @@ def late_command(
             "period_start": r.period_start.isoformat(), "period_end": r.period_end.isoformat(),
             "covering_invoice": r.covering, "billed_by": r.billed_by} for r in rows]))
         return
-    table = Table(title=f"{len(rows)} late events (newest first)", title_justify="left")
-    for name in ("key", "customer", "meter", "quantity", "timestamp (UTC)", "ingested (UTC)",
-                 "period", "covering invoice", "billed by"):
-        table.add_column(name, overflow="fold", justify="right" if name == "quantity"
-                         else "left")
-    for r in rows:
-        table.add_row(r.key, r.customer, r.meter, format_quantity(r.quantity),
-                      f"{r.timestamp:%Y-%m-%d %H:%M:%S}", f"{r.ingested_at:%Y-%m-%d %H:%M:%S}",
-                      f"{r.period_start} → {r.period_end}", r.covering, r.billed_by)
+    cells = [(r.key, r.customer, r.meter, format_quantity(r.quantity),
+              f"{r.timestamp:%Y-%m-%d %H:%M:%S}", f"{r.ingested_at:%Y-%m-%d %H:%M:%S}",
+              f"{r.period_start} → {r.period_end}", r.covering, r.billed_by) for r in rows]
+    names = ("key", "customer", "meter", "quantity", "timestamp (UTC)", "ingested (UTC)",
+             "period", "covering invoice", "billed by")
+    needed = sum(max([len(n), *(len(c[i]) for c in cells)]) + 3 for i, n in enumerate(names))
+    if out.width < needed:
+        # too narrow for the table: one block per event, wrapped between words, so that
+        # no reference or instant is broken across lines (#27: `sub-ganga@202` / `6-12-06`)
+        out.print(f"{count(len(rows), 'late event')} (newest first)", highlight=False)
+        for r in rows:
+            out.print(f"{escape(r.key)} · {escape(r.customer)} · {escape(r.meter)} · "
+                      f"{format_quantity(r.quantity)}\n"
+                      f"  at {r.timestamp:%Y-%m-%dT%H:%M:%SZ}, ingested "
+                      f"{r.ingested_at:%Y-%m-%dT%H:%M:%SZ}, period {r.period_start} → "
+                      f"{r.period_end}\n  covering invoice {escape(r.covering)}; billed by "
+                      f"{escape(r.billed_by)}", highlight=False)
+        return
+    table = Table(title=f"{count(len(rows), 'late event')} (newest first)", title_justify="left")
+    for name in names:
+        table.add_column(name, justify="right" if name == "quantity" else "left")
+    for row in cells:
+        table.add_row(*row)
     out.print(table)
 
 

@@ -100,15 +100,16 @@ def invoice_document(inv: InvoiceRecord) -> dict[str, Any]:
 
 
 def detailed_document(inv: InvoiceRecord, today: date | None = None) -> dict[str, Any]:
-    """The invoice as the API, the webhooks and the documents show it: REPLAY.md's shape,
-    its id, which grants paid its credits, its taxes per line, its due date, payment status
-    (overdue when ``today`` — the entity's local date — is past it) and payments, and the
-    parties' legal details as they were when it was sent."""
+    """The invoice as the API, the webhooks and the documents show it: the replay's shape,
+    its public reference (never the database id), which grants paid its credits, its taxes
+    per line, its due date, payment status (overdue when ``today`` — the entity's local
+    date — is past it) and payments, and the parties' legal details as they were
+    when it was sent."""
     document = invoice_document(inv)
     for shown, line in zip(document["lines"], sorted(inv.lines, key=line_order), strict=True):
         shown["taxes"] = list(line.taxes)  # the rates the line carries
     return {
-        "id": inv.id, **document,
+        "reference": inv.reference, **document,
         "credits_applied": [{"grant": grant, "amount": format_money(amount, inv.currency)}
                             for grant, amount in inv.paid_by],
         "tax_exempt": inv.tax_exempt,
@@ -144,6 +145,18 @@ def preview_document(invoice: ComposedInvoice, subscription: str,
         "subscription": subscription, "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "boundary": invoice.boundary.isoformat(), "final": invoice.final,
         "currency": invoice.currency,
+        **_amounts(invoice.lines, invoice.subtotal, invoice.discount, invoice.total,
+                   invoice.currency, invoice.credits, invoice.taxes),
+    }
+
+
+def pending_document(invoice: ComposedInvoice, subscription: str) -> dict[str, Any]:
+    """An invoice due but not issued yet (its boundary passed, the next bill run issues
+    it), as a preview shows it: its future reference, and its amounts as computed now."""
+    return {
+        "reference": f"{subscription}@{invoice.boundary.isoformat()}", "status": "pending",
+        "subscription": subscription, "boundary": invoice.boundary.isoformat(),
+        "final": invoice.final, "currency": invoice.currency,
         **_amounts(invoice.lines, invoice.subtotal, invoice.discount, invoice.total,
                    invoice.currency, invoice.credits, invoice.taxes),
     }

@@ -212,7 +212,8 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
             customer: str | None = None, subscription: str | None = None,
             status: str | None = None, number: str | None = None,
             boundary: date | None = None, limit: int | None = None,
-            after: int | None = None) -> list[InvoiceRecord]:
+            after: int | None = None,
+            subscriptions: list[str] | None = None) -> list[InvoiceRecord]:
     """Invoices with their lines, sorted by (subscription, boundary) — or, for pages
     (``limit``, ``after`` an id), by id."""
     if limit is None and after is None:
@@ -230,6 +231,8 @@ def records(session: Session, *, ids: list[int] | None = None, entity: str | Non
             stmt = stmt.where(col(getattr(I, name)) == value)
     if ids is not None:
         stmt = stmt.where(col(I.id).in_(ids))
+    if subscriptions is not None:
+        stmt = stmt.where(col(I.subscription_id).in_(subscriptions))
     rows = list(session.scalars(stmt))
     lines: dict[int, list[Line]] = defaultdict(list)
     taxes: dict[int, list[TaxAmount]] = defaultdict(list)

@@ -28,6 +28,7 @@ from domain.catalog import Catalog, Customer, Entity, Meter, Plan, parse_catalog
 from domain.periods import midnight
 from domain.taxes import TaxRate
 from domain.units import Unit
+from domain.validation import Invalid
 from persistence import catalog as catalog_repo
 from persistence import plan_changes as plan_changes_repo
 from persistence import subscriptions as subs_repo
@@ -346,3 +347,46 @@ def put_customer(customer_id: str, fields: dict[str, Any], now: datetime
         stored = catalog_repo.customer(session, customer_id)
         assert stored is not None
     return stored, result.count(NEW) == 1
+
+
+CUSTOMER_FIELDS = ("entity", "email", "draft_invoices", "taxes", "tax_exempt", "legal_name",
+                   "address", "tax_id", "net_terms", "locale")
+
+
+def write_customer(customer_id: str, changes: dict[str, Any], now: datetime, *,
+                   create: bool) -> Customer:
+    """Create a customer (``create``) or change the fields of ``changes`` of a stored one,
+    keeping every other field as it is (what ``billing customers create | update`` do),
+    with the catalog's checks. ``Invalid`` or ``CatalogRefused`` when refused; ``LookupError``
+    for a customer that exists (create) or does not (update)."""
+    unknown = set(changes) - set(CUSTOMER_FIELDS)
+    if unknown:
+        raise Invalid(sorted(unknown)[0], "is not a field of a customer")
+    with unit_of_work() as session:
+        stored = catalog_repo.customer(session, customer_id)
+        if create and stored is not None:
+            raise LookupError(f"customer {customer_id!r} exists already (change it with "
+                              "`billing customers update`)")
+        if not create and stored is None:
+            raise LookupError(f"{customer_id!r} is not a known customer (see `billing "
+                              "customers list`)")
+        data: dict[str, Any] = {"id": customer_id}
+        if stored is not None:
+            data.update({"entity": stored.entity, "tax_exempt": stored.tax_exempt,
+                         **stored.details.to_dict()})
+            if stored.email is not None:
+                data["email"] = stored.email
+            if stored.draft_invoices is not None:
+                data["draft_invoices"] = stored.draft_invoices
+            if stored.taxes is not None:
+                data["taxes"] = list(stored.taxes)
+        for name, value in changes.items():
+            if value is None or value == []:
+                data.pop(name, None)  # cleared (taxes: the entity's rates again)
+            else:
+                data[name] = value
+        catalog = parse_catalog({"customers": [data]}, known=catalog_repo.stored(session))
+        apply(session, catalog, now)
+        written = catalog_repo.customer(session, customer_id)
+        assert written is not None
+    return written

@@ -83,7 +83,8 @@ def _send(delivery: Delivery, doc: documents.Document, customer: Customer
                         f"{document['boundary']}")
         result = send_email(smtp, sender, customer.email, email_subject(document),
                             documents.text_of(doc), html,
-                            message_id=f"<invoice-{document['id']}@{sender.split('@')[-1]}>",
+                            message_id=f"<invoice-{reference.replace('@', '.')}@"
+                                       f"{sender.split('@')[-1]}>",
                             attachment=_pdf(doc, f"{reference}.pdf"))
         return result, customer.email
     directory = _outbox_override or Path(delivery.directory or config.outbox_dir)
@@ -103,14 +104,14 @@ def attempt(session: Session, invoice_id: int, now: datetime,
             context: dict[str, str] | None = None) -> tuple[Outcome, Result | None]:
     """One delivery attempt, recorded in the session's transaction."""
     row = deliveries_repo.claim(session, invoice_id)
-    if row is None:
-        return unchanged(f"invoice {invoice_id}: no pending delivery here"), None
-    if row.status != "pending":
-        return unchanged(f"invoice {invoice_id}: delivery {row.status}"), None
     found = invoices_repo.records(session, ids=[invoice_id])
     if not found:
-        return refused(f"invoice {invoice_id} does not exist"), None
+        return refused("that invoice does not exist"), None
     record = found[0]
+    if row is None:
+        return unchanged(f"{record.reference}: no pending delivery here"), None
+    if row.status != "pending":
+        return unchanged(f"{record.reference}: delivery {row.status}"), None
     if context is not None:  # what a log line about this delivery should name
         context.update(number=record.number or "", entity=record.entity,
                        customer=record.customer, subscription=record.subscription)

@@ -1,5 +1,7 @@
-"""Reading invoices: naming one — by its number (``EU-000002``), its id, or
-``SUBSCRIPTION@BOUNDARY`` — and listing them with filters, page by page."""
+"""Reading invoices: naming one by its public reference — its number (``EU-000002``) once
+sent, ``SUBSCRIPTION@BOUNDARY`` (stable, and still accepted after it is sent) — and listing
+them with filters, page by page. The database id is internal: no reference is read as
+one, and no output shows it."""
 
 from __future__ import annotations
 
@@ -17,26 +19,33 @@ from persistence import invoices as invoices_repo
 from persistence import subscriptions as subs_repo
 from persistence.db import unit_of_work
 
-MAX_ID = 2**31 - 1
 STATUSES = ("draft", "sent")
 
 
 def find(reference: str) -> InvoiceRecord | None:
-    """The invoice a reference names, or None; ``Invalid`` for a malformed reference."""
+    """The invoice a public reference names — its number, or SUBSCRIPTION@YYYY-MM-DD —
+    or None; ``Invalid`` for a malformed reference. A bare integer is a number like any
+    other (never the database id)."""
     reference = reference.strip()
     if not reference or len(reference) > 600:
-        raise Invalid("invoice", "give a number, an id or SUBSCRIPTION@YYYY-MM-DD")
+        raise Invalid("invoice", HOW)
     with unit_of_work() as session:
         if "@" in reference:
             subscription, _, boundary = reference.rpartition("@")
             day = parse_date(boundary, "boundary")
             found = invoices_repo.records(session, subscription=subscription, boundary=day)
-        elif reference.isascii() and reference.isdigit():
-            number = int(reference)
-            found = invoices_repo.records(session, ids=[number]) if number <= MAX_ID else []
-            found = found or invoices_repo.records(session, number=reference)
         else:
             found = invoices_repo.records(session, number=reference)
+    return found[0] if found else None
+
+
+HOW = "give its number, or SUBSCRIPTION@YYYY-MM-DD"
+
+
+def by_id(invoice_id: int) -> InvoiceRecord | None:
+    """An invoice by its internal id: for code that holds one, never for a reference."""
+    with unit_of_work() as session:
+        found = invoices_repo.records(session, ids=[invoice_id])
     return found[0] if found else None
 
 
@@ -87,3 +96,16 @@ def display_units_in(session: Session, subscription: str) -> dict[str, Unit]:
     meters = catalog_repo.meters(session)
     return {c.id: unit for c in plan.usage_charges
             if (unit := meters[c.meter].unit if c.meter in meters else None) is not None}
+
+
+def timezone_of(entity_id: str) -> str | None:
+    """The entity's time zone: how its people read an instant."""
+    with unit_of_work() as session:
+        entity = catalog_repo.entity(session, entity_id)
+    return entity.timezone if entity else None
+
+
+def entity_of(subscription: str) -> str | None:
+    with unit_of_work() as session:
+        row = subs_repo.get(session, subscription)
+    return row.entity_id if row else None

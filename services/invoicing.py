@@ -10,10 +10,11 @@ tries it again.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import DBAPIError
@@ -29,6 +30,7 @@ from domain.invoices import (
     next_boundary_after,
     reached,
 )
+from domain.money import format_money
 from domain.periods import bill_run_instant, boundary_index, midnight, next_run_at
 from domain.plan_history import PlanEntry, PlanHistory
 from domain.subscriptions import parse_discount
@@ -44,8 +46,9 @@ from persistence.db import unit_of_work
 from persistence.tables import InvoiceRow, SubscriptionRow
 from persistence.usage import Period
 from services import credits, deliveries, late, sending
-from services.commands import Outcome, applied, invalid, not_found, refused
+from services.commands import NOT_FOUND, Outcome, applied, invalid, not_found, refused
 from services.credits import Sent
+from services.delivery import format_amount
 from services.outages import is_infrastructure
 
 CHUNK = 250  # (subscription, boundary) pairs per issue_invoices message
@@ -290,16 +293,18 @@ def due_invoices(session: Session, entity: Entity, run_at: datetime,
     return due, {sub.id: sub.customer_id for sub in subs}
 
 
-def plan_bill_run(entity: str, local_date: date, now: datetime) -> BillRun | Outcome:
+def plan_bill_run(entity: str, local_date: date | None, now: datetime) -> BillRun | Outcome:
     """What the entity's bill run of ``local_date`` (08:15 local) must issue, or why it
-    cannot run (an unknown entity, a run that has not come yet)."""
+    cannot run (an unknown entity, a run that has not come yet). ``local_date`` None: a
+    run at ``now`` itself, issuing everything due by now (``billing bill-run --now``)."""
     with unit_of_work() as session:
         # share-locked: its zone cannot change while the run computes instants from it
         # and advances subscriptions (a catalog change locks it first)
         found = catalog_repo.entity(session, entity, share=True)
         if found is None:
-            return refused(f"bill-run: {entity!r} is not a known entity")
-        run_at = bill_run_instant(local_date, found.timezone)
+            return refused(f"bill-run: {entity!r} is not a known entity", code=NOT_FOUND,
+                           field="entity")
+        run_at = now if local_date is None else bill_run_instant(local_date, found.timezone)
         if run_at > now:
             return refused(f"bill-run: the {local_date} run is at {run_at.isoformat()}, "
                            "which has not come yet")
@@ -539,8 +544,9 @@ class _Issue:
         for index, (invoice_id, n) in self.issued.items():
             sent_as = numbers.get(invoice_id)
             state = f"sent {sent_as}" if sent_as else "draft"
+            total = format_amount(n.invoice.total, n.invoice.currency)
             self.outcomes[index] = applied(
-                f"{n.subscription}@{n.invoice.boundary}: {state}, total {n.invoice.total}",
+                f"{n.subscription}@{n.invoice.boundary}: {state}, total {total}",
                 deliver=(invoice_id,) if sent_as else ())
 
 
@@ -551,24 +557,93 @@ def issue_chunk(pairs: Sequence[tuple[str, date]], issued_at: datetime,
         return issue(session, now, pairs, issued_at)
 
 
-def run_bill_run_now(entity: str, local_date: date,
-                     now: datetime) -> tuple[list[Outcome], list[Outcome], tuple[str, ...]]:
+def run_bill_run_now(entity: str, local_date: date | None, now: datetime,
+                     deliver: Callable[[list[int]], list[Outcome]] | None = None,
+                     ) -> tuple[list[Outcome], list[Outcome], tuple[str, ...]]:
     """An entity's bill run of ``local_date`` done here and now, chunk by chunk, each sent
-    invoice delivered right after its chunk commits (what ``billing bill-run`` does).
-    Idempotent: what exists is not issued again. The outcomes of issuing, of delivering,
-    and notes on what is due but not in this run (a subscription created after it).
-    """
+    invoice delivered right after its chunk commits (what ``billing bill-run`` does);
+    ``local_date`` None: a run at ``now`` (``--now``), every invoice due by now issued at
+    now. Idempotent: what exists is not issued again. The outcomes of issuing (one per
+    pair of ``run_pairs``), of delivering, and notes on what is due but not in this run (a
+    subscription created after it). ``deliver``: how the sent invoices are delivered
+    (default: here, now; the web process enqueues them)."""
+    return _run(entity, local_date, now, deliver)[1:]
+
+
+def _run(entity: str, local_date: date | None, now: datetime,
+         deliver: Callable[[list[int]], list[Outcome]] | None
+         ) -> tuple[BillRun | None, list[Outcome], list[Outcome], tuple[str, ...]]:
     planned = plan_bill_run(entity, local_date, now)
     if isinstance(planned, Outcome):
-        return [planned], [], ()
+        return None, [planned], [], ()
     issued: list[Outcome] = []
     delivered: list[Outcome] = []
     for pairs in planned.chunks():
         chunk = issue_chunk(pairs, planned.run_at, now)
         issued.extend(chunk)
-        delivered.extend(deliveries.deliver_now(i) for o in chunk for i in o.deliver)
-    finish_bill_run(entity, local_date, now)
-    return issued, delivered, planned.notes
+        ids = [i for o in chunk for i in o.deliver]
+        delivered.extend(deliver(ids) if deliver else [deliveries.deliver_now(i) for i in ids])
+    if local_date is not None:  # a run at `now` is no scheduled run: it has no claim
+        finish_bill_run(entity, local_date, now)
+    return planned, issued, delivered, planned.notes
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a bill run done by hand did, for the CLI and the API: each invoice it dealt
+    with by its public reference, delivered or not; or why it was refused."""
+
+    entity: str
+    run_at: datetime | None
+    invoices: tuple[dict[str, Any], ...] = ()
+    delivered: tuple[Outcome, ...] = ()
+    notes: tuple[str, ...] = ()
+    refusal: Outcome | None = None
+    before: int = 0  # invoices this run (its instant) had issued before
+
+    def document(self) -> dict[str, Any]:
+        return {"entity": self.entity,
+                "run_at": None if self.run_at is None else _iso(self.run_at),
+                "issued": sum(i["outcome"] == "applied" for i in self.invoices),
+                "invoices": list(self.invoices), "notes": list(self.notes),
+                "issued_before": self.before,
+                "deliveries": [{"outcome": o.status, "detail": o.detail}
+                               for o in self.delivered]}
+
+
+def _iso(instant: datetime) -> str:
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def bill_run_report(entity: str, local_date: date | None, now: datetime,
+                    deliver: Callable[[list[int]], list[Outcome]] | None = None) -> RunReport:
+    """``run_bill_run_now``, reported invoice by invoice (references, totals, state)."""
+    planned, issued, delivered, notes = _run(entity, local_date, now, deliver)
+    if planned is None:
+        return RunReport(entity, None, refusal=issued[0])
+    pairs = [p for chunk in planned.chunks() for p in chunk]
+    found = {}
+    subscriptions = sorted({s for s, _ in pairs})
+    with unit_of_work() as session:
+        for start in range(0, len(subscriptions), 500):
+            for r in invoices_repo.records(session, entity=entity,
+                                           subscriptions=subscriptions[start:start + 500]):
+                found[(r.subscription, r.boundary)] = r
+    shown = []
+    for (subscription, boundary), outcome in zip(pairs, issued, strict=True):
+        record = found.get((subscription, boundary))
+        shown.append({
+            "reference": record.reference if record else f"{subscription}@{boundary}",
+            "subscription": subscription, "boundary": boundary.isoformat(),
+            "outcome": outcome.status, "detail": outcome.detail,
+            "status": record.status if record else None,
+            "final": record.final if record else None,
+            "currency": record.currency if record else None,
+            "total": format_money(record.total, record.currency) if record else None})
+    before = max(0, issued_by_run_at(entity, planned.run_at)
+                 - sum(o.status == "applied" for o in issued))
+    return RunReport(entity, planned.run_at, tuple(shown), tuple(delivered), notes,
+                     before=before)
 
 
 def issued_by_run(entity: str, local_date: date) -> int:
@@ -580,6 +655,11 @@ def issued_by_run(entity: str, local_date: date) -> int:
             return 0
         return invoices_repo.count_issued_at(session, entity,
                                              bill_run_instant(local_date, found.timezone))
+
+
+def issued_by_run_at(entity: str, run_at: datetime) -> int:
+    with unit_of_work() as session:
+        return invoices_repo.count_issued_at(session, entity, run_at)
 
 
 @dataclass(frozen=True)
@@ -658,7 +738,8 @@ def do_regenerate(session: Session, now: datetime, subscription: str, boundary: 
         return refused("regenerate: the invoice would have no line")
     invoices_repo.replace_draft(session, invoice_id, computed.invoice, now)
     usage_repo.account_late(session, {invoice_id: [*covered, *computed.accounts]})
-    return applied(f"recomputed, total {computed.invoice.total}")
+    return applied(f"recomputed, total "
+                   f"{format_amount(computed.invoice.total, computed.invoice.currency)}")
 
 
 # ---------------------------------------------------------------------------- preview
@@ -692,6 +773,65 @@ def estimate(session: Session, subscription: str, at: datetime, *,
     # SPEC §12: the customer's balance applied as if it were sent at `at`, first
     paid = credits.estimate(session, row.customer_id, composed.currency, composed.total, at)
     return replace(composed, credits=paid)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An invoice that is due — its boundary has passed — but not issued yet: the next bill
+    run issues it (SPEC §10 says what a preview is; this is what it would miss)."""
+
+    subscription: str
+    invoice: ComposedInvoice
+
+    @property
+    def reference(self) -> str:
+        return f"{self.subscription}@{self.invoice.boundary.isoformat()}"
+
+
+def pending_in(session: Session, row: SubscriptionRow, at: datetime, *,
+               latest: bool = False) -> list[Pending]:
+    """The invoices of ``row`` whose boundary has passed by ``at`` and that no run has
+    issued yet, computed as the next run would (from every stored event, ``latest``, or
+    the events ingested by ``at``). Nothing is stored."""
+    plan = plan_of(session, row)
+    entity = catalog_repo.entity(session, row.entity_id)
+    assert entity is not None
+    history = plan_changes_repo.histories(session, [row]).get(row.id)
+    terms = terms_of(row, plan, history)
+    due = [(k, b) for k, b in reached(terms, entity.timezone, at, row.next_k)
+           if terms.has_lines(k)]
+    if not due:
+        return []
+    issued = invoices_repo.existing(session, [(row.id, b) for _, b in due])
+    found = []
+    for k, b in due:
+        if (row.id, b) in issued:
+            continue
+        composed = compute(session, row, plan, entity, k,
+                           ingested_by=None if latest else at, estimate=True).invoice
+        if composed is not None:
+            found.append(Pending(row.id, composed))
+    return found
+
+
+def pending(subscription: str, at: datetime, *, latest: bool = False) -> list[Pending]:
+    """``pending_in`` of one subscription in a transaction of its own."""
+    with unit_of_work() as session:
+        row = subs_repo.get(session, subscription)
+        if row is None:
+            raise Invalid("subscription", f"{subscription!r} is not a known subscription")
+        return pending_in(session, row, at, latest=latest)
+
+
+def pending_of_customer(customer: str, at: datetime, *,
+                        latest: bool = False) -> list[Pending]:
+    """The pending invoices of every subscription of a customer (ended ones included: a
+    final invoice may be pending), in (subscription, boundary) order."""
+    with unit_of_work() as session:
+        if catalog_repo.customer(session, customer) is None:
+            raise Invalid("customer", f"{customer!r} is not a known customer")
+        rows = subs_repo.listing(session, customer=customer)
+        return [p for row in rows for p in pending_in(session, row, at, latest=latest)]
 
 
 def preview_customer(customer: str, at: datetime, *,

@@ -50,7 +50,7 @@ def _settled(session: Session, row: InvoiceRow) -> Settled:
 def _locked(session: Session, invoice_id: int) -> InvoiceRow | Outcome:
     row = payments_repo.lock_invoice(session, invoice_id)
     if row is None:
-        return not_found(f"invoice {invoice_id} does not exist", "invoice")
+        return not_found("that invoice does not exist", "invoice")
     return row
 
 
@@ -80,7 +80,7 @@ def do_pay(session: Session, now: datetime, invoice_id: int, data: Any) -> Outco
     if problem is not None:
         field, reason = problem
         code = INVALID if field in ("amount", "currency") else "conflict"
-        return refused(f"{row.number or invoice_id}: {reason}", code, field)
+        return refused(f"{_reference(row)}: {reason}", code, field)
     payment_id = payments_repo.add_payment(session, invoice_id, payment.amount,
                                            payment.currency, payment.paid_on, payment.method,
                                            payment.reference, now)
@@ -108,7 +108,7 @@ def do_void(session: Session, now: datetime, invoice_id: int) -> Outcome:
     settled = _settled(session, row)
     reason = why_not_void(settled, row.status == "draft")
     if reason is not None:
-        return refused(f"{row.number or invoice_id}: {reason}")
+        return refused(f"{_reference(row)}: {reason}")
     if settled.status is PaymentStatus.VOID:
         return unchanged(f"{row.number}: void already")
     payments_repo.set_status(session, invoice_id, PaymentStatus.VOID.value)
@@ -123,7 +123,7 @@ def do_mark_uncollectible(session: Session, now: datetime, invoice_id: int) -> O
     settled = _settled(session, row)
     reason = why_not_uncollectible(settled, row.status == "draft")
     if reason is not None:
-        return refused(f"{row.number or invoice_id}: {reason}")
+        return refused(f"{_reference(row)}: {reason}")
     if settled.status is PaymentStatus.UNCOLLECTIBLE:
         return unchanged(f"{row.number}: uncollectible already")
     payments_repo.set_status(session, invoice_id, PaymentStatus.UNCOLLECTIBLE.value)
@@ -154,3 +154,8 @@ def overdue_now(entity_id: str, now: datetime) -> list[int]:
     with unit_of_work() as session:
         return flag_overdue(session, entity_id, now)
 
+
+
+def _reference(row: InvoiceRow) -> str:
+    """The invoice's public reference (its number, or SUBSCRIPTION@BOUNDARY): never its id."""
+    return row.number or f"{row.subscription_id}@{row.boundary.isoformat()}"

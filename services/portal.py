@@ -14,7 +14,7 @@ the three always agree.
 from __future__ import annotations
 
 import re
-import secrets
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -100,6 +100,13 @@ def _serializer() -> URLSafeSerializer:
     return URLSafeSerializer(secret, salt=SALT)
 
 
+def link_id_of(seed: str | None) -> str:
+    """A link's id, one shape however it is made (#27): ``link-`` and a UUID — from
+    ``seed`` (an Idempotency-Key's command id: a retry gets the same link), else new."""
+    made = uuid.uuid4() if seed is None else uuid.uuid5(uuid.NAMESPACE_URL, seed)
+    return f"link-{made}"
+
+
 def create_link(customer: str, ttl: str | None, now: datetime,
                 link_id: str | None = None) -> Link:
     """A new link for ``customer`` that works until ``now + ttl`` (default
@@ -113,7 +120,7 @@ def create_link(customer: str, ttl: str | None, now: datetime,
         if catalog_repo.customer(session, customer) is None:
             raise Invalid("customer", f"{customer!r} is not a known customer")
         if link_id is None:
-            row = PortalLinkRow(id=secrets.token_urlsafe(12), customer_id=customer,
+            row = PortalLinkRow(id=link_id_of(None), customer_id=customer,
                                 created_at=now, expires_at=expires)
             portal_repo.add(session, row)
         else:  # the link of this key: made now, or by the same request before (or at once)
@@ -244,7 +251,7 @@ class GrantItem:
 
 @dataclass(frozen=True)
 class InvoiceItem:
-    id: int
+    reference: str  # its number: the portal's links name it
     number: str
     boundary: date
     total: str
@@ -265,7 +272,20 @@ class Page:
     notes: tuple[str, ...] = field(default=())
     balances: tuple[tuple[str, str], ...] = ()  # (currency, balance) of prepaid credit
     grants: tuple[GrantItem, ...] = ()
+    pending: tuple[PendingItem, ...] = ()  # due, not issued yet: before the estimates
     alerts: tuple[str, ...] = ()  # a banner per threshold crossed this period (billing-rules §19)
+
+
+@dataclass(frozen=True)
+class PendingItem:
+    """An invoice due but not issued yet (its boundary passed; the next bill run issues
+    it), with its amounts as that run would compute them now."""
+
+    subscription: str
+    boundary: date
+    period: str
+    final: bool
+    total: str
 
 
 def _period(start: date, end: date) -> str:
@@ -403,8 +423,12 @@ def page(customer: str, now: datetime) -> Page:
                                                     history.meters(None), bounds)
         estimates.append(_estimate(composed, row.id, plan, version, meters, daily, days,
                                    history))
+    waiting = tuple(
+        PendingItem(p.subscription, p.invoice.boundary, _covered(p.invoice), p.invoice.final,
+                    format_amount(p.invoice.total, p.invoice.currency))
+        for p in invoicing.pending_of_customer(customer, now, latest=True))
     invoices = tuple(
-        InvoiceItem(r.id, r.number or r.reference, r.boundary,
+        InvoiceItem(r.reference, r.number or r.reference, r.boundary,
                     format_amount(r.total, r.currency), r.final,
                     format_amount(r.amount_due, r.currency), r.due_date,
                     _payment_words(r.payment_status, r.due_date, today))
@@ -414,7 +438,16 @@ def page(customer: str, now: datetime) -> Page:
                 now_local=_local_text(now, entity.timezone), subscriptions=tuple(estimates),
                 invoices=invoices, notes=tuple(notes),
                 balances=tuple((c, format_amount(b, c)) for c, b in balances.items()),
-                grants=tuple(_grant_item(v, now, entity.timezone) for v in grant_views))
+                grants=tuple(_grant_item(v, now, entity.timezone) for v in grant_views),
+                pending=waiting)
+
+
+def _covered(invoice: ComposedInvoice) -> str:
+    """The days an invoice's lines cover, first to last."""
+    if not invoice.lines:
+        return ""
+    return _period(min(ln.period_start for ln in invoice.lines),
+                   max(ln.period_end for ln in invoice.lines))
 
 
 def _banner(b: alerts.Banner) -> str:
@@ -457,10 +490,11 @@ def _grant_item(view: credits.GrantView, now: datetime, tz: str) -> GrantItem:
                      for at, amount in view.applications))
 
 
-def invoice_of(customer: str, invoice_id: int) -> InvoiceRecord | None:
-    """A *sent* invoice of ``customer`` (drafts are the operator's, not the customer's)."""
+def invoice_of(customer: str, reference: str) -> InvoiceRecord | None:
+    """A *sent* invoice of ``customer`` by its number (drafts are the operator's, not the
+    customer's)."""
     with unit_of_work() as session:
-        found = invoices_repo.records(session, ids=[invoice_id])
+        found = invoices_repo.records(session, number=reference) if reference else []
     if not found or found[0].customer != customer or found[0].status != "sent":
         return None
     return found[0]

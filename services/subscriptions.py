@@ -113,7 +113,7 @@ def _subscribe(session: Session, now: datetime, req: SubscribeRequest, sent_at: 
     catalog_repo.lock_meters(session, plan.meters, share=True)
     reason = _overlap(session, customer.id, plan, req.start, None)
     if reason:
-        return refused(f"subscribe {req.id!r} {reason}")
+        return refused(f"subscribe {req.id!r} {reason}", field="plan")
     start_at = midnight(req.start, entity.timezone)
     row = SubscriptionRow(
         id=req.id, customer_id=customer.id, entity_id=entity.id, plan_id=plan.id,

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.documents import preview_document
+from domain.documents import pending_document, preview_document
 from domain.parties import BUYER
 from domain.validation import Invalid, check_text
 from persistence import catalog as catalog_repo
@@ -45,6 +45,7 @@ from web.dependencies import (
     error,
     find_invoice,
     instant_param,
+    invoice_again,
     invoice_json,
     iso,
     message_id,
@@ -52,6 +53,7 @@ from web.dependencies import (
 )
 from web.portal import router as portal_router
 from web.routers.alerts import router as alerts_router
+from web.routers.billruns import router as billruns_router
 from web.routers.credits import router as credits_router
 from web.routers.payments import router as payments_router
 from web.routers.subscriptions import router as subscriptions_router
@@ -226,15 +228,18 @@ def create_app() -> FastAPI:
                                                                        "now)")] = None
                           ) -> dict[str, Any]:
         """Estimated charges (the next invoice of every live subscription, as if usage
-        stopped now)."""
+        stopped now), after the invoices due but not issued yet (``pending``: their
+        boundary passed, the next bill run issues them)."""
         when = instant_param(at)
         if not storable_id(customer_id):
             raise ApiError(404, NOT_FOUND, "no such customer")
         try:
+            waiting = invoicing.pending_of_customer(customer_id, when, latest=at is None)
             estimates = invoicing.preview_customer(customer_id, when, latest=at is None)
         except Invalid as exc:
             raise ApiError(404, NOT_FOUND, exc.message) from None
         return {"customer": customer_id, "at": iso(when),
+                "pending": [pending_document(p.invoice, p.subscription) for p in waiting],
                 "estimates": [preview_document(inv, sub, when) for sub, inv in estimates]}
 
 
@@ -245,23 +250,28 @@ def create_app() -> FastAPI:
                       subscription: str | None = None,
                       status: Annotated[str | None, Query(pattern="^(draft|sent)$")] = None,
                       limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                      after: Annotated[str | None, Query(max_length=20)] = None
+                      after: Annotated[str | None, Query(max_length=600)] = None
                       ) -> dict[str, Any]:
         """Invoices in the order they were issued, a page at a time."""
         cursor = None
-        if after is not None:
-            if not (after.isascii() and after.isdigit()) or int(after) >= 2**31:
+        if after is not None:  # the `next` of a page: the public reference of its last one
+            try:
+                last = invoices_service.find(after) if "@" in after else None
+            except Invalid:
+                last = None
+            if last is None:
                 raise ApiError(422, INVALID, "after: must be the `next` of a page", "after")
-            cursor = int(after)
+            cursor = last.id
         records = invoices_service.listing(customer=customer, subscription=subscription,
                                            status=status, limit=limit, after=cursor)
-        nxt = str(records[-1].id) if len(records) == limit else None
+        nxt = (f"{records[-1].subscription}@{records[-1].boundary.isoformat()}"
+               if len(records) == limit else None)
         return {"invoices": [invoice_json(r) for r in records], "next": nxt}
 
     @app.get("/v1/invoices/{ref}", response_model=schemas.Invoice, tags=["invoices"],
              responses={200: {"content": {"text/html": {}}}})
     def get_invoice(ref: str, request: Request, key: Key) -> Any:
-        """An invoice by its number, id or SUBSCRIPTION@YYYY-MM-DD: JSON, or the readable
+        """An invoice by its number or SUBSCRIPTION@YYYY-MM-DD: JSON, or the readable
         document with ``Accept: text/html``."""
         record = find_invoice(ref)
         if "text/html" in request.headers.get("accept", "").split(",")[0]:
@@ -278,7 +288,7 @@ def create_app() -> FastAPI:
                 s, now, record.subscription, record.boundary.isoformat()), key,
                 idempotency_key, subscription=record.subscription)
             actors.enqueue_deliveries(list(outcome.deliver))
-            return invoice_json(find_invoice(str(record.id)))
+            return invoice_again(record)
 
         return answer_once(key, idempotency_key, request, None, 200, run)
 
@@ -292,7 +302,7 @@ def create_app() -> FastAPI:
             command("regenerate_invoice", lambda s, now: invoicing.do_regenerate(
                 s, now, record.subscription, record.boundary.isoformat()), key,
                 idempotency_key, subscription=record.subscription)
-            return invoice_json(find_invoice(str(record.id)))
+            return invoice_again(record)
 
         return answer_once(key, idempotency_key, request, None, 200, run)
 
@@ -305,7 +315,7 @@ def create_app() -> FastAPI:
         """A signed link to the customer's portal page (usage, estimated charges,
         invoices), valid for ``ttl`` (default 12h, at most 90d) unless revoked. A retry with
         the same Idempotency-Key gets the same link."""
-        link_id = (message_id(key, idempotency_key, "portal")[-22:]
+        link_id = (portal_service.link_id_of(message_id(key, idempotency_key, "portal"))
                    if idempotency_key is not None else None)
         try:
             check_text(body.customer, "customer")
@@ -337,6 +347,7 @@ def create_app() -> FastAPI:
         return Response(status_code=204)
 
     app.include_router(subscriptions_router)
+    app.include_router(billruns_router)
     app.include_router(credits_router)
     app.include_router(alerts_router)
     app.include_router(payments_router)

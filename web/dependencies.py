@@ -55,11 +55,13 @@ IdempotencyKey = Annotated[str | None, Header(
 
 
 def message_id(key: api_keys.ApiKey, idempotency_key: str | None, kind: str) -> str:
-    """The command's id: from the Idempotency-Key (the same on a retry), else new."""
+    """The command's id, ``http-KIND-UUID``: from the API key and the Idempotency-Key (the
+    same on a retry), else new. A usage batch's id is this."""
     if idempotency_key is None:
-        return f"http-{uuid.uuid4()}"
+        return f"http-{kind}-{uuid.uuid4()}"
     checked_key(idempotency_key)
-    return f"http-{key.id}-{kind}-{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key)}"
+    # one shape whoever sends it (curl, the Python client): `http-usage-<uuid>` (#27)
+    return f"http-{kind}-{uuid.uuid5(uuid.NAMESPACE_URL, f'{key.id}/{idempotency_key}')}"
 
 
 def checked_key(idempotency_key: str) -> str:
@@ -141,7 +143,7 @@ def invoice_json(record: InvoiceRecord) -> dict[str, Any]:
 
 
 def find_invoice(reference: str) -> InvoiceRecord:
-    """The invoice a path names — its number, id or SUBSCRIPTION@YYYY-MM-DD — or a 404."""
+    """The invoice a path names — its number or SUBSCRIPTION@YYYY-MM-DD — or a 404."""
     if not storable_id(reference):
         raise ApiError(404, NOT_FOUND, "no such invoice", "ref")
     try:
@@ -149,7 +151,15 @@ def find_invoice(reference: str) -> InvoiceRecord:
     except Invalid as exc:
         raise ApiError(422, INVALID, f"{reference!r}: {exc.message}", "ref") from None
     if found is None:
-        raise ApiError(404, NOT_FOUND, f"no invoice {reference!r} (give a number, an id or "
-                                       "SUBSCRIPTION@YYYY-MM-DD)", "ref")
+        raise ApiError(404, NOT_FOUND, f"no invoice {reference!r} ({invoices_service.HOW})",
+                       "ref")
     return found
+
+
+def invoice_again(record: InvoiceRecord) -> dict[str, Any]:
+    """The invoice as it is now, after a command changed it (its reference may have: a
+    released draft gets a number)."""
+    again = invoices_service.by_id(record.id)
+    assert again is not None
+    return invoice_json(again)
 

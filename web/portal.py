@@ -19,6 +19,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from services import clock, documents
 from services import portal as portal_service
 from services.delivery.render import format_in_unit
+from web.dependencies import storable_id
 
 router = APIRouter(include_in_schema=False)
 
@@ -98,16 +99,15 @@ def portal_page(token: str) -> HTMLResponse:
     return HTMLResponse(html, headers=HEADERS)
 
 
-@router.get("/portal/{token}/invoices/{invoice_id}", response_class=HTMLResponse)
-def portal_invoice(token: str, invoice_id: str) -> HTMLResponse:
+@router.get("/portal/{token}/invoices/{number}", response_class=HTMLResponse)
+def portal_invoice(token: str, number: str) -> HTMLResponse:
     now = clock.now()
     try:
         customer = portal_service.check_token(token, now)
     except portal_service.Refused as exc:
         return _refused(exc)
-    record = (portal_service.invoice_of(customer, int(invoice_id))
-              if invoice_id.isascii() and invoice_id.isdigit() and len(invoice_id) < 10
-              else None)
+    record = (portal_service.invoice_of(customer, number)
+              if storable_id(number) else None)
     if record is None:
         html = _env().get_template("portal_refused.html.j2").render(
             reason="There is no such invoice on this account.")
@@ -115,17 +115,16 @@ def portal_invoice(token: str, invoice_id: str) -> HTMLResponse:
     return HTMLResponse(documents.html(record, now), headers=HEADERS)
 
 
-@router.get("/portal/{token}/invoices/{invoice_id}/pdf", response_class=Response)
-def portal_invoice_pdf(token: str, invoice_id: str) -> Response:
+@router.get("/portal/{token}/invoices/{number}/pdf", response_class=Response)
+def portal_invoice_pdf(token: str, number: str) -> Response:
     """The invoice's PDF, for the portal's "Download PDF"."""
     now = clock.now()
     try:
         customer = portal_service.check_token(token, now)
     except portal_service.Refused as exc:
         return _refused(exc)
-    record = (portal_service.invoice_of(customer, int(invoice_id))
-              if invoice_id.isascii() and invoice_id.isdigit() and len(invoice_id) < 10
-              else None)
+    record = (portal_service.invoice_of(customer, number)
+              if storable_id(number) else None)
     if record is None:
         html = _env().get_template("portal_refused.html.j2").render(
             reason="There is no such invoice on this account.")

@@ -151,7 +151,8 @@ class CreditApplied(Model):
 
 
 class Invoice(Model):
-    id: int
+    reference: str = Field(description="its number once sent, SUBSCRIPTION@BOUNDARY for a "
+                                       "draft: what every endpoint takes as {ref}")
     entity: str
     customer: str
     subscription: str
@@ -216,11 +217,35 @@ class Estimate(Model):
     credits: str = Field(description="what the customer's prepaid credits would pay if it "
                                      "were sent now, before any other invoice")
     amount_due: str
+    pending: list[PendingInvoice] = Field(
+        default_factory=list, description="the subscription's invoices due but not issued "
+        "yet (their boundary passed; the next bill run issues them), before this estimate")
+
+
+class PendingInvoice(Model):
+    reference: str = Field(description="SUBSCRIPTION@BOUNDARY: the draft or the invoice it "
+                                       "becomes keeps this reference")
+    status: Literal["pending"]
+    subscription: str
+    boundary: str
+    final: bool
+    currency: str
+    lines: list[Line]
+    subtotal: str
+    discount: str
+    taxes: list[Tax]
+    tax: str
+    total: str
+    credits: str
+    amount_due: str
 
 
 class CustomerEstimate(Model):
     customer: str
     at: str
+    pending: list[PendingInvoice] = Field(
+        default_factory=list, description="invoices due but not issued yet (their boundary "
+        "passed; the next bill run issues them), computed as that run would")
     estimates: list[Estimate]
 
 
@@ -338,3 +363,37 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "the database or the broker is unreachable: try again",
     }.items()
 }
+
+
+class BillRunIn(Model):
+    entity: str = Field(min_length=1, max_length=255)
+    date: str | None = Field(default=None, description="the run of this local date "
+                             "(08:15 local); null or absent: a run at the present instant, "
+                             "issuing everything due by now")
+
+
+class BillRunInvoice(Model):
+    reference: str
+    subscription: str
+    boundary: str
+    outcome: str = Field(description="applied (issued by this run), unchanged or refused")
+    detail: str
+    status: str | None
+    final: bool | None
+    currency: str | None
+    total: str | None
+
+
+class BillRunDelivery(Model):
+    outcome: str
+    detail: str
+
+
+class BillRun(Model):
+    entity: str
+    run_at: str | None
+    issued: int
+    issued_before: int
+    invoices: list[BillRunInvoice]
+    notes: list[str]
+    deliveries: list[BillRunDelivery]

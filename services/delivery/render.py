@@ -285,7 +285,6 @@ class InvoiceView:
     draft: bool
     number: str | None
     reference: str
-    invoice_id: int | None
     entity: Party
     customer: Party
     subscription: str
@@ -397,7 +396,6 @@ def invoice_view(
     total = to_decimal(document.get("total"), "total")
     status = _text(document, "status")
     final = bool(document.get("final", False))
-    invoice_id = document.get("id")
     draft = number is None
     words = labels(locale)
     percent = document.get("discount_percent")
@@ -408,7 +406,6 @@ def invoice_view(
         draft=draft,
         number=number,
         reference=reference,
-        invoice_id=invoice_id if isinstance(invoice_id, int) else None,
         entity=_party(document, "seller", "entity", entity_name),
         customer=_party(document, "buyer", "customer", customer_name),
         words=words,

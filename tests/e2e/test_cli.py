@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,6 +164,12 @@ def test_the_demo_leaves_a_database_to_explore_and_explains_itself(tmp_path: Pat
     assert "f-bad" in explore("usage", "rejected")
     assert "f-2" in explore("usage", "conflicts")
     assert "f-late" in explore("usage", "late")
+    # on an 80-column terminal no reference or instant is broken across lines (#27)
+    narrow = subprocess.run([*BILLING, "usage", "late"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path, env={**env, "COLUMNS": "80"})
+    assert narrow.returncode == 0, narrow.stderr
+    assert re.search(r"EU-\d{6}", narrow.stdout), narrow.stdout
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", narrow.stdout), narrow.stdout
     explore("invoices", "release", "sub-nordlys@2026-01-15")
     assert json.loads(explore("invoices", "show", "sub-nordlys@2026-01-15", "--json"))[
         "status"] == "sent"

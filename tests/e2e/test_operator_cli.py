@@ -206,8 +206,9 @@ def test_a_first_day_explains_when_its_invoice_comes(env: dict[str, str],
 
 def test_one_way_to_name_an_invoice_and_tables_in_a_pipe(env: dict[str, str],
                                                          tmp_path: Path) -> None:
-    """`invoices release`, `deliveries retry` take a number, an id or SUB@DATE; a table
-    read through a pipe keeps whole dates (issue #10)."""
+    """`invoices release`, `deliveries retry` take a number or SUB@DATE — never an internal
+    id (#27: `invoices show 3` printed another invoice); a table read through a pipe keeps
+    whole dates (issue #10)."""
     _store(env, tmp_path)
     past = datetime(2026, 1, 1, tzinfo=UTC)
     with unit_of_work() as session:
@@ -217,7 +218,12 @@ def test_one_way_to_name_an_invoice_and_tables_in_a_pipe(env: dict[str, str],
     db.engine().dispose()
     ok(billing(env, "bill-run", "acme-eu", "--date", "2026-01-01"))
     draft = json.loads(ok(billing(env, "invoices", "list", "--status", "draft", "--json")))[0]
-    ok(billing(env, "invoices", "release", str(draft["id"])))  # by id
+    assert "id" not in draft
+    for internal in ("1", "2", "3"):
+        wrong = billing(env, "invoices", "show", internal)
+        assert wrong.returncode == 1 and wrong.stdout == "", wrong
+        assert wrong.stderr.startswith(f"error: no invoice '{internal}'"), wrong.stderr
+    ok(billing(env, "invoices", "release", draft["reference"]))
     numbers = [i["number"] for i in json.loads(ok(billing(env, "invoices", "list", "--json")))]
     assert numbers == ["EU-000001", "EU-000002"]
     done = billing(env, "deliveries", "retry", "EU-000001")  # by number: delivered already

@@ -268,6 +268,12 @@ def commands(folder: Path) -> dict[str, tuple[str, ...]]:
         "alerts events": ("alerts", "events"),
         "subscriptions change-plan": ("subscriptions", "change-plan", "s-1", "pro", "--from",
                                       "2026-02-10"),
+        "subscriptions create": ("subscriptions", "create", "s-9", "--customer", "c-1",
+                                 "--plan", "pro", "--start", "2026-02-01"),
+        "subscriptions cancel": ("subscriptions", "cancel", "s-1"),
+        "subscriptions uncancel": ("subscriptions", "uncancel", "s-1"),
+        "customers create": ("customers", "create", "c-9", "--entity", "acme-eu"),
+        "customers update": ("customers", "update", "c-1", "--email", "ap@c1.example"),
     }
 
 
@@ -467,7 +473,7 @@ def test_webhook_secrets_are_never_shown_and_a_password_url_fails_for_good(
     assert_no_secret(refused)
     failed = ok(billing(env, "deliveries", "list", "--status", "failed", columns=WIDE))
     assert_no_secret(failed)
-    assert "1 deliveries" in failed.stdout and "user or password" in failed.stdout, failed
+    assert "1 delivery" in failed.stdout and "user or password" in failed.stdout, failed
 
 
 def test_a_stored_url_with_secrets_is_shown_redacted(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """``honcho start`` runs the Procfile as the README says — with the virtual environment's
 ``bin`` first on PATH, as ``. .venv/bin/activate`` puts it — against PostgreSQL + Redis:
 web, worker and scheduler come up, usage sent over HTTP is ingested and a failing message
-is retried; and with ``BILLING_LOG_FORMAT=json`` **every line** each process writes
+is retried; and — the Procfile sets ``BILLING_LOG_FORMAT=json`` unless it is set —
+**every line** each process writes
 (the engine's, dramatiq's, uvicorn's, a traceback) is one JSON object (issue #10)."""
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def test_honcho_start_runs_the_procfile_and_every_line_is_json(
     port = free_port()
     venv_bin = str(Path(sys.executable).parent)
     env.update(PORT=str(port), PATH=venv_bin + os.pathsep + env.get("PATH", ""))
+    # the Procfile logs JSON lines by itself (#27: run as the README says, every process
+    # logged the console format unless BILLING_LOG_FORMAT was set)
+    env.pop("BILLING_LOG_FORMAT", None)
     log = tmp_path / "honcho.log"
     with log.open("ab") as out:
         honcho = subprocess.Popen([str(Path(venv_bin) / "honcho"), "start"], cwd=ROOT,

@@ -170,6 +170,7 @@ def test_subscriptions_refusals_come_back_in_the_response(
                                                       "plan": "tokens-too",
                                                       "start": "2026-03-01"})
     assert overlap.status_code == 409 and "overlaps" in overlap.json()["error"]["message"]
+    assert overlap.json()["error"]["field"] == "plan"  # #27: the README says "with the field"
     plan = client.post("/v1/subscriptions", json={"id": "s-3", "customer": "c-1",
                                                    "plan": "nope", "start": "2026-03-01"})
     assert plan.status_code == 404 and plan.json()["error"]["field"] == "plan"
@@ -222,7 +223,9 @@ def test_invoices_pages_documents_release_and_regenerate(
     page = client.get("/v1/invoices", params={"limit": 1}).json()
     assert len(page["invoices"]) == 1 and page["next"] is not None
     rest = client.get("/v1/invoices", params={"limit": 1, "after": page["next"]}).json()
-    assert len(rest["invoices"]) == 1 and rest["invoices"][0]["id"] != page["invoices"][0]["id"]
+    assert len(rest["invoices"]) == 1
+    assert rest["invoices"][0]["reference"] != page["invoices"][0]["reference"]
+    assert "id" not in rest["invoices"][0]  # no internal id (#27)
     drafts = client.get("/v1/invoices", params={"status": "draft"}).json()["invoices"]
     assert [d["subscription"] for d in drafts] == ["s-2"]
     ref = "s-2@2026-01-01"

@@ -98,7 +98,9 @@ def test_invoice_links_open_their_document_and_only_the_customers(
     client, _ = portal
     mine = path_of(portal_service.create_link("acme-co", None, NOW))
     html = client.get(mine).text
-    links = re.findall(rf'href="({re.escape(mine)}/invoices/(\d+))">([^<]+)</a>', html)
+    links = re.findall(rf'href="({re.escape(mine)}/invoices/([^"/]+))">([^<]+)</a>', html)
+    # each link names its invoice by its number, never by an internal id (#27)
+    assert all(ref == number for _, ref, number in links)
     assert len(links) == 3  # the opening invoice (Jan 4) and the runs of Feb 4 and Mar 4
     documents = []
     for href, _, number in links:

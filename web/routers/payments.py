@@ -18,7 +18,7 @@ from web.dependencies import (
     answer_once,
     command,
     find_invoice,
-    invoice_json,
+    invoice_again,
 )
 from workers import actors
 
@@ -32,7 +32,7 @@ def _change(ref: str, kind: str, handler: Any, key: Key, idempotency_key: str | 
         outcome = command(kind, lambda s, now: handler(s, now, record.id), key,
                           idempotency_key, invoice=record.id)
         actors.enqueue_events(outcome.events)
-        return invoice_json(find_invoice(str(record.id)))
+        return invoice_again(record)
 
     return answer_once(key, idempotency_key, request, body, status, run)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from domain.documents import preview_document
+from domain.documents import pending_document, preview_document
 from domain.validation import Invalid
 from services import api_keys, clock, invoicing, plan_changes, subscriptions
 from services.commands import CONFLICT, NOT_FOUND
@@ -143,14 +143,18 @@ def preview_change(subscription_id: str, body: schemas.PlanChangeIn,
 def subscription_estimate(subscription_id: str, key: Key,
                           at: Annotated[str | None, Query()] = None) -> dict[str, Any]:
     """Estimated charges: the invoice its next boundary would get if usage stopped
-    now, with the adjustment lines and discount it would carry. Nothing is stored."""
+    now, with the adjustment lines and discount it would carry; and, in ``pending``, the
+    invoices due but not issued yet (their boundary passed, the next bill run issues
+    them). Nothing is stored."""
     when = instant_param(at)
     if not storable_id(subscription_id):
         raise ApiError(404, NOT_FOUND, "no such subscription")
     try:
+        waiting = invoicing.pending(subscription_id, when, latest=at is None)
         estimate = invoicing.preview(subscription_id, when, latest=at is None)
     except Invalid as exc:
         status = 404 if "not a known" in exc.message else 409
         raise ApiError(status, NOT_FOUND if status == 404 else CONFLICT,
                        exc.message) from None
-    return preview_document(estimate, subscription_id, when)
+    return {**preview_document(estimate, subscription_id, when),
+            "pending": [pending_document(p.invoice, p.subscription) for p in waiting]}

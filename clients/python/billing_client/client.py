@@ -222,7 +222,7 @@ class BillingClient:
             after = str(cursor)
 
     def invoice(self, ref: str | int) -> Json:
-        """``ref``: an invoice number ("EU-000002"), a numeric id or "SUB@YYYY-MM-DD"."""
+        """``ref``: an invoice number ("EU-000002") or "SUB@YYYY-MM-DD"."""
         return self._get(f"/v1/invoices/{_segment(ref)}")
 
     def invoice_html(self, ref: str | int) -> str:
@@ -235,6 +235,16 @@ class BillingClient:
 
     def regenerate(self, ref: str | int, *, idempotency_key: str | None = None) -> Json:
         return self._post(f"/v1/invoices/{_segment(ref)}/regenerate", None, idempotency_key)
+
+    def bill_run(self, entity: str, date: str | None = None, *,
+                 idempotency_key: str | None = None) -> Json:
+        """``POST /v1/bill-runs``: the entity's bill run now — of the local ``date``
+        (YYYY-MM-DD), or without one a run at this instant issuing everything due. What it
+        issued, each invoice by its reference; idempotent like every run."""
+        body: Json = {"entity": entity}
+        if date is not None:
+            body["date"] = date
+        return self._post("/v1/bill-runs", body, idempotency_key)
 
     def invoice_pdf(self, ref: str | int) -> bytes:
         """The invoice as a PDF (the same template as its HTML)."""
