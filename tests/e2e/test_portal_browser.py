@@ -167,9 +167,12 @@ def test_invoice_links_open_their_document(page: Any, site: dict[str, Any]) -> N
     page.goto(link(site, "acme-co"))
     rows = page.locator("tr.invoice")
     assert rows.count() == 3
-    number = rows.nth(0).locator("a").inner_text()
+    pdf = rows.nth(0).locator("a.pdf").get_attribute("href")
+    answer = page.request.get(f"{site['base']}{pdf}")  # its PDF beside it
+    assert answer.ok and answer.body().startswith(b"%PDF"), answer.status
+    number = rows.nth(0).locator("td.number a").inner_text()
     with page.expect_navigation():
-        rows.nth(0).locator("a").click()
+        rows.nth(0).locator("td.number a").click()
     assert f"Invoice {number}" in page.title()
     assert "M tokens" in page.content()
     shot(page, "invoice-document")
