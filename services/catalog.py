@@ -333,6 +333,12 @@ def apply_document(data: Any, now: datetime | None = None) -> CatalogDiff:
         return apply(session, catalog, now or clock.now())
 
 
+def customer(customer_id: str) -> Customer | None:
+    """One customer as stored, or None."""
+    with unit_of_work() as session:
+        return catalog_repo.customer(session, customer_id)
+
+
 def put_customer(customer_id: str, fields: dict[str, Any], now: datetime
                  ) -> tuple[Customer, bool]:
     """Create or update one customer (what ``PUT /v1/customers/{id}`` does), with the

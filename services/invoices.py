@@ -86,13 +86,12 @@ def display_units(subscription: str) -> dict[str, Unit]:
 
 
 def display_units_in(session: Session, subscription: str) -> dict[str, Unit]:
-    """``display_units`` inside a transaction that is already open."""
-    from services.invoicing import plan_of
-
+    """``display_units`` inside a transaction that is already open (of the plan the
+    subscription was sold on)."""
     row = subs_repo.get(session, subscription)
-    if row is None:
+    plan = catalog_repo.plan(session, row.plan_id, row.plan_version) if row else None
+    if plan is None:
         return {}
-    plan = plan_of(session, row)
     meters = catalog_repo.meters(session)
     return {c.id: unit for c in plan.usage_charges
             if (unit := meters[c.meter].unit if c.meter in meters else None) is not None}
