@@ -10,6 +10,7 @@ the second sees the first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -102,33 +103,33 @@ def do_pay(session: Session, now: datetime, invoice_id: int, data: Any) -> Outco
 def do_void(session: Session, now: datetime, invoice_id: int) -> Outcome:
     """Void a sent invoice nobody paid: its number stays used and it is shown voided; its
     usage stays billed (late usage does not bill it again)."""
-    row = _locked(session, invoice_id)
-    if isinstance(row, Outcome):
-        return row
-    settled = _settled(session, row)
-    reason = why_not_void(settled, row.status == "draft")
-    if reason is not None:
-        return refused(f"{_reference(row)}: {reason}")
-    if settled.status is PaymentStatus.VOID:
-        return unchanged(f"{row.number}: void already")
-    payments_repo.set_status(session, invoice_id, PaymentStatus.VOID.value)
-    return applied(f"{row.number}: void", events=_event(session, row, VOIDED, "voided", now))
+    return _change_status(session, now, invoice_id, PaymentStatus.VOID, why_not_void,
+                          VOIDED, "voided")
 
 
 def do_mark_uncollectible(session: Session, now: datetime, invoice_id: int) -> Outcome:
     """Give up on collecting a sent invoice (a later payment still counts)."""
+    return _change_status(session, now, invoice_id, PaymentStatus.UNCOLLECTIBLE,
+                          why_not_uncollectible, UNCOLLECTIBLE, "uncollectible")
+
+
+def _change_status(session: Session, now: datetime, invoice_id: int, to: PaymentStatus,
+                   why_not: Callable[[Settled, bool], str | None], kind: str,
+                   dedupe: str) -> Outcome:
+    """Move a sent invoice to ``to`` (with its event), unless ``why_not`` refuses; already
+    there changes nothing."""
     row = _locked(session, invoice_id)
     if isinstance(row, Outcome):
         return row
     settled = _settled(session, row)
-    reason = why_not_uncollectible(settled, row.status == "draft")
+    reason = why_not(settled, row.status == "draft")
     if reason is not None:
         return refused(f"{_reference(row)}: {reason}")
-    if settled.status is PaymentStatus.UNCOLLECTIBLE:
-        return unchanged(f"{row.number}: uncollectible already")
-    payments_repo.set_status(session, invoice_id, PaymentStatus.UNCOLLECTIBLE.value)
-    return applied(f"{row.number}: uncollectible",
-                   events=_event(session, row, UNCOLLECTIBLE, "uncollectible", now))
+    word = to.value.replace("_", " ")
+    if settled.status is to:
+        return unchanged(f"{row.number}: {word} already")
+    payments_repo.set_status(session, invoice_id, to.value)
+    return applied(f"{row.number}: {word}", events=_event(session, row, kind, dedupe, now))
 
 
 def flag_overdue(session: Session, entity_id: str, now: datetime) -> list[int]:

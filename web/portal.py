@@ -9,6 +9,7 @@ sent on as a referrer: its address is the customer's key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from functools import cache
 
@@ -16,6 +17,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from domain.documents import InvoiceRecord
 from services import clock, documents
 from services import portal as portal_service
 from services.delivery.render import format_in_unit
@@ -99,19 +101,27 @@ def portal_page(token: str) -> HTMLResponse:
     return HTMLResponse(html, headers=HEADERS)
 
 
-@router.get("/portal/{token}/invoices/{number}", response_class=HTMLResponse)
-def portal_invoice(token: str, number: str) -> HTMLResponse:
-    now = clock.now()
+def _invoice_of(token: str, number: str, now: datetime) -> InvoiceRecord | Response:
+    """The invoice ``number`` of the link's customer, or the page that refuses it (403 for
+    a bad link, 404 for an invoice that is not the customer's)."""
     try:
         customer = portal_service.check_token(token, now)
     except portal_service.Refused as exc:
         return _refused(exc)
-    record = (portal_service.invoice_of(customer, number)
-              if storable_id(number) else None)
+    record = portal_service.invoice_of(customer, number) if storable_id(number) else None
     if record is None:
         html = _env().get_template("portal_refused.html.j2").render(
             reason="There is no such invoice on this account.")
         return HTMLResponse(html, status_code=404, headers=HEADERS)
+    return record
+
+
+@router.get("/portal/{token}/invoices/{number}", response_class=HTMLResponse)
+def portal_invoice(token: str, number: str) -> Response:
+    now = clock.now()
+    record = _invoice_of(token, number, now)
+    if isinstance(record, Response):
+        return record
     return HTMLResponse(documents.html(record, now), headers=HEADERS)
 
 
@@ -119,16 +129,9 @@ def portal_invoice(token: str, number: str) -> HTMLResponse:
 def portal_invoice_pdf(token: str, number: str) -> Response:
     """The invoice's PDF, for the portal's "Download PDF"."""
     now = clock.now()
-    try:
-        customer = portal_service.check_token(token, now)
-    except portal_service.Refused as exc:
-        return _refused(exc)
-    record = (portal_service.invoice_of(customer, number)
-              if storable_id(number) else None)
-    if record is None:
-        html = _env().get_template("portal_refused.html.j2").render(
-            reason="There is no such invoice on this account.")
-        return HTMLResponse(html, status_code=404, headers=HEADERS)
+    record = _invoice_of(token, number, now)
+    if isinstance(record, Response):
+        return record
     try:
         pdf = documents.invoice_pdf(record, now)
     except documents.PdfUnavailable:
