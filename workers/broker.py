@@ -62,10 +62,21 @@ def _int(text: str) -> int | Decimal:
     return int(text) if len(text) <= _LONG_INT else Decimal(text)
 
 
+# Values JSON writes as they are: the walk below leaves them alone without a call (a usage
+# message is a thousand events of short strings: most of its values are these).
+_AS_THEY_ARE = frozenset({str, int, bool, type(None)})
+
+
 def _exact(value: Any) -> Any:
     """Floats as the decimals their shortest text spells, non-finite numbers as text (JSON
     has none), dates as ISO text, tuples as lists: what decoding gives back, so that a
     second encoding is the same bytes."""
+    kind = type(value)
+    if kind is dict:
+        return {k if type(k) is str else str(k): v if type(v) in _AS_THEY_ARE else _exact(v)
+                for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _AS_THEY_ARE else _exact(v) for v in value]
     if isinstance(value, float):
         return Decimal(repr(value)) if value == value and abs(value) != float("inf") \
             else repr(value).replace("inf", "Infinity").replace("nan", "NaN")
