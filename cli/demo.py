@@ -93,15 +93,13 @@ def explain(console: Console, database: Path) -> None:
     """A few lines on what the demo made, read back from its database: the rejected event
     and why, the conflicting re-send, the late event and the invoice that billed it, the
     discounts, the drafts waiting for release — and the commands to explore it."""
-    from persistence import usage as usage_repo
-    from persistence.db import unit_of_work
     from services import clock, late
     from services import invoices as invoices_service
     from services import subscriptions as subscriptions_service
+    from services.operator import usage as usage_reads
 
-    with unit_of_work() as session:
-        rejected = usage_repo.rejected_since(session, 10)
-        conflicts = usage_repo.conflicts(session, 10)
+    rejected = usage_reads.rejected(10)
+    conflicts = usage_reads.conflicts(10)
     lines: list[str] = []
     for row, _ in rejected:
         lines.append(f"rejected: event {row.key} ({row.reason}); it is kept with its payload "
