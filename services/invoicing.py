@@ -25,7 +25,9 @@ from domain.filters import Filter
 from domain.invoices import (
     IN_FORCE,
     ComposedInvoice,
+    InvoiceStatus,
     Terms,
+    can_become,
     compose_invoice,
     next_boundary_after,
     reached,
@@ -543,7 +545,7 @@ class _Issue:
             numbers.update(sending.send(self.session, entity, sent, self.issued_at, self.now))
         for index, (invoice_id, n) in self.issued.items():
             sent_as = numbers.get(invoice_id)
-            state = f"sent {sent_as}" if sent_as else "draft"
+            state = f"{InvoiceStatus.SENT} {sent_as}" if sent_as else InvoiceStatus.DRAFT
             total = format_amount(n.invoice.total, n.invoice.currency)
             self.outcomes[index] = applied(
                 f"{n.subscription}@{n.invoice.boundary}: {state}, total {total}",
@@ -691,7 +693,8 @@ def _draft(session: Session, subscription: str, boundary: str,
     if invoice is None or invoice.id is None:
         return not_found(f"{action}: no invoice of subscription {subscription!r} at "
                          f"{boundary}")
-    if invoice.status != "draft":
+    to = InvoiceStatus.SENT if action == "release" else InvoiceStatus.DRAFT
+    if not can_become(invoice.status, to):
         return refused(f"{action}: invoice {invoice.number} is {invoice.status}, not a draft")
     row = subs_repo.get(session, subscription)
     assert row is not None

@@ -23,7 +23,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from domain.catalog import Aggregation, Meter, Plan, UsageCharge
 from domain.documents import InvoiceRecord
-from domain.invoices import ComposedInvoice, Line
+from domain.invoices import ComposedInvoice, InvoiceStatus, Line
 from domain.payments import PaymentStatus, overdue
 from domain.periods import boundary, midnight, zone
 from domain.plan_history import PlanHistory
@@ -393,7 +393,7 @@ def page(customer: str, now: datetime) -> Page:
         rows = [r for r in subs_repo.listing(session, customer=customer)
                 if (r.end_at is None or now < r.end_at) and r.start_at <= now]
         histories = plan_changes_repo.histories(session, rows)
-        records = invoices_repo.records(session, customer=customer, status="sent")
+        records = invoices_repo.records(session, customer=customer, status=InvoiceStatus.SENT)
         grant_views = credits.grant_views(session, now, customer=customer)
         balances = credits.balances(session, customer, now)
     estimates = []
@@ -495,7 +495,7 @@ def invoice_of(customer: str, reference: str) -> InvoiceRecord | None:
     customer's)."""
     with unit_of_work() as session:
         found = invoices_repo.records(session, number=reference) if reference else []
-    if not found or found[0].customer != customer or found[0].status != "sent":
+    if not found or found[0].customer != customer or found[0].status != InvoiceStatus.SENT:
         return None
     return found[0]
 
