@@ -191,6 +191,16 @@ def snapshot() -> Iterator[Session]:
         yield session
 
 
+def answers() -> bool:
+    """Whether the database answers a ``SELECT 1``."""
+    try:
+        with engine().connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except Exception:
+        return False
+    return True
+
+
 def known() -> dict[str, set[str]]:
     """Ids known to exist in the configured database, remembered by this process (catalog
     items are never deleted, so a positive answer stays true). Reset by ``configure``."""

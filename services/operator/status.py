@@ -25,9 +25,4 @@ def stores() -> Stores:
 
 def database_answers() -> bool:
     """Whether the database answers a ``SELECT 1``."""
-    try:
-        with db.engine().connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-    except Exception:
-        return False
-    return True
+    return db.answers()
