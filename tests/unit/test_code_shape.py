@@ -122,3 +122,26 @@ def test_no_entry_point_opens_a_transaction() -> None:
     found = [f for folder in ENTRY_POINTS for path in sorted((ROOT / folder).rglob("*.py"))
              for f in transaction_openings(path)]
     assert not found, found
+
+
+def sql_imports(path: Path) -> list[str]:
+    """What a module imports of SQLAlchemy or SQLModel beyond a ``Session`` to pass on, the
+    exceptions to catch and the parsing of a database URL: the means to write a
+    statement."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module \
+                and node.module.split(".")[0] in ("sqlalchemy", "sqlmodel") \
+                and node.module != "sqlalchemy.exc":
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{a.name}"
+                      for a in node.names if a.name not in ("Session", "exc", "make_url")]
+        elif isinstance(node, ast.Import):
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names
+                      if a.name.split(".")[0] in ("sqlalchemy", "sqlmodel")]
+    return found
+
+
+def test_no_sql_outside_persistence() -> None:
+    found = [f for folder in ("services", *ENTRY_POINTS)
+             for path in sorted((ROOT / folder).rglob("*.py")) for f in sql_imports(path)]
+    assert not found, found
