@@ -11,13 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.common import connect, count, err, fail, out
-from domain.catalog import Catalog, parse_catalog
+from domain.catalog import Catalog
 from domain.validation import Invalid
-from persistence import catalog as catalog_repo
-from persistence.db import unit_of_work
 from scheduler.scenario import ScenarioError, read_document
 from services import catalog as catalog_service
 from services import clock
+from services.operator import catalog as catalog_ops
 
 app = typer.Typer(help="Entities, meters, plans (versioned) and customers.",
                   no_args_is_help=True)
@@ -42,11 +41,10 @@ def _read(file: Path) -> dict[str, Any]:
 
 
 def _parse(file: Path, document: dict[str, Any]) -> Catalog:
-    with unit_of_work() as session:
-        try:
-            return parse_catalog(document, known=catalog_repo.stored(session))
-        except Invalid as exc:
-            fail(f"{file}: {exc}")
+    try:
+        return catalog_ops.parse(document)
+    except Invalid as exc:
+        fail(f"{file}: {exc}")
 
 
 @app.command("apply")
@@ -58,8 +56,7 @@ def apply(file: Annotated[Path, FILE]) -> None:
     connect()
     catalog = _parse(file, document)
     try:
-        with unit_of_work() as session:
-            changes = catalog_service.apply(session, catalog, clock.now())
+        changes = catalog_ops.apply(catalog, clock.now())
     except catalog_service.CatalogRefused as exc:
         for change in exc.diff.refused[1:]:
             err.print(f"[red]refused:[/] {escape(f'{file}: {change.path}: {change.detail}')}",
@@ -81,8 +78,7 @@ def diff(
     document = _read(file)
     connect()
     catalog = _parse(file, document)
-    with unit_of_work() as session:
-        changes = catalog_service.diff(session, catalog)
+    changes = catalog_ops.diff(catalog)
     if as_json:
         out.print_json(json.dumps([c.as_dict() for c in changes.changes]))
         return
@@ -100,12 +96,9 @@ def show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = 
     """The stored catalog: entities, meters, every plan version with its subscriptions,
     customers."""
     connect()
-    with unit_of_work() as session:
-        entities = catalog_repo.entities(session)
-        meters = catalog_repo.meters(session)
-        versions = catalog_repo.plan_versions(session)
-        on_version = catalog_repo.subscriptions_per_version(session)
-        customers = catalog_repo.customers(session)
+    stored = catalog_ops.stored()
+    entities, meters, versions = stored.entities, stored.meters, stored.versions
+    on_version, customers = stored.on_version, stored.customers
     if as_json:
         out.print_json(json.dumps({
             "entities": [{"id": e.id, "timezone": e.timezone,

@@ -11,11 +11,9 @@ from rich.table import Table
 
 from cli.common import connect, count, err, fail, out, redact, redact_text
 from cli.invoices import find
-from persistence import deliveries as deliveries_repo
-from persistence import invoices as invoices_repo
-from persistence.db import unit_of_work
 from services import clock
 from services.deliveries import deliver_now
+from services.operator import deliveries as deliveries_ops
 
 STATUSES = ("pending", "done", "failed")
 app = typer.Typer(help="Deliveries of sent invoices: list, retry.", no_args_is_help=True)
@@ -33,10 +31,9 @@ def list_(
     if status is not None and status not in STATUSES:
         fail(f"--status: must be one of {', '.join(STATUSES)}, got {status!r}")
     connect()
-    with unit_of_work() as session:
-        rows = deliveries_repo.rows(session, status, limit)
-        names = {r.id: r.reference for r in invoices_repo.records(
-            session, ids=sorted({r.invoice_id for r in rows}))} if rows else {}
+    listed = deliveries_ops.listing(status, limit)
+    rows = [r for r, _ in listed]
+    names = {r.invoice_id: name for r, name in listed if name is not None}
     if as_json:
         out.print_json(json.dumps([{
             "invoice": names.get(r.invoice_id), "status": r.status, "channel": r.channel,
@@ -68,10 +65,7 @@ def retry(
     """Attempt failed (or stuck pending) deliveries again, now."""
     connect()
     invoice_ids = [find(ref).id for ref in references or []]
-    with unit_of_work() as session:
-        wanted = invoice_ids or [r.invoice_id for r in deliveries_repo.rows(
-            session, "failed", limit=10_000)]
-        reset = deliveries_repo.reset(session, wanted, clock.now())
+    reset = deliveries_ops.reset_for_retry(invoice_ids, clock.now())
     if not reset:
         fail("nothing to retry (delivered ones are never repeated)", code=1)
     failures = 0

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from domain.invoices import InvoiceStatus
 from domain.units import Unit
 from services.delivery.render import format_amount, format_in_unit, to_decimal
 
@@ -75,7 +76,7 @@ def invoice_table(inv: dict[str, Any], units: Mapping[str, Unit] | None = None,
         grants = ", ".join(a["grant"] for a in inv.get("credits_applied", []))
         footer += (f"\nprepaid credits{f' ({grants})' if grants else ''} {money(-paid)}\n"
                    f"[bold]amount due {money(inv['amount_due'])}[/]")
-    elif to_decimal(inv["total"], "total") < 0 and inv["status"] == "sent":
+    elif to_decimal(inv["total"], "total") < 0 and inv["status"] == InvoiceStatus.SENT:
         footer += "\n(became prepaid credit)"
     table.add_column(currency, justify="right", footer=footer)
     for ln in inv["lines"]:
@@ -93,15 +94,13 @@ def explain(console: Console, database: Path) -> None:
     """A few lines on what the demo made, read back from its database: the rejected event
     and why, the conflicting re-send, the late event and the invoice that billed it, the
     discounts, the drafts waiting for release — and the commands to explore it."""
-    from persistence import usage as usage_repo
-    from persistence.db import unit_of_work
     from services import clock, late
     from services import invoices as invoices_service
     from services import subscriptions as subscriptions_service
+    from services.operator import usage as usage_reads
 
-    with unit_of_work() as session:
-        rejected = usage_repo.rejected_since(session, 10)
-        conflicts = usage_repo.conflicts(session, 10)
+    rejected = usage_reads.rejected(10)
+    conflicts = usage_reads.conflicts(10)
     lines: list[str] = []
     for row, _ in rejected:
         lines.append(f"rejected: event {row.key} ({row.reason}); it is kept with its payload "
@@ -121,7 +120,7 @@ def explain(console: Console, database: Path) -> None:
             first = {None: "every invoice", 1: "its first invoice"}.get(
                 cycles, f"its first {cycles} invoices")
             lines.append(f"discount: {v.id} has {what} {first}")
-    drafts = invoices_service.listing(status="draft")
+    drafts = invoices_service.listing(status=InvoiceStatus.DRAFT)
     if drafts:
         names = ", ".join(r.reference for r in drafts)
         lines.append(f"drafts: {names} wait for review (their customer gets drafts); "

@@ -28,6 +28,7 @@ from cli import (
     usage,
 )
 from cli.common import Billing, connect, err, fail, out, tidy_help, using_database, writable
+from domain.invoices import InvoiceStatus
 from scheduler.replay import Step, replay
 from scheduler.scenario import ScenarioError, load_scenario
 from services import logs
@@ -153,7 +154,7 @@ def demo_command(
     result = run_replay(DEMO_SCENARIO, outbox=outbox, database_file=database)
     print_invoices(result)
     invoices: list[dict[str, object]] = result["invoices"]  # type: ignore[assignment]
-    sent = len([inv for inv in invoices if inv["status"] == "sent"])
+    sent = len([inv for inv in invoices if inv["status"] == InvoiceStatus.SENT])
     out.print(f"[green]✓[/] {sent} sent invoices delivered to {escape(str(outbox))}/ "
               "(JSON + HTML). What happened:", highlight=False)
     explain(out, database)

@@ -14,9 +14,8 @@ from rich.table import Table
 
 from cli.common import connect, count, err, fail, out
 from domain.money import format_quantity
-from persistence import usage as usage_repo
-from persistence.db import unit_of_work
 from services import clock, late, rollups
+from services.operator import usage as usage_reads
 from services.usage import resubmit
 
 app = typer.Typer(help="Usage events: rejected ones and re-submission, conflicts, late ones.",
@@ -34,8 +33,7 @@ def rejected(
     """List rejected events with their reason, and whether an event with the same key was
     accepted since (re-submitted fixed)."""
     connect()
-    with unit_of_work() as session:
-        rows = usage_repo.rejected_since(session, limit, open_only=open_only)
+    rows = usage_reads.rejected(limit, open_only=open_only)
     if as_json:
         out.print_json(json.dumps([{
             "id": r.id, "key": r.key, "received_at": iso(r.received_at), "reason": r.reason,
@@ -61,8 +59,7 @@ def conflicts(
     """Keys sent again with another payload: the first payload stays billed, the other is
     kept here for you to compare."""
     connect()
-    with unit_of_work() as session:
-        rows = usage_repo.conflicts(session, limit)
+    rows = usage_reads.conflicts(limit)
     if as_json:
         out.print_json(json.dumps([{
             "id": r.id, "key": r.key, "received_at": iso(r.received_at),
@@ -115,8 +112,7 @@ def resubmit_command(
         fail(str(exc), code=1)
     outcome = next(name for name, n in counts.items() if n)
     if outcome == "rejected":
-        with unit_of_work() as session:
-            reason = usage_repo.rejected_since(session, 1)[0][0].reason
+        reason = usage_reads.rejected(1)[0][0].reason
         fail(f"still rejected: {reason}", code=1)
     err.print(f"[green]✓[/] event re-submitted: {outcome}", highlight=False)
 

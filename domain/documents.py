@@ -23,7 +23,7 @@ class InvoiceRecord:
     subscription: str
     boundary: date
     issued_at: datetime
-    status: str  # draft | sent
+    status: str  # an InvoiceStatus (domain/invoices.py): draft | sent
     number: str | None
     final: bool
     currency: str

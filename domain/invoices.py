@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal, localcontext
+from enum import StrEnum
 
 from domain.catalog import Plan, UsageCharge
 from domain.money import EXACT, round_money
@@ -35,6 +36,29 @@ RECURRING = "recurring"
 USAGE = "usage"
 ADJUSTMENT = "adjustment"
 PRORATION = "proration"
+
+
+class InvoiceStatus(StrEnum):
+    """Where an invoice is in its life: a ``draft`` (no number; regenerated, released or
+    left for the bill run to send) or ``sent`` (numbered, final; its payment status moves
+    on, ``domain/payments.py``). Stored and shown as these words."""
+
+    DRAFT = "draft"
+    SENT = "sent"
+
+
+# A draft is sent (by a bill run, a release) or regenerated (replaced by another draft);
+# a sent invoice never changes status again.
+TRANSITIONS: Mapping[InvoiceStatus, frozenset[InvoiceStatus]] = {
+    InvoiceStatus.DRAFT: frozenset({InvoiceStatus.DRAFT, InvoiceStatus.SENT}),
+    InvoiceStatus.SENT: frozenset(),
+}
+
+
+def can_become(status: str, to: InvoiceStatus) -> bool:
+    """Whether an invoice of ``status`` may become ``to`` (``draft`` to ``draft``: it is
+    regenerated)."""
+    return to in TRANSITIONS.get(InvoiceStatus(status), frozenset())
 
 
 @dataclass(frozen=True)

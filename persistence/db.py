@@ -16,7 +16,7 @@ from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
@@ -177,6 +177,28 @@ def unit_of_work() -> Iterator[Session]:
     finally:
         session.close()
 
+
+@contextmanager
+def snapshot() -> Iterator[Session]:
+    """One read-only transaction that sees one snapshot of the database, whatever commits
+    meanwhile: REPEATABLE READ on PostgreSQL (a page whose parts must agree — the portal's
+    chart and estimate); SQLite's transactions are serializable already. Nothing it reads
+    waits or fails for it: a read-only transaction never meets a serialization failure, and
+    the rollups' read lock is taken as in any other read (persistence/rollups.py)."""
+    with unit_of_work() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+        yield session
+
+
+def answers() -> bool:
+    """Whether the database answers a ``SELECT 1``."""
+    try:
+        with engine().connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except Exception:
+        return False
+    return True
 
 
 def known() -> dict[str, set[str]]:

@@ -14,7 +14,15 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from domain.documents import InvoiceRecord
-from domain.invoices import ADJUSTMENT, USAGE, Billed, ComposedInvoice, Line, line_order
+from domain.invoices import (
+    ADJUSTMENT,
+    USAGE,
+    Billed,
+    ComposedInvoice,
+    InvoiceStatus,
+    Line,
+    line_order,
+)
 from domain.money import EXACT
 from domain.taxes import TaxAmount
 from persistence import credits as credits_repo
@@ -82,7 +90,7 @@ def add_many(session: Session, new: Sequence[NewInvoice], *, issued_at: datetime
         {"subscription_id": n.subscription, "boundary": n.invoice.boundary,
          "plan_version": n.plan_version,
          "entity_id": n.entity, "customer_id": n.customer, "currency": n.invoice.currency,
-         "status": "draft", "final": n.invoice.final, "issued_at": issued_at,
+         "status": InvoiceStatus.DRAFT, "final": n.invoice.final, "issued_at": issued_at,
          "computed_at": computed_at, "subtotal": n.invoice.subtotal,
          "discount": n.invoice.discount, "tax": n.invoice.tax, "total": n.invoice.total,
          "tax_exempt": n.invoice.tax_exempt,
@@ -113,7 +121,7 @@ def replace_draft(session: Session, invoice_id: int, invoice: ComposedInvoice,
                   computed_at: datetime) -> bool:
     """Recompute a draft in place (boundary and issued_at stay); False if not a draft."""
     result = session.execute(
-        update(I).where(col(I.id) == invoice_id, col(I.status) == "draft")
+        update(I).where(col(I.id) == invoice_id, col(I.status) == InvoiceStatus.DRAFT)
         .values(final=invoice.final, currency=invoice.currency, subtotal=invoice.subtotal,
                 discount=invoice.discount, tax=invoice.tax, total=invoice.total,
                 tax_exempt=invoice.tax_exempt, computed_at=computed_at,
@@ -149,8 +157,8 @@ def number(session: Session, entity_id: str, prefix: str, invoice_ids: Sequence[
     numbers = [f"{prefix}-{first + i:06d}" for i in range(len(invoice_ids))]
     # a Core executemany on the connection (the ORM would want to match primary keys)
     result = session.connection().execute(
-        update(I).where(col(I.id) == bindparam("invoice_id"), col(I.status) == "draft")
-        .values(status="sent", number=bindparam("invoice_number"), sent_at=now),
+        update(I).where(col(I.id) == bindparam("invoice_id"), col(I.status) == InvoiceStatus.DRAFT)
+        .values(status=InvoiceStatus.SENT, number=bindparam("invoice_number"), sent_at=now),
         [{"invoice_id": i, "invoice_number": n} for i, n in zip(invoice_ids, numbers,
                                                                  strict=True)],
     )

@@ -372,7 +372,7 @@ class InvoiceRow(SQLModel, table=True):
     entity_id: str = Field(foreign_key="entities.id")
     customer_id: str = Field(foreign_key="customers.id")
     currency: str
-    status: str  # draft | sent
+    status: str  # an InvoiceStatus (domain/invoices.py): draft | sent
     number: str | None = None
     final: bool = False
     issued_at: datetime = Field(sa_type=UTCDateTime)

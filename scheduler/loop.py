@@ -13,13 +13,12 @@ from datetime import datetime
 
 import structlog
 
-from persistence import billruns
-from persistence.db import unit_of_work
 from persistence.tables import SchedulerBeatRow
 from scheduler import metrics
 from scheduler.schedule import Schedule, wake
 from scheduler.tick import requeue_lost_deliveries
 from services import alerts, clock, rollups
+from services.operator import scheduling
 from services.settings import settings
 from workers.actors import enqueue_alert_events
 
@@ -37,11 +36,9 @@ class Scheduler:
 
     def refresh(self, now: datetime) -> None:
         """Schedule new and changed entities when the catalog's revision moved."""
-        with unit_of_work() as session:
-            revision = billruns.catalog_revision(session)
-            if revision == self.revision:
-                return
-            zones = billruns.entity_zones(session)
+        revision, zones = scheduling.zones_if_changed(self.revision)
+        if zones is None:
+            return
         added = self.schedule.update(zones, now)
         self.revision = revision
         log.info("schedule updated", entities=len(self.schedule), added=added,
@@ -57,13 +54,12 @@ class Scheduler:
         except Exception:
             log.exception("balance alerts not evaluated")
         coming = self.schedule.next()
-        with unit_of_work() as session:
-            billruns.beat(session, SchedulerBeatRow(
-                scheduler=self.name, started_at=self.started_at, woke_at=now,
-                entities=len(self.schedule), sent=len(woke.sent),
-                next_run_at=coming.run_at if coming else None,
-                next_entity=coming.entity if coming else None,
-                next_local_date=coming.local_date if coming else None))
+        scheduling.beat(SchedulerBeatRow(
+            scheduler=self.name, started_at=self.started_at, woke_at=now,
+            entities=len(self.schedule), sent=len(woke.sent),
+            next_run_at=coming.run_at if coming else None,
+            next_entity=coming.entity if coming else None,
+            next_local_date=coming.local_date if coming else None))
         metrics.woke(now, woke, coming, len(self.schedule), time.perf_counter() - started)
 
     def seconds_to_sleep(self, now: datetime) -> float:

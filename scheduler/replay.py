@@ -24,13 +24,11 @@ from domain.documents import grant_document, invoice_document
 from domain.periods import bill_run_instant, zone
 from domain.validation import EARLIEST, MAX_DIGITS
 from persistence import db
-from persistence import invoices as invoices_repo
-from persistence import usage as usage_repo
-from persistence.db import unit_of_work
 from scheduler.scenario import Action, Scenario
 from scheduler.tick import tick
-from services import alert_events, alerts, clock, credits, deliveries
-from services import catalog as catalog_service
+from services import alert_events, alerts, clock, deliveries
+from services.operator import catalog as catalog_ops
+from services.operator import replay as replay_reads
 from workers import actors
 from workers.broker import FailureRecorder, join, stub_broker, use
 
@@ -145,14 +143,11 @@ def drain(broker: dramatiq.Broker, worker: Worker, failures: FailureRecorder) ->
 def report(until: datetime, *, with_alerts: bool = False) -> dict[str, Any]:
     """The replay's output (REPLAY.md), its counts and ledgers taken at ``until``; with
     ``alert_events`` (the project's own addition) when the scenario has alerts."""
-    with unit_of_work() as session:
-        invoices = [invoice_document(inv) for inv in invoices_repo.records(session)]
-        counts = usage_repo.outcome_counts(session)
-        counts["unbilled"] = usage_repo.count_unbilled(session)
-        counts["late"] = usage_repo.count_late(session)
-        grants = [grant_document(v.grant, v.ledger)
-                  for v in credits.grant_views(session, until)]
-    result: dict[str, Any] = {"invoices": invoices, "usage": counts, "credit_grants": grants}
+    ledgers = replay_reads.ledgers(until)
+    result: dict[str, Any] = {
+        "invoices": [invoice_document(inv) for inv in ledgers.invoices],
+        "usage": ledgers.usage,
+        "credit_grants": [grant_document(v.grant, v.ledger) for v in ledgers.grants]}
     if with_alerts:
         result["alert_events"] = [
             {"id": alert_events.webhook_id(e.id or 0), "type": e.type, **e.payload}
@@ -182,8 +177,7 @@ def replay(scenario: Scenario, *, database_url: str | None = None,
         db.configure(database_url or f"sqlite:///{database_file or Path(tmp) / 'replay.db'}",
                      schema=f"replay_{run_id}")
         db.create_schema()
-        with unit_of_work() as session:
-            catalog_service.apply(session, scenario.catalog, EARLIEST)
+        catalog_ops.apply(scenario.catalog, EARLIEST)
         previous_outbox = deliveries.use_outbox(outbox or Path(tmp) / "outbox")
         broker = use(broker or stub_broker())
         failures = FailureRecorder()

@@ -19,9 +19,8 @@ from datetime import date, datetime, timedelta
 
 import structlog
 
-from persistence import billruns
-from persistence.db import unit_of_work
 from scheduler import run_times
+from services.operator import scheduling
 from services.settings import settings
 from workers import actors
 
@@ -99,9 +98,7 @@ def wake(schedule: Schedule, now: datetime,
     sent in the transaction that sends it: locked while it is sent, so that two schedulers
     send each run once (a run claimed by one may be sent by the other)."""
     due = schedule.pop_due(now)
-    with unit_of_work() as session:
-        claimed = billruns.claim_many(session, [(d.entity, d.local_date, d.run_at) for d in due],
-                                      now)
+    claimed = scheduling.claim([(d.entity, d.local_date, d.run_at) for d in due], now)
     if claimed:  # one line a wake: a wake may claim thousands
         log.info("bill runs claimed", runs=len(claimed), first=f"{claimed[0][0]}@"
                  f"{claimed[0][1].isoformat()}")
@@ -112,6 +109,15 @@ def wake(schedule: Schedule, now: datetime,
 SEND_BATCH = 500  # runs per bill_runs message
 
 
+def _send(runs: list[tuple[str, date]]) -> None:
+    for start in range(0, len(runs), SEND_BATCH):
+        batch = runs[start:start + SEND_BATCH]
+        if len(batch) == 1:
+            actors.bill_run.send(batch[0][0], batch[0][1].isoformat())
+        else:
+            actors.bill_runs.send([[e, d.isoformat()] for e, d in batch])
+
+
 def send_claims(now: datetime, entity_ids: Collection[str] | None = None,
                 fresh: Collection[tuple[str, date]] = ()) -> list[tuple[str, date]]:
     """Send every claim that is not done and not sent recently (see ``wake``): taken in one
@@ -119,14 +125,7 @@ def send_claims(now: datetime, entity_ids: Collection[str] | None = None,
     goes as ``bill_run``), committed once the broker has them all — if it fails midway,
     the rollback leaves them all to the next wake (a run sent twice issues nothing twice)."""
     resend_after = timedelta(seconds=settings().bill_run_resend_seconds)
-    with unit_of_work() as session:
-        runs = billruns.take_to_send(session, now, resend_after, entity_ids)
-        for start in range(0, len(runs), SEND_BATCH):
-            batch = runs[start:start + SEND_BATCH]
-            if len(batch) == 1:
-                actors.bill_run.send(batch[0][0], batch[0][1].isoformat())
-            else:
-                actors.bill_runs.send([[e, d.isoformat()] for e, d in batch])
+    runs = scheduling.send_claims(now, resend_after, entity_ids, _send)
     claimed_now = set(fresh)
     again = [r for r in runs if r not in claimed_now]
     if again:

@@ -7,12 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from persistence import billruns
-from persistence import deadletters as deadletters_repo
-from persistence.db import unit_of_work
 from persistence.tables import SchedulerBeatRow
 from scheduler import run_times
 from services import rollups
+from services.operator import scheduling
+from services.operator import status as stores_status
 from workers.broker import queue_depths
 
 
@@ -35,8 +34,7 @@ def _offset(minutes: int) -> str:
 def coming_runs(now: datetime, *, entity: str | None = None, days: int = 7
                 ) -> list[ComingRun]:
     """Each entity's runs after ``now`` over the next ``days`` local dates, by instant."""
-    with unit_of_work() as session:
-        zones = billruns.entity_zones(session)
+    zones = scheduling.entity_zones()
     if entity is not None:
         zones = {e: tz for e, tz in zones.items() if e == entity}
     runs: list[ComingRun] = []
@@ -72,10 +70,8 @@ def status(broker: object | None) -> Status:
     not done, and every scheduler's last beat (when it woke, the next run it waits for)."""
     database, dead, unfinished, beats, behind = "ok", None, None, [], None
     try:
-        with unit_of_work() as session:
-            dead = deadletters_repo.count(session)
-            unfinished = billruns.count_unfinished(session)
-            beats = billruns.beats(session)
+        stores = stores_status.stores()
+        dead, unfinished, beats = stores.dead_letters, stores.unfinished_runs, stores.schedulers
         lag = rollups.lag()
         behind = lag.behind if lag.folds else None
     except Exception as exc:

@@ -16,9 +16,8 @@ from datetime import date, datetime
 
 import structlog
 
-from persistence import billruns
-from persistence.db import unit_of_work
 from scheduler.schedule import Schedule, wake
+from services.operator import scheduling
 from workers import actors
 
 log = structlog.get_logger("billing")
@@ -31,8 +30,7 @@ def tick(now: datetime, entity_ids: Collection[str] | None = None) -> list[tuple
     unless claimed already, then send ``bill_run`` for every claim not done and not sent
     recently. A run missed while the scheduler was down is caught up: the run it claims
     issues every invoice still due. The claims made by this tick."""
-    with unit_of_work() as session:
-        zones = billruns.entity_zones(session)
+    zones = scheduling.entity_zones()
     if entity_ids is not None:
         zones = {e: tz for e, tz in zones.items() if e in entity_ids}
     return wake(Schedule.of(zones, now), now, entity_ids).claimed

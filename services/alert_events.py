@@ -9,17 +9,15 @@ that is not a webhook carries documents only: the event is recorded as done, not
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from persistence import alerts as alerts_repo
 from persistence import catalog as catalog_repo
 from persistence.db import unit_of_work
-from persistence.sql import storable
 from persistence.tables import AlertRow
-from services.commands import Outcome, applied, refused, unchanged
+from services.commands import Outcome, unchanged
 from services.deliveries import default_delivery
-from services.delivery.channels import Result, event_body, send_webhook
-from services.settings import settings
+from services.delivery.channels import Result
+from services.delivery.events import send_event
 
 LOST_AFTER = timedelta(minutes=5)
 
@@ -44,28 +42,8 @@ def deliver(event_id: int, now: datetime) -> tuple[Outcome, Result | None]:
         assert customer is not None
         entity = catalog_repo.entity(session, customer.entity)
         assert entity is not None
-        channel = entity.delivery or default_delivery()
-        if channel.channel != "webhook":
-            row.status, row.last_error = "done", f"not sent: the {channel.channel} channel " \
-                                                 "carries invoice documents only"
-            return applied(f"alert event {event_id}: {row.last_error}"), None
-        if not channel.url or not channel.secret or "@" in urlsplit(channel.url).netloc:
-            row.status, row.last_error = "failed", "webhook channel without a usable url or " \
-                                                   "secret"
-            return refused(f"alert event {event_id}: {row.last_error}"), None
-        result = send_webhook(channel.url, channel.secret, webhook_id(event_id),
-                              event_body(row.type, row.created_at.strftime(
-                                  "%Y-%m-%dT%H:%M:%SZ"), {"id": webhook_id(event_id),
-                                                           **row.payload}),
-                              timeout=settings().webhook_timeout_s)
-        row.attempts += 1
-        if result.ok:
-            row.status, row.last_error = "done", ""
-            return applied(f"alert event {event_id} delivered to {channel.url}"), result
-        row.last_error = storable(result.detail)
-        if not result.retry:
-            row.status = "failed"
-        return refused(f"alert event {event_id}: {result.detail}"), result
+        return send_event(row, entity.delivery or default_delivery(), webhook_id(event_id),
+                          {"id": webhook_id(event_id), **row.payload}, f"alert event {event_id}")
 
 
 def lost(now: datetime) -> list[int]:

@@ -7,11 +7,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
 
 from domain.validation import Invalid, check_text
+from persistence import api_keys as api_keys_repo
 from persistence.db import unit_of_work
 from persistence.tables import ApiKeyRow
 
@@ -48,11 +47,10 @@ def create(name: str, now: datetime) -> tuple[ApiKey, str]:
     exists = Invalid("name", f"an API key named {name!r} exists")
     try:
         with unit_of_work() as session:
-            if session.scalars(select(ApiKeyRow).where(col(ApiKeyRow.name) == name)).first():
+            if api_keys_repo.by_name(session, name) is not None:
                 raise exists
             row = ApiKeyRow(name=name, prefix=key[:10], key_hash=digest(key), created_at=now)
-            session.add(row)
-            session.flush()  # a key of that name made at the same time: its unique name
+            api_keys_repo.add(session, row)  # one of that name made at the same time: raises
             return _view(row), key
     except IntegrityError:
         raise exists from None
@@ -63,8 +61,7 @@ def verify(key: str, now: datetime) -> ApiKey | None:
     if not key.startswith(PREFIX) or len(key) > 200:
         return None
     with unit_of_work() as session:
-        row = session.scalars(select(ApiKeyRow).where(
-            col(ApiKeyRow.key_hash) == digest(key))).first()
+        row = api_keys_repo.by_hash(session, digest(key))
         if row is None or row.revoked_at is not None:
             return None
         if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
@@ -74,21 +71,16 @@ def verify(key: str, now: datetime) -> ApiKey | None:
 
 def listing() -> list[ApiKey]:
     with unit_of_work() as session:
-        return [_view(r) for r in session.scalars(select(ApiKeyRow).order_by(col(ApiKeyRow.id)))]
+        return [_view(r) for r in api_keys_repo.all_keys(session)]
 
 
 def revoke(name_or_id: str, now: datetime) -> ApiKey | None:
     with unit_of_work() as session:
-        stmt = select(ApiKeyRow).where(col(ApiKeyRow.name) == name_or_id)
-        row = session.scalars(stmt).first()
+        row = api_keys_repo.by_name(session, name_or_id)
         if row is None and name_or_id.isascii() and name_or_id.isdigit() \
                 and int(name_or_id) < 2**31:
-            row = session.get(ApiKeyRow, int(name_or_id))
+            row = api_keys_repo.by_id(session, int(name_or_id))
         if row is None:
             return None
-        # revoked once: a revocation at the same time finds it revoked (its instant stays)
-        session.execute(update(ApiKeyRow).where(col(ApiKeyRow.id) == row.id,
-                                                col(ApiKeyRow.revoked_at).is_(None))
-                        .values(revoked_at=now))
-        session.refresh(row)
+        api_keys_repo.revoke(session, row, now)
         return _view(row)

@@ -10,18 +10,16 @@ not status events: an event for them is recorded as done, not sent.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from persistence import catalog as catalog_repo
 from persistence import deliveries as deliveries_repo
 from persistence import payments as payments_repo
 from persistence.db import unit_of_work
-from persistence.sql import storable
 from persistence.tables import InvoiceRow
-from services.commands import Outcome, applied, pending, refused, unchanged
+from services.commands import Outcome, pending, unchanged
 from services.deliveries import default_delivery
-from services.delivery.channels import Result, event_body, send_webhook
-from services.settings import settings
+from services.delivery.channels import Result
+from services.delivery.events import send_event
 
 LOST_AFTER = timedelta(minutes=5)
 
@@ -43,27 +41,8 @@ def deliver(event_id: int, now: datetime) -> tuple[Outcome, Result | None]:
         assert invoice is not None
         entity = catalog_repo.entity(session, invoice.entity_id)
         assert entity is not None
-        channel = entity.delivery or default_delivery()
-        if channel.channel != "webhook":
-            row.status, row.last_error = "done", f"not sent: the {channel.channel} channel " \
-                                                 "carries invoice documents only"
-            return applied(f"event {event_id} ({row.type}): {row.last_error}"), None
-        if not channel.url or not channel.secret or "@" in urlsplit(channel.url).netloc:
-            row.status, row.last_error = "failed", "webhook channel without a usable url or " \
-                                                   "secret"
-            return refused(f"event {event_id}: {row.last_error}"), None
-        result = send_webhook(channel.url, channel.secret, f"evt_{row.id}",
-                              event_body(row.type, row.created_at.strftime(
-                                  "%Y-%m-%dT%H:%M:%SZ"), row.payload),
-                              timeout=settings().webhook_timeout_s)
-        row.attempts += 1
-        if result.ok:
-            row.status, row.last_error = "done", ""
-            return applied(f"event {event_id} ({row.type}) delivered to {channel.url}"), result
-        row.last_error = storable(result.detail)
-        if not result.retry:
-            row.status = "failed"
-        return refused(f"event {event_id} ({row.type}): {result.detail}"), result
+        return send_event(row, entity.delivery or default_delivery(), f"evt_{row.id}",
+                          row.payload, f"event {event_id} ({row.type})", f"event {event_id}")
 
 
 def lost(now: datetime) -> list[int]:

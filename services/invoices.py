@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from domain.documents import InvoiceRecord, detailed_document
+from domain.invoices import InvoiceStatus
 from domain.periods import local_date
 from domain.units import Unit
 from domain.validation import Invalid, parse_date
@@ -19,7 +20,7 @@ from persistence import invoices as invoices_repo
 from persistence import subscriptions as subs_repo
 from persistence.db import unit_of_work
 
-STATUSES = ("draft", "sent")
+STATUSES = tuple(InvoiceStatus)
 
 
 def find(reference: str) -> InvoiceRecord | None:

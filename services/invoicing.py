@@ -25,7 +25,9 @@ from domain.filters import Filter
 from domain.invoices import (
     IN_FORCE,
     ComposedInvoice,
+    InvoiceStatus,
     Terms,
+    can_become,
     compose_invoice,
     next_boundary_after,
     reached,
@@ -543,7 +545,7 @@ class _Issue:
             numbers.update(sending.send(self.session, entity, sent, self.issued_at, self.now))
         for index, (invoice_id, n) in self.issued.items():
             sent_as = numbers.get(invoice_id)
-            state = f"sent {sent_as}" if sent_as else "draft"
+            state = f"{InvoiceStatus.SENT} {sent_as}" if sent_as else InvoiceStatus.DRAFT
             total = format_amount(n.invoice.total, n.invoice.currency)
             self.outcomes[index] = applied(
                 f"{n.subscription}@{n.invoice.boundary}: {state}, total {total}",
@@ -691,7 +693,8 @@ def _draft(session: Session, subscription: str, boundary: str,
     if invoice is None or invoice.id is None:
         return not_found(f"{action}: no invoice of subscription {subscription!r} at "
                          f"{boundary}")
-    if invoice.status != "draft":
+    to = InvoiceStatus.SENT if action == "release" else InvoiceStatus.DRAFT
+    if not can_become(invoice.status, to):
         return refused(f"{action}: invoice {invoice.number} is {invoice.status}, not a draft")
     row = subs_repo.get(session, subscription)
     assert row is not None
@@ -760,19 +763,57 @@ def estimate(session: Session, subscription: str, at: datetime, *,
     row = subs_repo.get(session, subscription)
     if row is None:
         raise Invalid("subscription", f"{subscription!r} is not a known subscription")
-    plan = plan_of(session, row)
-    entity = catalog_repo.entity(session, row.entity_id)
-    assert entity is not None
-    k, boundary = next_boundary_after(terms_of(row, plan), entity.timezone, at)
-    if row.end is not None and boundary > row.end:
-        raise Invalid("subscription", f"{subscription!r} ended on {row.end}")
-    composed = compute(session, row, plan, entity, k,
-                       ingested_by=None if latest else at, estimate=True).invoice
-    if composed is None:
-        raise Invalid("subscription", f"the invoice at {boundary} would have no line")
-    # SPEC §12: the customer's balance applied as if it were sent at `at`, first
-    paid = credits.estimate(session, row.customer_id, composed.currency, composed.total, at)
-    return replace(composed, credits=paid)
+    found = estimate_many(session, [row], at, latest=latest)[row.id]
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def estimate_many(session: Session, rows: Sequence[SubscriptionRow], at: datetime, *,
+                  latest: bool = False, with_credits: bool = True
+                  ) -> dict[str, ComposedInvoice | Exception]:
+    """``estimate`` of many subscriptions at once, in the caller's transaction: their
+    closing periods aggregated set-wise, per entity (``compute_many``: one round of
+    ``GROUP BY`` per distinct period, whatever the number of subscriptions). Each
+    subscription gets its estimate, or the exception ``estimate`` would raise for it
+    (``Invalid``: ended, no line, its plan not stored) — one never stops the others. In
+    the order of ``rows``. Without ``with_credits`` (alerts: the usage amount only), the
+    customers' credits are not read (``credits`` stays 0)."""
+    plans = catalog_repo.plans(session, {(r.plan_id, r.plan_version) for r in rows})
+    entities = {e: catalog_repo.entity(session, e) for e in sorted({r.entity_id for r in rows})}
+    found: dict[str, ComposedInvoice | Exception] = {}
+    items: dict[str, list[tuple[ToCompose, date]]] = defaultdict(list)
+    for row in rows:
+        plan = plans.get((row.plan_id, row.plan_version))
+        entity = entities[row.entity_id]
+        assert entity is not None
+        if plan is None:
+            found[row.id] = Invalid("plan", f"{row.plan_id!r} version {row.plan_version} is "
+                                            "not stored")
+            continue
+        k, boundary = next_boundary_after(terms_of(row, plan), entity.timezone, at)
+        if row.end is not None and boundary > row.end:
+            found[row.id] = Invalid("subscription", f"{row.id!r} ended on {row.end}")
+            continue
+        items[row.entity_id].append((ToCompose(row, plan, k), boundary))
+    for entity_id, wanted in items.items():
+        entity = entities[entity_id]
+        assert entity is not None
+        computed = compute_many(session, entity, [i for i, _ in wanted],
+                                ingested_by=None if latest else at, estimate=True)
+        for (item, boundary), result in zip(wanted, computed, strict=True):
+            if isinstance(result, Exception):
+                found[item.row.id] = result
+            elif result.invoice is None:
+                found[item.row.id] = Invalid("subscription", f"the invoice at {boundary} "
+                                                             "would have no line")
+            elif not with_credits:
+                found[item.row.id] = result.invoice
+            else:  # SPEC §12: the customer's balance applied as if sent at `at`, first
+                composed = result.invoice
+                found[item.row.id] = replace(composed, credits=credits.estimate(
+                    session, item.row.customer_id, composed.currency, composed.total, at))
+    return {row.id: found[row.id] for row in rows}
 
 
 @dataclass(frozen=True)
@@ -828,10 +869,16 @@ def pending_of_customer(customer: str, at: datetime, *,
     """The pending invoices of every subscription of a customer (ended ones included: a
     final invoice may be pending), in (subscription, boundary) order."""
     with unit_of_work() as session:
-        if catalog_repo.customer(session, customer) is None:
-            raise Invalid("customer", f"{customer!r} is not a known customer")
-        rows = subs_repo.listing(session, customer=customer)
-        return [p for row in rows for p in pending_in(session, row, at, latest=latest)]
+        return pending_of_customer_in(session, customer, at, latest=latest)
+
+
+def pending_of_customer_in(session: Session, customer: str, at: datetime, *,
+                           latest: bool = False) -> list[Pending]:
+    """``pending_of_customer`` in the caller's transaction."""
+    if catalog_repo.customer(session, customer) is None:
+        raise Invalid("customer", f"{customer!r} is not a known customer")
+    rows = subs_repo.listing(session, customer=customer)
+    return [p for row in rows for p in pending_in(session, row, at, latest=latest)]
 
 
 def preview_customer(customer: str, at: datetime, *,
@@ -840,13 +887,14 @@ def preview_customer(customer: str, at: datetime, *,
     with unit_of_work() as session:
         if catalog_repo.customer(session, customer) is None:
             raise Invalid("customer", f"{customer!r} is not a known customer")
-        rows = subs_repo.listing(session, customer=customer)
+        live = [row for row in subs_repo.listing(session, customer=customer)
+                if row.end_at is None or at < row.end_at]  # ended: no next invoice
+        found = estimate_many(session, live, at, latest=latest)
     result = []
-    for row in rows:
-        if row.end_at is not None and at >= row.end_at:
-            continue  # ended: no next invoice to estimate
-        try:
-            result.append((row.id, preview(row.id, at, latest=latest)))
-        except Invalid:
+    for subscription, estimated in found.items():
+        if isinstance(estimated, Invalid):
             continue  # its next invoice would have no line
+        if isinstance(estimated, Exception):
+            raise estimated
+        result.append((subscription, estimated))
     return result

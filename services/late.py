@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from domain.catalog import Aggregation, Entity, Meter, Plan, UsageCharge
 from domain.filters import Filter
-from domain.invoices import Billed, Line, Terms, adjustment
+from domain.invoices import Billed, InvoiceStatus, Line, Terms, adjustment
 from domain.money import EXACT
 from domain.periods import Interval, boundary, local_date, midnight, period_of
 from domain.plan_history import PlanHistory, days, prorated_minimum
@@ -150,7 +150,7 @@ def adjust(session: Session, entity: Entity, items: Sequence[ToAdjust],
     held = invoices_repo.period_lines(session, {w.item.row.id for w in wanted},
                                       {w.start for w in wanted}, own)
     wanted = [w for w in wanted if held.covering.get((w.item.row.id, w.start), (0, ""))[1]
-              == "sent"]
+              == InvoiceStatus.SENT]
     meters = meters or catalog_repo.meters(session)
     quantities: dict[tuple[date, date, str, str], Decimal] = {}
     if ingested_by is None:  # sum and count: the covering line's quantity + what came late
@@ -328,7 +328,7 @@ def report(*, customer: str | None = None, subscription: str | None = None,
             how = f"adjustment on {record.reference if record else r.accounted_by}"
         elif ended:
             how = "never: the subscription ended (its final invoice was issued)"
-        elif cover_status == "draft":
+        elif cover_status == InvoiceStatus.DRAFT:
             how = f"not yet: regenerate the draft {cover}, or the invoice after its release"
         else:
             how = "not yet: the subscription's next invoice"

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from domain.documents import detailed_document
+from domain.invoices import InvoiceStatus
 from domain.money import format_money
 from domain.payments import (
     PaymentStatus,
@@ -77,7 +78,7 @@ def do_pay(session: Session, now: datetime, invoice_id: int, data: Any) -> Outco
     if isinstance(row, Outcome):
         return row
     settled = _settled(session, row)
-    problem = why_not_pay(settled, row.status == "draft", payment)
+    problem = why_not_pay(settled, row.status == InvoiceStatus.DRAFT, payment)
     if problem is not None:
         field, reason = problem
         code = INVALID if field in ("amount", "currency") else "conflict"
@@ -122,7 +123,7 @@ def _change_status(session: Session, now: datetime, invoice_id: int, to: Payment
     if isinstance(row, Outcome):
         return row
     settled = _settled(session, row)
-    reason = why_not(settled, row.status == "draft")
+    reason = why_not(settled, row.status == InvoiceStatus.DRAFT)
     if reason is not None:
         return refused(f"{_reference(row)}: {reason}")
     word = to.value.replace("_", " ")

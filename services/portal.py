@@ -20,10 +20,11 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy.orm import Session
 
 from domain.catalog import Aggregation, Meter, Plan, UsageCharge
 from domain.documents import InvoiceRecord
-from domain.invoices import ComposedInvoice, Line
+from domain.invoices import ComposedInvoice, InvoiceStatus, Line
 from domain.payments import PaymentStatus, overdue
 from domain.periods import boundary, midnight, zone
 from domain.plan_history import PlanHistory
@@ -35,8 +36,8 @@ from persistence import plan_changes as plan_changes_repo
 from persistence import portal as portal_repo
 from persistence import subscriptions as subs_repo
 from persistence import usage as usage_repo
-from persistence.db import unit_of_work
-from persistence.tables import PortalLinkRow
+from persistence.db import snapshot, unit_of_work
+from persistence.tables import PortalLinkRow, SubscriptionRow
 from services import alerts, credits, invoicing
 from services.delivery.render import (
     format_amount,
@@ -382,8 +383,11 @@ def _adjustment(ln: Line, meters: dict[str, Meter], charges: dict[str, UsageChar
 
 
 def page(customer: str, now: datetime) -> Page:
-    """Everything the portal shows ``customer`` at ``now``."""
-    with unit_of_work() as session:
+    """Everything the portal shows ``customer`` at ``now`` — read in one snapshot
+    (``persistence.db.snapshot``), so that each chart and its estimate count the same
+    events, and the invoices, credits and pending invoices are of the same instant. The
+    alert banners are read after it (``services.alerts``, a transaction of its own)."""
+    with snapshot() as session:
         found = catalog_repo.customer(session, customer)
         if found is None:
             raise Invalid("customer", f"{customer!r} is not a known customer")
@@ -392,41 +396,15 @@ def page(customer: str, now: datetime) -> Page:
         meters = catalog_repo.meters(session)
         rows = [r for r in subs_repo.listing(session, customer=customer)
                 if (r.end_at is None or now < r.end_at) and r.start_at <= now]
-        histories = plan_changes_repo.histories(session, rows)
-        records = invoices_repo.records(session, customer=customer, status="sent")
+        records = invoices_repo.records(session, customer=customer, status=InvoiceStatus.SENT)
         grant_views = credits.grant_views(session, now, customer=customer)
         balances = credits.balances(session, customer, now)
-    estimates = []
-    notes = []
+        estimates, notes = _estimates(session, customer, entity.timezone, rows, meters, now)
+        waiting = tuple(
+            PendingItem(p.subscription, p.invoice.boundary, _covered(p.invoice),
+                        p.invoice.final, format_amount(p.invoice.total, p.invoice.currency))
+            for p in invoicing.pending_of_customer_in(session, customer, now, latest=True))
     today = _local_date(now, entity.timezone)
-    for row in rows:
-        history = histories[row.id]
-        in_force = history.in_force(today)
-        plan, version = in_force.plan, in_force.version
-        try:
-            composed = invoicing.preview(row.id, now, latest=True)
-        except Invalid as exc:
-            notes.append(f"{row.id}: {exc.message}")
-            continue
-        usage_lines = [ln for ln in composed.lines if ln.type == "usage"]
-        days: list[date] = []
-        daily: dict[str, list[tuple[Decimal, int]]] = {}
-        if usage_lines:
-            start = min(ln.period_start for ln in usage_lines)
-            end = max(ln.period_end for ln in usage_lines)
-            days = _days(start, end, today)
-            if days:
-                bounds = [midnight(d, entity.timezone) for d in days]
-                bounds.append(midnight(days[-1] + timedelta(days=1), entity.timezone))
-                with unit_of_work() as session:
-                    daily = usage_repo.daily_totals(session, customer,
-                                                    history.meters(None), bounds)
-        estimates.append(_estimate(composed, row.id, plan, version, meters, daily, days,
-                                   history))
-    waiting = tuple(
-        PendingItem(p.subscription, p.invoice.boundary, _covered(p.invoice), p.invoice.final,
-                    format_amount(p.invoice.total, p.invoice.currency))
-        for p in invoicing.pending_of_customer(customer, now, latest=True))
     invoices = tuple(
         InvoiceItem(r.reference, r.number or r.reference, r.boundary,
                     format_amount(r.total, r.currency), r.final,
@@ -440,6 +418,42 @@ def page(customer: str, now: datetime) -> Page:
                 balances=tuple((c, format_amount(b, c)) for c, b in balances.items()),
                 grants=tuple(_grant_item(v, now, entity.timezone) for v in grant_views),
                 pending=waiting)
+
+
+def _estimates(session: Session, customer: str, tz: str, rows: list[SubscriptionRow],
+               meters: dict[str, Meter], now: datetime
+               ) -> tuple[list[SubscriptionEstimate], list[str]]:
+    """Each live subscription's estimate (``invoicing.estimate_many``, set-wise) with its
+    chart — the daily totals of its current period — in the caller's transaction; and a
+    note for each that has none."""
+    histories = plan_changes_repo.histories(session, rows)
+    found = invoicing.estimate_many(session, rows, now, latest=True)
+    today = _local_date(now, tz)
+    estimates, notes = [], []
+    for row in rows:
+        history = histories[row.id]
+        in_force = history.in_force(today)
+        composed = found[row.id]
+        if isinstance(composed, Invalid):
+            notes.append(f"{row.id}: {composed.message}")
+            continue
+        if isinstance(composed, Exception):
+            raise composed
+        usage_lines = [ln for ln in composed.lines if ln.type == "usage"]
+        days: list[date] = []
+        daily: dict[str, list[tuple[Decimal, int]]] = {}
+        if usage_lines:
+            start = min(ln.period_start for ln in usage_lines)
+            end = max(ln.period_end for ln in usage_lines)
+            days = _days(start, end, today)
+            if days:
+                bounds = [midnight(d, tz) for d in days]
+                bounds.append(midnight(days[-1] + timedelta(days=1), tz))
+                daily = usage_repo.daily_totals(session, customer, history.meters(None),
+                                                bounds)
+        estimates.append(_estimate(composed, row.id, in_force.plan, in_force.version, meters,
+                                   daily, days, history))
+    return estimates, notes
 
 
 def _covered(invoice: ComposedInvoice) -> str:
@@ -495,7 +509,7 @@ def invoice_of(customer: str, reference: str) -> InvoiceRecord | None:
     customer's)."""
     with unit_of_work() as session:
         found = invoices_repo.records(session, number=reference) if reference else []
-    if not found or found[0].customer != customer or found[0].status != "sent":
+    if not found or found[0].customer != customer or found[0].status != InvoiceStatus.SENT:
         return None
     return found[0]
 

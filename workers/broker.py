@@ -203,17 +203,16 @@ class DeadLetters(Middleware):
     that too)."""
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
-        from persistence import db, deadletters
+        from persistence import db
+        from services.operator.dead_letters import Letter, keep
 
         if not db.is_configured():
             return
         exception = getattr(message, "_exception", None)
         error = "" if exception is None else f"{type(exception).__name__}: {exception}"
         try:
-            with db.unit_of_work() as session:
-                deadletters.add(session, message.message_id, message.queue_name,
-                                message.actor_name, message.encode().decode("ascii"), error,
-                                clock.now())
+            keep([Letter(message.message_id, message.queue_name, message.actor_name,
+                         message.encode().decode("ascii"), error)], clock.now())
         except Exception:  # the store is down: the broker's dead-letter queue still has it
             log.warning("could not store a dead letter; it stays in the broker's "
                         "dead-letter queue", message_id=message.message_id)

@@ -16,34 +16,31 @@ from typing import Any
 
 import dramatiq
 
-from persistence import deadletters
-from persistence.db import unit_of_work
 from persistence.tables import DeadLetterRow
 from services import clock
+from services.operator import dead_letters
+from services.operator.dead_letters import Letter
 from workers.broker import QUEUE, UNDECODABLE
 
 UNDECODABLE_ACTOR = "(undecodable)"
 
 
 def keep_undecodable(message_id: str, raw_base64: str, reason: str, now: datetime) -> None:
-    with unit_of_work() as session:
-        deadletters.add(session, message_id, QUEUE, UNDECODABLE_ACTOR,
-                        json.dumps({"raw_base64": raw_base64}), reason, now)
+    dead_letters.keep([Letter(message_id, QUEUE, UNDECODABLE_ACTOR,
+                              json.dumps({"raw_base64": raw_base64}), reason)], now)
 
 
-def _keep_raw(session: Any, data: bytes, origin: str, now: datetime) -> str:
-    """Store one message found in a broker's dead-letter queue; its id."""
+def _letter(data: bytes, origin: str) -> Letter:
+    """One message found in a broker's dead-letter queue, to store."""
     message = dramatiq.Message.decode(data)
     if message.actor_name == UNDECODABLE:
         raw, reason = message.args
-        deadletters.add(session, message.message_id, QUEUE, UNDECODABLE_ACTOR,
-                        json.dumps({"raw_base64": raw}), reason, now)
-    else:
-        deadletters.add(session, message.message_id, message.queue_name, message.actor_name,
-                        message.encode().decode("ascii"),
-                        f"found in the broker's dead-letter queue ({origin}); the error was "
-                        "not recorded (the database was unavailable when it failed)", now)
-    return message.message_id
+        return Letter(message.message_id, QUEUE, UNDECODABLE_ACTOR,
+                      json.dumps({"raw_base64": raw}), reason)
+    return Letter(message.message_id, message.queue_name, message.actor_name,
+                  message.encode().decode("ascii"),
+                  f"found in the broker's dead-letter queue ({origin}); the error was "
+                  "not recorded (the database was unavailable when it failed)")
 
 
 def sweep(broker: dramatiq.Broker) -> int:
@@ -57,10 +54,8 @@ def sweep(broker: dramatiq.Broker) -> int:
             if not ids:
                 return moved
             bodies = client.hmget(f"{xq}.msgs", ids)
-            with unit_of_work() as session:
-                for body in bodies:
-                    if body is not None:
-                        _keep_raw(session, body, "Redis", now)
+            dead_letters.keep([_letter(body, "Redis") for body in bodies if body is not None],
+                              now)
             client.zrem(xq, *ids)
             client.hdel(f"{xq}.msgs", *ids)
             moved += len(ids)
@@ -70,16 +65,14 @@ def sweep(broker: dramatiq.Broker) -> int:
             method, _, body = channel.basic_get(queue=f"{QUEUE}.XQ", auto_ack=False)
             if method is None:
                 return moved
-            with unit_of_work() as session:
-                _keep_raw(session, body, "RabbitMQ", now)
+            dead_letters.keep([_letter(body, "RabbitMQ")], now)
             channel.basic_ack(method.delivery_tag)
             moved += 1
     return moved
 
 
 def rows() -> list[DeadLetterRow]:
-    with unit_of_work() as session:
-        return deadletters.all(session)
+    return dead_letters.rows()
 
 
 def arguments(row: DeadLetterRow) -> str:
@@ -98,16 +91,12 @@ def requeue(broker: dramatiq.Broker, message_ids: Sequence[str] | None = None) -
     """Send dead letters again — the same message id, retries and error reset — and forget
     them (all of them, or those of ``message_ids``). A message nobody can decode is not
     requeued (there is nothing to send). How many were requeued."""
-    count = 0
-    with unit_of_work() as session:
-        # taken (deleted) before they are sent, and sent before the commit: two requeues at
-        # once send each once, and one failing again at once is kept again (its insert
-        # waits for this commit) — if sending fails, the rollback keeps them all
-        for r in deadletters.take(session, message_ids or None, skip_actor=UNDECODABLE_ACTOR):
-            message: dramatiq.Message[Any] = dramatiq.Message.decode(r.message.encode())
-            options = {k: v for k, v in message.options.items()
-                       if k not in ("retries", "traceback", "eta", "redis_message_id")}
-            broker.enqueue(dramatiq.Message(**{**message.asdict(), "queue_name": QUEUE,
-                                               "options": options}))
-            count += 1
-    return count
+    def send(r: DeadLetterRow) -> None:
+        message: dramatiq.Message[Any] = dramatiq.Message.decode(r.message.encode())
+        options = {k: v for k, v in message.options.items()
+                   if k not in ("retries", "traceback", "eta", "redis_message_id")}
+        broker.enqueue(dramatiq.Message(**{**message.asdict(), "queue_name": QUEUE,
+                                           "options": options}))
+
+    # taken (deleted) before they are sent, and sent before the commit (see the service)
+    return dead_letters.requeue(message_ids, UNDECODABLE_ACTOR, send)

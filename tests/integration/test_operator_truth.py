@@ -163,3 +163,29 @@ def test_bill_runs_and_pending_invoices_over_http(store: None, monkeypatch: pyte
                  for extra in ({}, {"Idempotency-Key": "link-1"})]
         made = portal_service.create_link("ganga", None, EARLY).id
         assert all(re.fullmatch(r"link-[0-9a-f-]{36}", i) for i in [*links, made]), links
+
+
+def test_estimate_many_is_each_estimate_set_wise(store: None) -> None:
+    """#29: the estimates of many subscriptions in one call are each one's ``estimate``;
+    one that has none gets its ``Invalid`` and does not stop the others."""
+    from domain.validation import Invalid
+    from persistence import subscriptions as subs_repo
+
+    with unit_of_work() as session:
+        assert subscriptions.do_subscribe(session, EARLY, {
+            "id": "sub-yamuna", "customer": "yamuna", "plan": "pro",
+            "start": "2026-12-06"}).status == "applied"
+    with unit_of_work() as session:
+        rows = [subs_repo.get(session, s) for s in ("sub-ganga", "sub-yamuna")]
+        assert all(rows)
+        many = invoicing.estimate_many(session, [r for r in rows if r], LATE, latest=True)
+    assert list(many) == ["sub-ganga", "sub-yamuna"]
+    for subscription, found in many.items():
+        assert found == invoicing.preview(subscription, LATE, latest=True)
+    with unit_of_work() as session:
+        ended = subs_repo.get(session, "sub-ganga")
+        assert ended is not None
+        ended.end = date(2026, 12, 6)  # as if cancelled: no next invoice (rolled back)
+        answer = invoicing.estimate_many(session, [ended], LATE, latest=True)["sub-ganga"]
+        session.rollback()
+    assert isinstance(answer, Invalid) and "ended on 2026-12-06" in answer.message

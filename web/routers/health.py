@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from persistence import db
+from services.operator import status as stores_status
 from web import schemas
 from workers import actors
 
@@ -16,12 +16,7 @@ router = APIRouter()
 @router.get("/healthz", response_model=schemas.Health, tags=["health"])
 def healthz() -> dict[str, str]:
     """Whether the web process, its database and its broker answer (no API key)."""
-    database = "ok"
-    try:
-        with db.engine().connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-    except Exception:
-        database = "unreachable"
+    database = "ok" if stores_status.database_answers() else "unreachable"
     broker = _broker_state()
     status = "ok" if database == "ok" and broker != "unreachable" else "degraded"
     return {"status": status, "database": database, "broker": broker}
