@@ -139,3 +139,11 @@ def test_events_come_back_in_order(store: str) -> None:
         assert (row.alert_id, row.type, row.payload, row.status, row.attempts,
                 row.last_error, row.created_at, row.updated_at) == (
             alert, "alert.triggered", payload, "pending", 0, "", NOW, NOW)
+
+
+def test_the_folder_waits_the_rest_of_its_period_only() -> None:
+    from scheduler.loop import fold_pause
+
+    assert fold_pause(1.0, 0.25) == 0.75
+    assert fold_pause(1.0, 1.0) == 0.0
+    assert fold_pause(1.0, 7.5) == 0.0  # a long turn: the next one at once
