@@ -11,10 +11,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import and_, delete, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from persistence.db import _json
 from persistence.sql import insert_ignore, is_postgres
 from persistence.tables import (
     AlertCrossingRow,
@@ -100,6 +101,36 @@ def live_subscriptions(session: Session, customers: Collection[str],
     return sorted(found, key=lambda r: r.id)
 
 
+def to_evaluate(session: Session, customers: Collection[str], now: datetime, *,
+                no_subscription: Collection[str] = (), lock: bool = False
+                ) -> list[tuple[AlertRow, SubscriptionRow | None]]:
+    """The live alerts of these customers, each with the subscriptions it watches at
+    ``now`` — its own, or each of its customer's started by ``now`` and not ended — one
+    (alert, subscription) pair each, (alert, None) for an alert that watches none (a
+    kind in ``no_subscription`` — a balance alert —, or one whose subscription is not live): one
+    joined query per ``CHUNK`` customers, by alert id then subscription id. ``lock``: the
+    alerts held until the commit (two evaluations of one alert take turns)."""
+    S = SubscriptionRow
+    found: list[tuple[AlertRow, SubscriptionRow | None]] = []
+    wanted = sorted(set(customers))
+    watches = and_(col(S.customer_id) == col(A.customer_id),
+                   or_(col(A.subscription_id).is_(None), col(S.id) == col(A.subscription_id)),
+                   col(S.start_at) <= now)
+    if no_subscription:
+        watches = and_(watches, col(A.kind).not_in(list(no_subscription)))
+    for start in range(0, len(wanted), CHUNK):
+        stmt = (select(A, S).outerjoin(S, watches)
+                .where(col(A.customer_id).in_(wanted[start:start + CHUNK]),
+                       col(A.deleted_at).is_(None))
+                .order_by(col(A.id), col(S.id)))
+        if lock and is_postgres(session):
+            stmt = stmt.with_for_update(of=A)
+        for alert, sub in session.execute(stmt).tuples():
+            ended = sub is not None and sub.end_at is not None and now >= sub.end_at
+            found.append((alert, None if ended else sub))  # as ``live_subscriptions``
+    return sorted(found, key=lambda p: (p[0].id, p[1].id if p[1] is not None else ""))
+
+
 # ---------------------------------------------------------------------------- crossings
 
 Scope = tuple[str, str, str]  # (alert, subscription or "", period or "")
@@ -134,13 +165,36 @@ def fired(session: Session, scopes: Collection[Scope]) -> dict[Scope, FiredRows]
     return dict(result)
 
 
+CROSSINGS_INSERT = (
+    "INSERT INTO alert_crossings (alert_id, subscription_id, period, threshold, recurring, "
+    "value, crossed_at) SELECT a, s, p, t, n, v, %b FROM unnest(%b::text[], %b::text[], "
+    "%b::text[], %b::numeric[], %b::int[], %b::numeric[]) AS u(a, s, p, t, n, v) "
+    'ORDER BY a COLLATE "C", s COLLATE "C", p COLLATE "C", t '
+    "ON CONFLICT (alert_id, subscription_id, period, threshold) DO NOTHING "
+    "RETURNING alert_id, subscription_id, period, threshold"
+)
+
+
 def record_crossings(session: Session,
                      crossed: Sequence[tuple[Scope, Decimal, int, Decimal]],
                      now: datetime) -> set[tuple[str, str, str, Decimal]]:
     """Insert crossings — (scope, threshold, recurring number or 0, value) — set-wise;
     the (alert, subscription, period, threshold) of those inserted (a concurrent
-    evaluation that recorded one first keeps it)."""
+    evaluation that recorded one first keeps it). On PostgreSQL one statement, the
+    crossings as binary arrays; elsewhere an executemany per ``CHUNK``."""
     inserted: set[tuple[str, str, str, Decimal]] = set()
+    if not crossed:
+        return inserted
+    if is_postgres(session):
+        driver = session.connection().connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            cursor.execute(CROSSINGS_INSERT, (
+                now, [a for (a, _, _), _, _, _ in crossed], [s for (_, s, _), _, _, _ in crossed],
+                [p for (_, _, p), _, _, _ in crossed], [t for _, t, _, _ in crossed],
+                [n for _, _, n, _ in crossed], [v for _, _, _, v in crossed]))
+            inserted.update((a, s, p, Decimal(t)) for a, s, p, t in cursor.fetchall())
+        return inserted
     for start in range(0, len(crossed), CHUNK):
         values = [{"alert_id": a, "subscription_id": s, "period": p, "threshold": t,
                    "recurring": n, "value": v, "crossed_at": now}
@@ -174,11 +228,29 @@ def crossings(session: Session, alert_ids: Collection[str]) -> list[AlertCrossin
 # ---------------------------------------------------------------------------- the outbox
 
 
+EVENTS_INSERT = (
+    "INSERT INTO alert_events (alert_id, type, payload, created_at, status, attempts, "
+    "last_error, updated_at) SELECT a, %b, p::jsonb, %b, 'pending', 0, '', %b "
+    "FROM unnest(%b::text[], %b::text[]) WITH ORDINALITY AS u(a, p, o) ORDER BY o "
+    "RETURNING id"
+)
+
+
 def add_events(session: Session, kind: str, events: Sequence[tuple[str, dict[str, Any]]],
                now: datetime) -> list[int]:
     """Record events — (alert, payload) — to deliver after the commit; their ids, in
-    order."""
+    order. On PostgreSQL one statement, the events as binary arrays (their ids are drawn
+    in the order the rows are inserted, so sorted they are in the events' order)."""
     ids: list[int] = []
+    if not events:
+        return ids
+    if is_postgres(session):
+        driver = session.connection().connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            cursor.execute(EVENTS_INSERT, (kind, now, now, [a for a, _ in events],
+                                           [_json(p) for _, p in events]))
+            return sorted(int(row[0]) for row in cursor.fetchall())
     for start in range(0, len(events), CHUNK):
         stmt = insert(V).returning(col(V.id), sort_by_parameter_order=True)
         rows = session.execute(stmt, [

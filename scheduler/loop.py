@@ -71,9 +71,16 @@ class Scheduler:
         return max(0.0, min(limit, (coming.run_at - now).total_seconds()))
 
 
+def fold_pause(every: float, elapsed: float) -> float:
+    """How long to wait after a turn that took ``elapsed`` seconds: the rest of the
+    period (a long turn is followed by the next at once, not by a whole period more)."""
+    return max(0.0, every - elapsed)
+
+
 def fold_loop(stop: threading.Event, every: float) -> None:
     """Fold new usage into the hourly rollups every ``every`` seconds until ``stop``."""
     while not stop.is_set():
+        began = time.perf_counter()
         try:
             report = rollups.fold()
             if not report.folds:
@@ -89,7 +96,7 @@ def fold_loop(stop: threading.Event, every: float) -> None:
             enqueue_alert_events(alerts.evaluate_folded(clock.now()))
         except Exception:  # the watermark stays: the next turn evaluates them again
             log.exception("alerts not evaluated")
-        stop.wait(every)
+        stop.wait(fold_pause(every, time.perf_counter() - began))
 
 
 def loop(stop: threading.Event | None = None) -> None:

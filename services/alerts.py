@@ -218,24 +218,19 @@ def evaluate(session: Session, customers: Collection[str], now: datetime, *,
     """Evaluate every live alert of ``customers`` at ``now`` (their rows locked until the
     commit) — or only their balance alerts; the ``alert.triggered`` events recorded, to
     deliver after the commit."""
-    alerts = alerts_repo.of_customers(session, customers, lock=True)
+    pairs = alerts_repo.to_evaluate(  # (alert, a subscription it watches, or None)
+        session, customers, now, lock=True,
+        no_subscription=rules.KINDS if balances_only else rules.DECREASING)
     if balances_only:
-        alerts = [a for a in alerts if a.kind in rules.DECREASING]
+        pairs = [(a, s) for a, s in pairs if a.kind in rules.DECREASING]
+    alerts = list({a.id: a for a, _ in pairs}.values())
     if not alerts:
         return []
-    usage_alerts = [a for a in alerts if a.kind not in rules.DECREASING]
-    subs = alerts_repo.live_subscriptions(
-        session, {a.customer_id for a in usage_alerts}, now) if usage_alerts else []
+    subs = sorted({s.id: s for _, s in pairs if s is not None}.values(), key=lambda r: r.id)
     current = _current(session, subs, now)
-    per_customer: dict[str, list[str]] = defaultdict(list)
-    for sub_id, (c, _, _) in current.items():
-        per_customer[c.row.customer_id].append(sub_id)
-    targets: list[tuple[AlertRow, str]] = []  # (alert, subscription)
-    for a in usage_alerts:
-        for sub_id in ([a.subscription_id] if a.subscription_id else
-                       per_customer.get(a.customer_id, [])):
-            if sub_id in current:
-                targets.append((a, sub_id))
+    targets: list[tuple[AlertRow, str]] = [  # (alert, subscription)
+        (a, s.id) for a, s in pairs
+        if s is not None and a.kind not in rules.DECREASING and s.id in current]
     amounts = _amounts(session, [current[s] for s in sorted(
         {s for a, s in targets if a.kind == "usage_amount"})])
     quantities = _quantities(session, [(*current[s], a.meter_id) for a, s in targets
