@@ -27,7 +27,7 @@ from domain.parties import Party
 from domain.taxes import TaxPolicy, TaxRate
 from domain.units import Unit
 from domain.validation import UNSTORABLE
-from persistence import db
+from persistence import db, rollups
 from persistence.billruns import bump_catalog_revision
 from persistence.sql import insert_ignore, is_postgres
 from persistence.tables import (
@@ -184,6 +184,11 @@ def add_plan_version(session: Session, p: Plan, now: datetime) -> int:
     session.add_all(PlanMeterRow(plan_id=p.id, version=version, meter_id=m)
                     for m in sorted(p.meters))
     session.flush()
+    keys: dict[str, dict[str, set[str]]] = {}  # SPEC §13: what the rollups must be keyed by
+    for charge in p.usage_charges:
+        for name, values in rollups.filter_keys(charge.filters).items():
+            keys.setdefault(charge.meter, {}).setdefault(name, set()).update(values)
+    rollups.want_keys(session, keys)
     return version
 
 

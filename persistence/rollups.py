@@ -33,27 +33,46 @@ snapshot per statement). The locks are keyed by the sequence's oid: every proces
 uses these tables takes the same locks, whatever its ``search_path``, and two schemas in
 one database never wait on each other.
 
+Prices by dimension (SPEC §13): a rollup row also has ``dims``, the properties of its
+events that the filters on its meter look at — for each name a filter of any plan version
+lists, the event's value when it is a string one of those filters lists, else nothing (so
+it can never match). ``dims`` is canonical JSON (PostgreSQL's ``jsonb`` text), or '' for a
+meter no filter names. So an estimate decides the group of a rollup row with the very
+``CASE`` an invoice decides an event's (``persistence.sql.group_case``), over ``dims``
+instead of ``properties``. What a meter's rollups are keyed by is in ``usage_rollup_keys``:
+a plan version with filters adds to ``wanted``; a fold that finds ``keyed`` different
+re-folds that meter's rollups, in its own transaction and under the same locks, and moves
+``keyed`` on. A read whose filters name a name or value the rollups are not keyed by (the
+fold has not caught up with a catalog change yet) reads the events.
+
 SQLite runs one writer at a time and is for small deployments: there the estimate reads
 the events (``batch_seq`` stays 0, nothing folds).
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, func, literal, select, text, union_all
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import DateTime, cast, func, literal, select, text, union_all
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from persistence.sql import decimal_aggregate
-from persistence.tables import UsageEventRow, UsageFoldStateRow, UsageRollupRow
+from domain.filters import DEFAULT_GROUP, Filter
+from persistence.sql import decimal_aggregate, group_case
+from persistence.tables import (
+    UsageEventRow,
+    UsageFoldStateRow,
+    UsageRollupKeysRow,
+    UsageRollupRow,
+)
 
 E, R = UsageEventRow, UsageRollupRow
 HOUR = timedelta(hours=1)
@@ -162,24 +181,29 @@ def summarize_new_pages(session: Session) -> bool:
         raise
 
 
+# {dims}: '' (no meter keyed: grouped by the first three columns only, as before filters)
+# or a CASE over the meter; {where}: which events
 FOLD = """
 WITH grouped AS (
     SELECT customer_id, meter_id, date_trunc('hour', "timestamp", 'UTC') AS hour,
-           sum(quantity) AS total, count(*) AS events, max(quantity) AS largest,
-           min(quantity) AS smallest
-    FROM usage_events WHERE batch_seq > :after AND batch_seq <= :upto
-    GROUP BY 1, 2, 3
+           {dims} AS dims, sum(quantity) AS total, count(*) AS events,
+           max(quantity) AS largest, min(quantity) AS smallest
+    FROM usage_events WHERE {where}
+    GROUP BY {group}
 ), written AS (
-    INSERT INTO usage_rollups AS r (customer_id, meter_id, hour, total, events, largest,
-                                    smallest)
+    INSERT INTO usage_rollups AS r (customer_id, meter_id, hour, dims, total, events,
+                                    largest, smallest)
     SELECT * FROM grouped
-    ON CONFLICT (customer_id, meter_id, hour) DO UPDATE SET
+    ON CONFLICT (customer_id, meter_id, hour, dims) DO UPDATE SET
         total = r.total + EXCLUDED.total, events = r.events + EXCLUDED.events,
         largest = greatest(r.largest, EXCLUDED.largest),
         smallest = least(r.smallest, EXCLUDED.smallest)
 )  -- a data-modifying CTE runs whether or not it is read
 SELECT coalesce(sum(events), 0) FROM grouped
 """
+NEW_BATCHES = "batch_seq > :after AND batch_seq <= :upto"
+# a re-fold: every event of these meters the rollups hold (batches up to the fold state)
+REFOLD = "meter_id = ANY(CAST(:refold AS text[])) AND batch_seq <= :after"
 
 
 @dataclass(frozen=True)
@@ -192,17 +216,32 @@ class Folded:
 def fold(session: Session, settled: int) -> Folded:
     """Fold the batches after ``usage_fold_state.folded`` up to ``settled`` (from
     ``settled_batches``, in an earlier transaction) — at most ``BATCHES_PER_FOLD`` of them —
-    and move the state on. Two folders take turns (the state row is locked)."""
+    and move the state on; first, re-fold the meters whose keys changed (``usage_rollup_
+    keys``). Two folders take turns (the state row is locked)."""
     session.execute(text("INSERT INTO usage_fold_state (id, folded) VALUES (1, -1) "
                          "ON CONFLICT (id) DO NOTHING"))
     after = int(session.execute(select(col(UsageFoldStateRow.folded)).where(
         col(UsageFoldStateRow.id) == 1).with_for_update()).scalar_one())
     upto = min(settled, after + BATCHES_PER_FOLD)
-    if upto <= after:
+    keys = {meter: (wanted, keyed) for meter, wanted, keyed in session.execute(select(
+        col(UsageRollupKeysRow.meter_id), col(UsageRollupKeysRow.wanted),
+        col(UsageRollupKeysRow.keyed)))}
+    refold = sorted(meter for meter, (wanted, keyed) in keys.items() if wanted != keyed)
+    if upto <= after and not refold:
         return Folded(after, after, 0)
-    events = session.execute(text(FOLD), {"after": after, "upto": upto}).scalar()
-    session.execute(text("UPDATE usage_fold_state SET folded = :upto WHERE id = 1"),
-                    {"upto": upto})
+    dims, params = dims_sql({meter: parse_keys(wanted) for meter, (wanted, _) in keys.items()})
+    if refold:
+        _refold(session, refold, after, dims, params)
+        for meter in refold:
+            session.execute(text("UPDATE usage_rollup_keys SET keyed = :keyed "
+                                 "WHERE meter_id = :meter"),
+                            {"keyed": keys[meter][0], "meter": meter})
+    events = 0
+    if upto > after:
+        events = int(session.execute(text(_fold_sql(dims, NEW_BATCHES)),
+                                     {**params, "after": after, "upto": upto}).scalar() or 0)
+        session.execute(text("UPDATE usage_fold_state SET folded = :upto WHERE id = 1"),
+                        {"upto": upto})
     # readers that hold the read lock read the state before this fold: let them finish
     # (readers are short; one that hangs makes this fold give up, not the portal wait)
     session.execute(text("SET LOCAL lock_timeout = '2s'"))
@@ -213,7 +252,106 @@ def fold(session: Session, settled: int) -> Folded:
         if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
             raise Busy("a reader held the read lock for 2 s") from None
         raise
-    return Folded(after, upto, int(events or 0))
+    return Folded(after, max(upto, after), events)
+
+
+def _fold_sql(dims: str, where: str) -> str:
+    return FOLD.format(dims=dims, where=where, group="1, 2, 3" if dims == "''" else "1, 2, 3, 4")
+
+
+def _refold(session: Session, meters: list[str], after: int, dims: str,
+            params: dict[str, Any]) -> None:
+    """The rollups of these meters made again from their events (every batch up to the
+    fold state ``after``), keyed by their keys now. A catalog change is rare; this reads
+    every event of the meters once."""
+    session.execute(text("DELETE FROM usage_rollups WHERE meter_id = ANY(CAST(:refold AS "
+                         "text[]))"), {"refold": meters})
+    if after >= 0:
+        session.execute(text(_fold_sql(dims, REFOLD)),
+                        {**params, "refold": meters, "after": after})
+
+
+# ---------------------------------------------------------------------------- keys
+
+Keys = dict[str, tuple[str, ...]]  # property name -> the values filters list, sorted
+
+
+def keys_text(keys: Mapping[str, Collection[str]]) -> str:
+    """Canonical JSON of keys: names sorted, each with its values sorted."""
+    return json.dumps({name: sorted(set(values)) for name, values in keys.items()},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_keys(stored: str | None) -> Keys | None:
+    if stored is None:
+        return None
+    return {name: tuple(values) for name, values in json.loads(stored).items()}
+
+
+def filter_keys(filters: Sequence[Filter]) -> dict[str, set[str]]:
+    """Every name the filters look at, with every value they list for it."""
+    keys: dict[str, set[str]] = {}
+    for f in filters:
+        for name, values in f.match:
+            keys.setdefault(name, set()).update(values)
+    return keys
+
+
+def want_keys(session: Session, wanted: Mapping[str, Mapping[str, Collection[str]]]) -> None:
+    """With a new plan version (in its transaction): the names and values its filters list,
+    per meter, added to what the meter's rollups must be keyed by. The next fold re-folds a
+    meter whose keys grew."""
+    for meter, keys in sorted(wanted.items()):
+        row = session.get(UsageRollupKeysRow, meter, with_for_update=True)
+        before = parse_keys(row.wanted) if row is not None else None
+        merged = {name: set(values) for name, values in (before or {}).items()}
+        for name, values in keys.items():
+            merged.setdefault(name, set()).update(values)
+        stored = keys_text(merged)
+        if row is None:
+            session.add(UsageRollupKeysRow(meter_id=meter, wanted=stored))
+        elif row.wanted != stored:
+            row.wanted = stored
+    session.flush()
+
+
+def dims_sql(keys: Mapping[str, Keys | None]) -> tuple[str, dict[str, Any]]:
+    """The ``dims`` of an event as SQL over ``usage_events`` (with its parameters): for a
+    keyed meter, the JSON object of its keyed names whose value is a string one of the
+    keyed values (the others left out: they never match); '' for any other meter."""
+    params: dict[str, Any] = {}
+    whens: list[str] = []
+    for i, (meter, named) in enumerate(sorted(keys.items())):
+        if not named:
+            continue
+        pairs = []
+        for j, (name, values) in enumerate(sorted(named.items())):
+            n, v = f"dn{i}_{j}", f"dv{i}_{j}"
+            params[n], params[v] = name, list(values)
+            prop = f"properties -> CAST(:{n} AS text)"
+            pairs.append(f"jsonb_build_object(CAST(:{n} AS text), CASE WHEN jsonb_typeof({prop})"
+                         f" = 'string' AND properties ->> CAST(:{n} AS text) = "
+                         f"ANY(CAST(:{v} AS text[])) THEN {prop} END)")
+        params[f"dm{i}"] = meter
+        whens.append(f"WHEN CAST(:dm{i} AS text) THEN "
+                     f"jsonb_strip_nulls({' || '.join(pairs)})::text")
+    if not whens:
+        return "''", params
+    return f"CASE meter_id {' '.join(whens)} ELSE '' END", params
+
+
+def keyed(session: Session, meter_id: str) -> Keys | None:
+    """What the meter's rollups are keyed by now (None: by nothing)."""
+    return parse_keys(session.scalar(select(col(UsageRollupKeysRow.keyed)).where(
+        col(UsageRollupKeysRow.meter_id) == meter_id)))
+
+
+def covers(keys: Keys | None, filters: Sequence[Filter]) -> bool:
+    """Whether rollups keyed by ``keys`` can tell the groups of these filters apart: every
+    name they look at is keyed, with every value they list."""
+    return keys is not None and all(
+        name in keys and set(values) <= set(keys[name])
+        for f in filters for name, values in f.match)
 
 
 def lag(session: Session) -> tuple[int, int]:
@@ -292,16 +430,52 @@ def windows(session: Session, customers: Collection[str], meter_ids: Collection[
         return result
     bounds = [b.astimezone(UTC) for b in bounds]
     folded, drawn = share_read_lock(session)
-    wanted_meters = sorted(set(meter_ids))
+    for customer, meter, _, i, totals in _found(session, customers, sorted(set(meter_ids)),
+                                                bounds, folded, drawn, None):
+        cell = result[(customer, meter)]
+        cell[i] = cell[i] + totals
+    return result
+
+
+def group_windows(session: Session, customers: Collection[str], meter_id: str,
+                  filters: Sequence[Filter], bounds: Sequence[datetime]
+                  ) -> dict[tuple[str, str], list[Totals]] | None:
+    """SPEC §13: totals of the events of each (customer, group of ``filters``) of one meter
+    in each window, exactly as if the events were read (PostgreSQL) — the group of a rollup
+    row decided from its ``dims`` by the invoice's own ``CASE``, the group of an event read
+    one by one from its properties. None when the meter's rollups are not keyed by every
+    name and value the filters list (a catalog change not folded yet): read the events."""
+    count = len(bounds) - 1
+    groups = [DEFAULT_GROUP, *(f.id for f in filters)]
+    result = {(c, g): [Totals()] * count for c in customers for g in groups}
+    if count <= 0 or not result:
+        return result
+    bounds = [b.astimezone(UTC) for b in bounds]
+    folded, drawn = share_read_lock(session)
+    if filters and not covers(keyed(session, meter_id), filters):
+        return None
+    for customer, _, group, i, totals in _found(session, customers, [meter_id], bounds,
+                                                folded, drawn, filters):
+        cell = result[(customer, group)]
+        cell[i] = cell[i] + totals
+    return result
+
+
+Found = list[tuple[str, str, str, int, Totals]]  # customer, meter, group, window, totals
+
+
+def _found(session: Session, customers: Collection[str], meter_ids: list[str],
+           bounds: Sequence[datetime], folded: int, drawn: int,
+           filters: Sequence[Filter] | None) -> Found:
+    """The rollups' part and the events' part, by chunks of customers (under the read
+    lock the caller holds); per group of ``filters`` when given."""
     wanted = sorted(set(customers))
+    found: Found = []
     for start in range(0, len(wanted), CHUNK):
         part = wanted[start:start + CHUNK]
-        for found in (_rollups(session, part, wanted_meters, bounds),
-                      _events(session, part, wanted_meters, bounds, folded, drawn)):
-            for customer, meter, i, totals in found:
-                cell = result[(customer, meter)]
-                cell[i] = cell[i] + totals
-    return result
+        found += _rollups(session, part, meter_ids, bounds, filters)
+        found += _events(session, part, meter_ids, bounds, folded, drawn, filters)
+    return found
 
 
 def _bucket(column: Any, bounds: Sequence[datetime]) -> Any:
@@ -313,20 +487,19 @@ def _bucket(column: Any, bounds: Sequence[datetime]) -> Any:
     return func.width_bucket(column, literal(list(bounds[1:-1]), edges)).label("bucket")
 
 
-Found = list[tuple[str, str, int, Totals]]
-
-
-def _rows(session: Session, statement: Any) -> Found:
+def _rows(session: Session, statement: Any, grouped: bool) -> Found:
     found: Found = []
     for row in session.execute(statement):
-        customer, meter, i, total, events, largest, smallest = row
-        found.append((customer, meter, int(i), Totals(total, int(events), largest, smallest)))
+        customer, meter, *group, i, total, events, largest, smallest = row
+        found.append((customer, meter, group[0] if grouped else DEFAULT_GROUP, int(i),
+                      Totals(total, int(events), largest, smallest)))
     return found
 
 
 def _rollups(session: Session, customers: list[str], meter_ids: list[str],
-             bounds: Sequence[datetime]) -> Found:
-    """The rollups of the hours wholly inside a window, added up by window in SQL."""
+             bounds: Sequence[datetime], filters: Sequence[Filter] | None) -> Found:
+    """The rollups of the hours wholly inside a window, added up by window (and group) in
+    SQL."""
     hour = col(R.hour)
     bucket = _bucket(hour, bounds)
     where: list[Any] = [col(R.customer_id).in_(customers), col(R.meter_id).in_(meter_ids),
@@ -334,27 +507,34 @@ def _rollups(session: Session, customers: list[str], meter_ids: list[str],
     split = split_hour_starts(bounds)
     if split:
         where.append(hour.not_in(split))
-    group = (col(R.customer_id), col(R.meter_id), bucket)
+    group: tuple[Any, ...] = (col(R.customer_id), col(R.meter_id))
+    if filters is not None:  # '' (a meter keyed by nothing) is no JSON: no filter matches
+        dims = cast(func.nullif(col(R.dims), ""), JSONB)
+        group += (group_case(session, filters, dims).label("grp"),)
+    group += (bucket,)
     return _rows(session, select(
         *group, decimal_aggregate(session, "sum", col(R.total)),
         func.sum(col(R.events)), decimal_aggregate(session, "max", col(R.largest)),
-        decimal_aggregate(session, "min", col(R.smallest))).where(*where).group_by(*group))
+        decimal_aggregate(session, "min", col(R.smallest))).where(*where).group_by(*group),
+        filters is not None)
 
 
 def _events(session: Session, customers: list[str], meter_ids: list[str],
-            bounds: Sequence[datetime], folded: int, drawn: int
-            ) -> Found:
+            bounds: Sequence[datetime], folded: int, drawn: int,
+            filters: Sequence[Filter] | None) -> Found:
     """What the rollups do not hold: the events of batches not folded yet (none when every
     batch drawn is folded: a batch drawn from now on commits after this read began), and
-    the folded events of split hours. Grouped by window."""
+    the folded events of split hours. Grouped by window (and group)."""
     ts = col(E.timestamp)
     bucket = _bucket(ts, bounds)
-    columns = (col(E.customer_id), col(E.meter_id), bucket,
-               decimal_aggregate(session, "sum", col(E.quantity)), func.count(),
+    group: tuple[Any, ...] = (col(E.customer_id), col(E.meter_id))
+    if filters is not None:
+        group += (group_case(session, filters, col(E.properties)).label("grp"),)
+    group += (bucket,)
+    columns = (*group, decimal_aggregate(session, "sum", col(E.quantity)), func.count(),
                decimal_aggregate(session, "max", col(E.quantity)),
                decimal_aggregate(session, "min", col(E.quantity)))
     base = (col(E.customer_id).in_(customers), col(E.meter_id).in_(meter_ids))
-    group = (col(E.customer_id), col(E.meter_id), bucket)
     parts: list[Any] = []
     if drawn > folded:
         parts.append(select(*columns).where(
@@ -365,4 +545,5 @@ def _events(session: Session, customers: list[str], meter_ids: list[str],
             *base, ts >= lo, ts < hi, col(E.batch_seq) <= folded).group_by(*group))
     if not parts:
         return []
-    return _rows(session, union_all(*parts) if len(parts) > 1 else parts[0])
+    return _rows(session, union_all(*parts) if len(parts) > 1 else parts[0],
+                 filters is not None)

@@ -214,18 +214,34 @@ event.listen(UsageEventRow.__table__, "after_create", _number_other_writers)  # 
 
 
 class UsageRollupRow(SQLModel, table=True):
-    """One UTC hour of one customer's usage of one meter, folded from the events of the
-    batches up to ``usage_fold_state.folded``: what the estimate and the portal read instead
-    of the events (PostgreSQL)."""
+    """One UTC hour of one customer's usage of one meter — of its events with the same
+    ``dims`` — folded from the events of the batches up to ``usage_fold_state.folded``: what
+    the estimate and the portal read instead of the events (PostgreSQL). ``dims`` is ''
+    for a meter no filter names (persistence/rollups.py: ``usage_rollup_keys``)."""
 
     __tablename__ = "usage_rollups"
     customer_id: str = Field(primary_key=True, max_length=255)
     meter_id: str = Field(primary_key=True, max_length=255)
     hour: datetime = Field(primary_key=True, sa_type=UTCDateTime)
+    dims: str = Field(default="", primary_key=True, sa_type=Text,
+                      sa_column_kwargs={"server_default": ""})
     total: Decimal = Field(sa_type=ExactDecimal)
     events: int = Field(sa_type=BigInteger)
     largest: Decimal = Field(sa_type=ExactDecimal)
     smallest: Decimal = Field(sa_type=ExactDecimal)
+
+
+class UsageRollupKeysRow(SQLModel, table=True):
+    """SPEC §13: the properties a meter's rollups are keyed by, so that they can answer per
+    filter group — ``wanted``, every name and value the filters of any plan version on the
+    meter list (written with the plan version); ``keyed``, what the rollups are keyed by now
+    (NULL: not yet; the fold re-folds the meter when they differ). Both canonical JSON,
+    ``{name: [values, sorted]}`` (persistence/rollups.py)."""
+
+    __tablename__ = "usage_rollup_keys"
+    meter_id: str = Field(primary_key=True, max_length=255)
+    wanted: str = Field(sa_type=Text)
+    keyed: str | None = Field(default=None, sa_type=Text)
 
 
 class UsageFoldStateRow(SQLModel, table=True):

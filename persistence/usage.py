@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import (
     String,
-    and_,
     bindparam,
     case,
     cast,
@@ -31,10 +30,10 @@ from sqlmodel import col
 
 from domain.aggregation import average
 from domain.catalog import Aggregation, Meter
-from domain.filters import DEFAULT_GROUP, Filter, ranked
+from domain.filters import DEFAULT_GROUP, Filter
 from domain.usage import Rejection, UsageEvent
 from persistence import rollups
-from persistence.sql import decimal_aggregate, insert_ignore, is_postgres
+from persistence.sql import decimal_aggregate, group_case, insert_ignore, is_postgres
 from persistence.tables import (
     EntityRow,
     HttpBatchRow,
@@ -188,35 +187,41 @@ def aggregate_many(
 
 
 def aggregate_groups(session: Session, period: Period, customers: Collection[str],
-                     meter: Meter, filters: Sequence[Filter]) -> dict[tuple[str, str], Decimal]:
+                     meter: Meter, filters: Sequence[Filter], *, rolled_up: bool = False
+                     ) -> dict[tuple[str, str], Decimal]:
     """SPEC §13: a meter aggregated per (customer, group of a charge's ``filters``) in the
     same ``GROUP BY``s, the group of each event decided by one SQL ``CASE`` written from
-    the filters (``domain.filters.group_of``). Every group of every customer is in the
-    result (0 without events)."""
+    the filters (``persistence.sql.group_case``). Every group of every customer is in the
+    result (0 without events). ``rolled_up`` (the estimate) reads the hourly rollups, per
+    group, where they give the same — as ``aggregate_many`` does for a meter without
+    filters: sum, count, max, min and average, on PostgreSQL, for every event stored, once
+    the fold keys the meter's rollups by what the filters look at."""
     groups = [DEFAULT_GROUP, *(f.id for f in filters)]
     result = {(c, g): Decimal(0) for c in customers for g in groups}
-    if result:
-        found = _aggregate(session, period, customers, [meter], _group_case(session, filters))
-        result.update(((c, g), q) for (c, _, g), q in found.items())
+    if not result:
+        return result
+    if (rolled_up and meter.aggregation in SIMPLE and period.ingested_by is None
+            and is_postgres(session)):
+        rolled = rollups.group_windows(session, customers, meter.id, filters,
+                                       [period.start_at, period.end_at])
+        if rolled is not None:
+            result.update((key, _of_totals(meter.aggregation, totals))
+                          for key, (totals,) in rolled.items() if totals.events)
+            return result
+    found = _aggregate(session, period, customers, [meter],
+                       group_case(session, filters, col(E.properties)))
+    result.update(((c, g), q) for (c, _, g), q in found.items())
     return result
 
 
-def _string_property_in(session: Session, name: str, values: Sequence[str]) -> Any:
-    """``properties[name]`` is a string, one of ``values``."""
-    if is_postgres(session):
-        return and_(func.jsonb_typeof(col(E.properties).op("->")(name)) == "string",
-                    col(E.properties).op("->>")(name).in_(list(values)))
-    path = '$."' + name.replace('"', '\\"') + '"'
-    return and_(func.json_type(col(E.properties), path) == "text",
-                func.json_extract(col(E.properties), path).in_(list(values)))
-
-
-def _group_case(session: Session, filters: Sequence[Filter]) -> Any:
-    """The group of an event as one ``CASE``: the filters in the order an event tries
-    them (most names, then as listed), the default group last."""
-    whens = [(and_(*(_string_property_in(session, name, values) for name, values in f.match)),
-              literal(f.id)) for f in ranked(filters)]
-    return case(*whens, else_=literal(DEFAULT_GROUP)) if whens else literal(DEFAULT_GROUP)
+def _of_totals(aggregation: Aggregation, totals: rollups.Totals) -> Decimal:
+    """A simple aggregation (``SIMPLE``) of a set of events with ``totals``, not empty."""
+    assert totals.largest is not None and totals.smallest is not None
+    return {
+        Aggregation.SUM: totals.total, Aggregation.COUNT: Decimal(totals.events),
+        Aggregation.MAX: totals.largest, Aggregation.MIN: totals.smallest,
+        Aggregation.AVERAGE: average(totals.total, totals.events),
+    }[aggregation]
 
 
 def _aggregate(session: Session, period: Period, customers: Collection[str],
@@ -293,14 +298,8 @@ def _aggregate_rolled_up(
     simple = {m.id: m.aggregation for m in meters if m.aggregation in SIMPLE}
     if simple:
         found = rollups.windows(session, customers, simple, [period.start_at, period.end_at])
-        for (customer, meter_id), (totals,) in found.items():
-            if totals.events:
-                assert totals.largest is not None and totals.smallest is not None
-                result[(customer, meter_id)] = {
-                    Aggregation.SUM: totals.total, Aggregation.COUNT: Decimal(totals.events),
-                    Aggregation.MAX: totals.largest, Aggregation.MIN: totals.smallest,
-                    Aggregation.AVERAGE: average(totals.total, totals.events),
-                }[simple[meter_id]]
+        result.update((key, _of_totals(simple[key[1]], totals))
+                      for key, (totals,) in found.items() if totals.events)
     key = col(E.key).collate("C")
     for meter in meters:
         if meter.aggregation is not Aggregation.LAST:

@@ -174,7 +174,7 @@ def closing_usage(session: Session, meters: Mapping[str, Meter],
                                                 rolled_up=estimate)
               for period, (customers, meter_ids) in plain.items()}
     by_group = {key: usage_repo.aggregate_groups(session, key[0], customers, meters[key[1]],
-                                                 key[2])
+                                                 key[2], rolled_up=estimate)
                 for key, customers in grouped.items()}
     result: list[dict[tuple[str, str | None], Decimal]] = []
     for customer, plan, period in items:
