@@ -125,7 +125,7 @@ def to_evaluate(session: Session, customers: Collection[str], now: datetime, *,
                 .order_by(col(A.id), col(S.id)))
         if lock and is_postgres(session):
             stmt = stmt.with_for_update(of=A)
-        for alert, sub in session.execute(stmt).tuples():
+        for alert, sub in session.execute(stmt).all():
             ended = sub is not None and sub.end_at is not None and now >= sub.end_at
             found.append((alert, None if ended else sub))  # as ``live_subscriptions``
     return sorted(found, key=lambda p: (p[0].id, p[1].id if p[1] is not None else ""))
