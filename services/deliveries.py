@@ -20,7 +20,6 @@ from persistence import catalog as catalog_repo
 from persistence import deliveries as deliveries_repo
 from persistence import invoices as invoices_repo
 from persistence.db import unit_of_work
-from persistence.sql import storable
 from services import clock, documents
 from services.commands import Outcome, applied, refused, unchanged
 from services.delivery import (
@@ -33,6 +32,7 @@ from services.delivery import (
     webhook_id_for,
     write_outbox,
 )
+from services.delivery.events import record_attempt
 from services.settings import settings
 
 EVENT = "invoice.sent"
@@ -121,14 +121,9 @@ def attempt(session: Session, invoice_id: int, now: datetime,
     delivery = entity.delivery or default_delivery()
     doc = documents.prepare(session, record, now)
     result, target = _send(delivery, doc, customer)
-    row.attempts += 1
     row.channel, row.target, row.updated_at = delivery.channel, target, now
-    if result.ok:
-        row.status, row.last_error = "done", ""
+    if record_attempt(row, result):
         return applied(f"{record.reference} delivered by {delivery.channel} to {target}"), result
-    row.last_error = storable(result.detail)
-    if not result.retry:
-        row.status = "failed"
     return refused(f"{record.reference} by {delivery.channel}: {result.detail}"), result
 
 

@@ -16,15 +16,34 @@ from services.delivery.channels import Result, event_body, send_webhook
 from services.settings import settings
 
 
-class EventRow(Protocol):
+class Attempted(Protocol):
+    """An outbox row something is sent for (``deliveries``, ``invoice_events``,
+    ``alert_events``)."""
+
+    status: str
+    attempts: int
+    last_error: str
+
+
+class EventRow(Attempted, Protocol):
     """An outbox row of an event (``invoice_events``, ``alert_events``)."""
 
     type: str
     payload: dict[str, Any]
     created_at: datetime
-    status: str
-    attempts: int
-    last_error: str
+
+
+def record_attempt(row: Attempted, result: Result) -> bool:
+    """One more attempt on an outbox row: done when it went through; otherwise its reason
+    kept, and failed when trying again cannot help. True when done."""
+    row.attempts += 1
+    if result.ok:
+        row.status, row.last_error = "done", ""
+        return True
+    row.last_error = storable(result.detail)
+    if not result.retry:
+        row.status = "failed"
+    return False
 
 
 def send_event(row: EventRow, channel: Delivery, webhook_id: str, payload: dict[str, Any],
@@ -44,11 +63,6 @@ def send_event(row: EventRow, channel: Delivery, webhook_id: str, payload: dict[
                           event_body(row.type, row.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                      payload),
                           timeout=settings().webhook_timeout_s)
-    row.attempts += 1
-    if result.ok:
-        row.status, row.last_error = "done", ""
+    if record_attempt(row, result):
         return applied(f"{name} delivered to {channel.url}"), result
-    row.last_error = storable(result.detail)
-    if not result.retry:
-        row.status = "failed"
     return refused(f"{name}: {result.detail}"), result
