@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from persistence.db import _json
-from persistence.sql import insert_ignore, is_postgres
+from persistence.sql import driver_cursor, insert_ignore, is_postgres
 from persistence.tables import (
     AlertCrossingRow,
     AlertEventRow,
@@ -186,9 +186,7 @@ def record_crossings(session: Session,
     if not crossed:
         return inserted
     if is_postgres(session):
-        driver = session.connection().connection.driver_connection
-        assert driver is not None
-        with driver.cursor() as cursor:
+        with driver_cursor(session) as cursor:
             cursor.execute(CROSSINGS_INSERT, (
                 now, [a for (a, _, _), _, _, _ in crossed], [s for (_, s, _), _, _, _ in crossed],
                 [p for (_, _, p), _, _, _ in crossed], [t for _, t, _, _ in crossed],
@@ -245,9 +243,7 @@ def add_events(session: Session, kind: str, events: Sequence[tuple[str, dict[str
     if not events:
         return ids
     if is_postgres(session):
-        driver = session.connection().connection.driver_connection
-        assert driver is not None
-        with driver.cursor() as cursor:
+        with driver_cursor(session) as cursor:
             cursor.execute(EVENTS_INSERT, (kind, now, now, [a for a, _ in events],
                                            [_json(p) for _, p in events]))
             return sorted(int(row[0]) for row in cursor.fetchall())

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from persistence.sql import insert_ignore, is_postgres, rowcount
+from persistence.sql import driver_cursor, insert_ignore, is_postgres, rowcount
 from persistence.tables import BillRunRow, CatalogRevisionRow, EntityRow, SchedulerBeatRow
 
 CLAIM_MANY = (
@@ -29,9 +29,7 @@ def claim_many(session: Session, runs: Sequence[tuple[str, date, datetime]],
     if not runs:
         return []
     if is_postgres(session):
-        driver = session.connection().connection.driver_connection
-        assert driver is not None
-        with driver.cursor() as cursor:
+        with driver_cursor(session) as cursor:
             cursor.execute(CLAIM_MANY, (now, [e for e, _, _ in runs], [d for _, d, _ in runs],
                                         [at for _, _, at in runs]))
             return [(e, d) for e, d in cursor.fetchall()]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import CursorResult, Result, and_, case, func, literal
@@ -15,6 +16,16 @@ from domain.validation import UNSTORABLE
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+@contextmanager
+def driver_cursor(session: Session) -> Iterator[Any]:
+    """A cursor of the PostgreSQL driver (psycopg) on the session's connection, inside its
+    transaction: for the statements that send whole columns as binary arrays."""
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        yield cursor
 
 
 def insert_ignore(session: Session, model: Any, *conflict_columns: str) -> Any:

@@ -33,7 +33,7 @@ from domain.catalog import Aggregation, Meter
 from domain.filters import DEFAULT_GROUP, Filter
 from domain.usage import Rejection, UsageEvent
 from persistence import rollups
-from persistence.sql import decimal_aggregate, group_case, insert_ignore, is_postgres
+from persistence.sql import decimal_aggregate, driver_cursor, group_case, insert_ignore, is_postgres
 from persistence.tables import (
     EntityRow,
     HttpBatchRow,
@@ -433,10 +433,8 @@ def late_or_closing(session: Session, earliest: Mapping[str, datetime],
     if not earliest:
         return set()
     if is_postgres(session):
-        driver = session.connection().connection.driver_connection
-        assert driver is not None
         wanted = sorted(earliest)
-        with driver.cursor() as cursor:
+        with driver_cursor(session) as cursor:
             cursor.execute(LATE_OR_CLOSING,
                            (wanted, [earliest[c] for c in wanted], horizon))
             return {row[0] for row in cursor.fetchall()}
@@ -591,9 +589,7 @@ def account_late(session: Session, billed_by: Mapping[int, Collection[str]]) -> 
     if not pairs:
         return
     if is_postgres(session):  # one statement, the pairs as two binary arrays
-        driver = session.connection().connection.driver_connection
-        assert driver is not None
-        with driver.cursor() as cursor:
+        with driver_cursor(session) as cursor:
             cursor.execute(ACCOUNT_LATE, ([k for k, _ in pairs], [i for _, i in pairs]))
         return
     session.connection().execute(  # a Core executemany (the ORM would match primary keys)
