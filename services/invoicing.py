@@ -770,15 +770,13 @@ def estimate(session: Session, subscription: str, at: datetime, *,
 
 
 def estimate_many(session: Session, rows: Sequence[SubscriptionRow], at: datetime, *,
-                  latest: bool = False, with_credits: bool = True
-                  ) -> dict[str, ComposedInvoice | Exception]:
+                  latest: bool = False) -> dict[str, ComposedInvoice | Exception]:
     """``estimate`` of many subscriptions at once, in the caller's transaction: their
     closing periods aggregated set-wise, per entity (``compute_many``: one round of
     ``GROUP BY`` per distinct period, whatever the number of subscriptions). Each
     subscription gets its estimate, or the exception ``estimate`` would raise for it
     (``Invalid``: ended, no line, its plan not stored) — one never stops the others. In
-    the order of ``rows``. Without ``with_credits`` (alerts: the usage amount only), the
-    customers' credits are not read (``credits`` stays 0)."""
+    the order of ``rows``."""
     plans = catalog_repo.plans(session, {(r.plan_id, r.plan_version) for r in rows})
     entities = {e: catalog_repo.entity(session, e) for e in sorted({r.entity_id for r in rows})}
     found: dict[str, ComposedInvoice | Exception] = {}
@@ -807,8 +805,6 @@ def estimate_many(session: Session, rows: Sequence[SubscriptionRow], at: datetim
             elif result.invoice is None:
                 found[item.row.id] = Invalid("subscription", f"the invoice at {boundary} "
                                                              "would have no line")
-            elif not with_credits:
-                found[item.row.id] = result.invoice
             else:  # SPEC §12: the customer's balance applied as if sent at `at`, first
                 composed = result.invoice
                 found[item.row.id] = replace(composed, credits=credits.estimate(
