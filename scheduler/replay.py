@@ -30,7 +30,7 @@ from services import alert_events, alerts, clock, deliveries
 from services.operator import catalog as catalog_ops
 from services.operator import replay as replay_reads
 from workers import actors
-from workers.broker import FailureRecorder, join, stub_broker, use
+from workers.broker import FailureRecorder, InFlight, join, stub_broker, track, use
 
 log = structlog.get_logger("billing")
 
@@ -132,10 +132,11 @@ class ReplayError(RuntimeError):
     """An actor failed during a replay (a bug or an outage, never a business refusal)."""
 
 
-def drain(broker: dramatiq.Broker, worker: Worker, failures: FailureRecorder) -> None:
+def drain(broker: dramatiq.Broker, worker: Worker, failures: FailureRecorder,
+          inflight: InFlight) -> None:
     """Wait until every message, including the follow-ups they sent, is processed and
     acknowledged."""
-    join(broker, [worker])
+    join(broker, [worker], inflight)
     if failures.failures:
         raise ReplayError(failures.failures[0])
 
@@ -182,6 +183,7 @@ def replay(scenario: Scenario, *, database_url: str | None = None,
         broker = use(broker or stub_broker())
         failures = FailureRecorder()
         broker.add_middleware(failures)
+        inflight = track(broker)  # every message of a replay is sent by this process
         simulated = clock.SimulatedClock(scenario.start)
         clock.use(simulated)
         worker = Worker(broker, worker_threads=1, worker_timeout=20)
@@ -196,10 +198,10 @@ def replay(scenario: Scenario, *, database_url: str | None = None,
                 else:
                     assert step.entity is not None
                     tick(step.at, [step.entity])
-                drain(broker, worker, failures)
+                drain(broker, worker, failures, inflight)
                 if with_alerts:  # a bill run or a void moves balances: look at once
                     actors.enqueue_alert_events(alerts.evaluate_all(step.at))
-                    drain(broker, worker, failures)
+                    drain(broker, worker, failures, inflight)
                 if on_step is not None:
                     on_step(number, len(steps), step)
             return report(scenario.until, with_alerts=with_alerts)

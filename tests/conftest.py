@@ -29,11 +29,13 @@ from services import clock
 from services.settings import settings
 from workers.broker import (
     FailureRecorder,
+    InFlight,
     delete_namespace,
     join,
     rabbitmq_broker,
     redis_broker,
     stub_broker,
+    track,
     use,
 )
 
@@ -304,9 +306,10 @@ class Runtime:
     worker: Worker
     clock: clock.SimulatedClock
     failures: FailureRecorder
+    inflight: InFlight
 
     def drain(self) -> None:
-        join(self.broker, [self.worker])
+        join(self.broker, [self.worker], self.inflight)
         assert not self.failures.failures, self.failures.failures
 
     def at(self, when: str) -> None:
@@ -369,12 +372,13 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]
     use(broker)
     failures = FailureRecorder()
     broker.add_middleware(failures)
+    inflight = track(broker)  # the test sends every message from this process
     sim = clock.SimulatedClock(datetime(2026, 1, 1, tzinfo=UTC))
     clock.use(sim)
     worker = Worker(broker, worker_threads=1, worker_timeout=20)
     worker.start()
     try:
-        yield Runtime(name, broker, worker, sim, failures)
+        yield Runtime(name, broker, worker, sim, failures, inflight)
     finally:
         worker.stop()
         broker.close()
@@ -392,9 +396,10 @@ class Pool:
     workers: list[Worker]
     clock: clock.SimulatedClock
     failures: FailureRecorder
+    inflight: InFlight
 
     def drain(self) -> None:
-        join(self.broker, self.workers)
+        join(self.broker, self.workers, self.inflight)
         assert not self.failures.failures, self.failures.failures[:3]
 
     def at(self, when: str) -> None:
@@ -410,13 +415,14 @@ def pool(pg_store: str) -> Iterator[Pool]:
     use(broker)
     failures = FailureRecorder()
     broker.add_middleware(failures)
+    inflight = track(broker)  # the test sends every message from this process
     sim = clock.SimulatedClock(datetime(2026, 1, 1, tzinfo=UTC))
     clock.use(sim)
     workers = [Worker(broker, worker_threads=8, worker_timeout=20) for _ in range(2)]
     for worker in workers:
         worker.start()
     try:
-        yield Pool(broker, workers, sim, failures)
+        yield Pool(broker, workers, sim, failures, inflight)
     finally:
         for worker in workers:
             worker.stop()

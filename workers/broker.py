@@ -342,11 +342,78 @@ def use(broker: dramatiq.Broker) -> dramatiq.Broker:
     return broker
 
 
-def join(broker: dramatiq.Broker, workers: Sequence[dramatiq.Worker]) -> None:
+class InFlight(Middleware):
+    """The messages sent by this process that its workers have not finished yet (by id), for
+    a replay or a test that drains the broker: it waits on this instead of polling the
+    broker's counts. Put it first in the broker's middleware (``track``): a message is
+    counted from before it is sent, and a follow-up another middleware sends when a message
+    ends (a retry, a pipeline) is counted before that message's worker finishes it. A
+    delayed message keeps its id when it is moved to the queue. Messages sent by other
+    processes are not seen; ``join`` still asks the broker for those."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.changed = threading.Condition()
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
+        with self.changed:
+            self.ids.add(message.message_id)
+
+    def after_process_message(self, broker: dramatiq.Broker, message: Any, *,
+                              result: Any = None, exception: BaseException | None = None
+                              ) -> None:
+        self._finished(message)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._finished(message)
+
+    def _finished(self, message: Any) -> None:
+        with self.changed:
+            self.ids.discard(message.message_id)
+            if not self.ids:
+                self.changed.notify_all()
+
+    def wait(self) -> None:
+        """Until none is in flight."""
+        with self.changed:
+            while self.ids:
+                self.changed.wait(1.0)
+
+    def idle(self) -> bool:
+        with self.changed:
+            return not self.ids
+
+
+def track(broker: dramatiq.Broker) -> InFlight:
+    """An ``InFlight`` put first in ``broker``'s middleware."""
+    inflight = InFlight()
+    if broker.middleware:
+        broker.add_middleware(inflight, before=type(broker.middleware[0]))
+    else:
+        broker.add_middleware(inflight)
+    return inflight
+
+
+def join(broker: dramatiq.Broker, workers: Sequence[dramatiq.Worker],
+         inflight: InFlight | None = None) -> None:
     """Wait until every message, and every follow-up message it sent, is processed (replays
-    and tests: they drain the broker before the clock moves on)."""
+    and tests: they drain the broker before the clock moves on). With ``inflight`` (this
+    process sends every message), wait on it, then ask the broker once whether anything
+    is left; without it, poll the broker."""
     if isinstance(broker, StubBroker):
         broker.join(QUEUE, fail_fast=False)
+    elif inflight is not None:
+        while True:
+            inflight.wait()
+            for worker in workers:  # their messages' follow-ups are counted when this returns
+                worker.join()
+            if hasattr(broker, "client"):  # Redis: until the acknowledgements are in too
+                broker.join(QUEUE, interval=2)  # type: ignore[call-arg]
+                left = 0
+            else:  # RabbitMQ: anything another process sent
+                left = sum(broker.get_queue_message_counts(QUEUE)[:-1])  # type: ignore[attr-defined]
+            if inflight.idle() and not left:
+                break
     elif hasattr(broker, "client"):  # Redis: its counts include unacknowledged messages
         broker.join(QUEUE, interval=2)  # type: ignore[call-arg]
     else:  # RabbitMQ: its counts leave out unacknowledged messages, so ask again after
