@@ -1,5 +1,6 @@
 """Alerts at volume (issue #26): the lag from ingest to ``alert.triggered`` with N
-subscriptions that have alerts, and ingest with and without alerts, in one run.
+subscriptions that have alerts, and ingest with and without alerts, in one run, each
+also as a share of the floor (the same rows by COPY, measured in the same run).
 
     .venv/bin/python -m benchmarks.alerts                      # 100,000 subscriptions
     .venv/bin/python -m benchmarks.alerts --subscriptions 10000 --events 20000
@@ -149,6 +150,32 @@ def ingest(prefix: str, customers: int, events: int, batch: int, threads: int,
     return events / (time.perf_counter() - started)
 
 
+def floor(url: str, prefix: str, customers: int, events: int, batch: int) -> float:
+    """The same rows as ``ingest`` (customers of the group without alerts) by COPY + INSERT
+    … ON CONFLICT DO NOTHING, one batch number drawn per batch, on one connection, no
+    folder: ``benchmarks.bench``'s floor, for this run's ingest ÷ floor. Rows per second."""
+    now = datetime.now(UTC) - timedelta(seconds=30)
+    rows = [(f"{prefix}-{i}", f"n-{i % customers}", "tokens", Decimal(60),
+             now + timedelta(microseconds=i), datetime.now(UTC)) for i in range(events)]
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        for start in range(0, events, batch):
+            with conn.cursor() as cur:
+                cur.execute("CREATE TEMP TABLE IF NOT EXISTS stage (key text, customer_id "
+                            "text, meter_id text, quantity numeric, ts timestamptz, "
+                            "ingested_at timestamptz) ON COMMIT DELETE ROWS")
+                with cur.copy("COPY stage FROM STDIN") as copy:
+                    for row in rows[start:start + batch]:
+                        copy.write_row(row)
+                cur.execute("INSERT INTO usage_events (key, customer_id, meter_id, quantity, "
+                            "timestamp, ingested_at, batch_seq) SELECT key, customer_id, "
+                            "meter_id, quantity, ts, ingested_at, "
+                            "(SELECT nextval('usage_batch_seq')) FROM stage "
+                            "ON CONFLICT (key) DO NOTHING")
+            conn.commit()
+        return events / (time.perf_counter() - started)
+
+
 def settle() -> float:
     """Fold until nothing is left to fold; seconds."""
     from services import rollups
@@ -248,6 +275,8 @@ def stream(args: argparse.Namespace, url: str, active: int) -> None:
             if found and found[0] >= expected:
                 break
             time.sleep(1)
+    rows_per_s = floor(url, "f", active, args.events, args.batch)
+    say(f"floor:          {rows_per_s:,.0f} rows/s (COPY + INSERT, no folder)")
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT id, payload->>'customer', payload->'thresholds', "
                             "extract(epoch FROM created_at) FROM alert_events").fetchall()
@@ -282,6 +311,8 @@ def stream(args: argparse.Namespace, url: str, active: int) -> None:
         f"{longest[2]:,} events fired)")
     say(f"ingest with ÷ without alerts: {with_alerts / without:.2f} "
         f"(÷ the run after: {with_alerts / again:.2f})")
+    say(f"ingest ÷ floor: without alerts {without / rows_per_s:.0%}, with alerts "
+        f"{with_alerts / rows_per_s:.0%}, without again {again / rows_per_s:.0%}")
 
 
 def main() -> None:
