@@ -11,10 +11,11 @@ It creates (and drops) a PostgreSQL database of its own (BENCH_DATABASE_URL, def
 postgresql://postgres@127.0.0.1:5432/postgres), loads N customers with a subscription and a
 ``usage_amount`` alert each (100.00 and 500.00, then every 500.00, at 1.00 a token) and N
 more customers with a subscription and no alert. Then it ingests the same usage — events of
-60 tokens, round robin over ``--active`` customers of a group — into the group without
-alerts, then into the group with them: ingest threads in this process calling the ingest
-service (a worker's threads, without the broker), while a thread folds and evaluates every
-second as the scheduler does. The lag of a threshold is from the commit of the batch
+60 tokens, round robin over ``--active`` customers of a group — in five runs, into the group
+without alerts, then the group with them, and so on (each run with alerts is compared with
+the mean of the two beside it): ingest threads in this process calling the ingest service
+(a worker's threads, without the broker), while a process folds and evaluates every second
+as the scheduler does. Then the floor: the same rows by COPY, no folder. The lag of a threshold is from the commit of the batch
 holding the event that crossed it to the commit of the transaction that wrote the
 ``alert.triggered`` row naming it (the folder process notes the wall clock at each commit
 that wrote such rows; the row's ``created_at`` is the instant the evaluation started, and
@@ -116,21 +117,21 @@ class Folder:
 
 
 def ingest(prefix: str, customers: int, events: int, batch: int, threads: int,
-           committed: dict[int, float], quantity: int = 60, group: str | None = None
-           ) -> float:
+           committed: dict[int, float], quantity: int = 60, group: str | None = None,
+           offset: int = 0) -> float:
     """``events`` events of ``quantity`` tokens over ``customers`` of ``group`` (round
-    robin; the group is the prefix unless named), keys ``prefix-i``, in batches, by
-    ``threads`` threads; events per second. ``committed``: each event's batch commit time
-    (wall clock), by its number."""
+    robin; the group is the prefix unless named), keys ``prefix-i`` from ``i = offset``, in
+    batches, by ``threads`` threads; events per second. ``committed``: each event's batch
+    commit time (wall clock), by its number."""
     from services import usage
 
     now = datetime.now(UTC) - timedelta(seconds=30)
     todo: Queue[list[dict[str, Any]] | None] = Queue()
-    for start in range(0, events, batch):
+    for start in range(offset, offset + events, batch):
         todo.put([{"key": f"{prefix}-{i}", "customer": f"{group or prefix}-{i % customers}",
                    "meter": "tokens", "quantity": str(quantity),
                    "timestamp": (now + timedelta(microseconds=i)).isoformat()}
-                  for i in range(start, min(events, start + batch))])
+                  for i in range(start, min(offset + events, start + batch))])
     for _ in range(threads):
         todo.put(None)
 
@@ -249,24 +250,30 @@ def burst(args: argparse.Namespace, active: int) -> None:
 
 
 def stream(args: argparse.Namespace, url: str, active: int) -> None:
-    """Ingest without, with, without alerts again while a process folds and evaluates
-    every second: the rates, and the lag of each threshold crossed."""
+    """Ingest without, with, without, with, without alerts while a process folds and
+    evaluates every second: the rates (each run with alerts against the mean of the runs
+    beside it: the table grows as the runs go, and each run is a little slower than the
+    one before), and the lag of each threshold crossed."""
     ignored: dict[int, float] = {}
     committed: dict[int, float] = {}
     ingest("w", active, 5 * args.batch, args.batch, args.threads, ignored,
            group="n")  # warm-up
+    rates: list[float] = []
     with Folder(url) as folder:
-        without = ingest("n", active, args.events, args.batch, args.threads, ignored)
-        say(f"without alerts: {without:,.0f} events/s")
-        with_alerts = ingest("a", active, args.events, args.batch, args.threads, committed)
-        say(f"with alerts:    {with_alerts:,.0f} events/s")
-        again = ingest("n2", active, args.events, args.batch, args.threads, ignored,
-                       group="n")
-        say(f"without again:  {again:,.0f} events/s; waiting for the alerts")
+        for run in range(5):
+            if run % 2:  # with alerts: one numbering across the runs (the lags below)
+                rates.append(ingest("a", active, args.events, args.batch, args.threads,
+                                    committed, offset=run // 2 * args.events))
+            else:
+                rates.append(ingest(f"n{run}", active, args.events, args.batch, args.threads,
+                                    ignored, group="n"))
+            say(f"run {run + 1}, {'with' if run % 2 else 'without'} alerts: "
+                f"{rates[-1]:,.0f} events/s")
+        say("waiting for the alerts")
         from domain.alerts import Thresholds
 
         of = Thresholds((Decimal(100), Decimal(500)), Decimal(500))
-        total = Decimal(60) * (args.events // active)
+        total = Decimal(60) * (2 * args.events // active)
         expected = len(of.up_to(total)) * active
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -309,10 +316,12 @@ def stream(args: argparse.Namespace, url: str, active: int) -> None:
     say(f"fold + evaluate turns: {len(turns)}, p50 {turns[len(turns) // 2]:.2f} s, "
         f"max {turns[-1]:.2f} s (fold {longest[0]:.2f} s, evaluation {longest[1]:.2f} s, "
         f"{longest[2]:,} events fired)")
-    say(f"ingest with ÷ without alerts: {with_alerts / without:.2f} "
-        f"(÷ the run after: {with_alerts / again:.2f})")
-    say(f"ingest ÷ floor: without alerts {without / rows_per_s:.0%}, with alerts "
-        f"{with_alerts / rows_per_s:.0%}, without again {again / rows_per_s:.0%}")
+    for run in (1, 3):
+        beside = (rates[run - 1] + rates[run + 1]) / 2
+        say(f"ingest with alerts (run {run + 1}) ÷ the mean of the runs beside it: "
+            f"{rates[run] / beside:.2f}")
+    say("ingest ÷ floor, runs 1-5: " + ", ".join(f"{r / rows_per_s:.0%}" for r in rates)
+        + " (with alerts: runs 2 and 4)")
 
 
 def main() -> None:
