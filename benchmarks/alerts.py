@@ -13,13 +13,14 @@ postgresql://postgres@127.0.0.1:5432/postgres), loads N customers with a subscri
 more customers with a subscription and no alert. Then it ingests the same usage — events of
 60 tokens, round robin over ``--active`` customers of a group — in five runs, into the group
 without alerts, then the group with them, and so on (each run with alerts is compared with
-the mean of the two beside it): ingest threads in this process calling the ingest service
-(a worker's threads, without the broker), while a process folds and evaluates every second
-as the scheduler does. Then the floor: the same rows by COPY, no folder. The lag of a threshold is from the commit of the batch
-holding the event that crossed it to the commit of the transaction that wrote the
-``alert.triggered`` row naming it (the folder process notes the wall clock at each commit
-that wrote such rows; the row's ``created_at`` is the instant the evaluation started, and
-the lag to it — what this benchmark reported before — is printed too, for comparison).
+the mean of the two beside it): ingest threads in this process calling the ingest service (a
+worker's threads, without the broker), while a process folds and evaluates every second as
+the scheduler does. Then the floor: the same rows by COPY, no folder. The lag of a threshold
+is from the commit of the batch holding the event that crossed it to the commit of the
+transaction that wrote the ``alert.triggered`` row naming it (the folder process notes the
+wall clock at each commit that wrote such rows; the row's ``created_at`` is the instant the
+evaluation started, and the lag to it — what this benchmark reported before — is printed
+too, for comparison).
 
 ``--burst``: no folder runs; in each of ``--rounds`` rounds every active customer of the
 group with alerts gets one event that takes it across its next threshold (100.00, then
