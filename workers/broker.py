@@ -349,7 +349,7 @@ class InFlight(Middleware):
     counted from before it is sent, and a follow-up another middleware sends when a message
     ends (a retry, a pipeline) is counted before that message's worker finishes it. A
     delayed message keeps its id when it is moved to the queue. Messages sent by other
-    processes are not seen; ``join`` still asks the broker for those."""
+    processes are not seen; ``join`` still asks the broker for those once."""
 
     def __init__(self) -> None:
         self.ids: set[str] = set()
@@ -395,14 +395,13 @@ def track(broker: dramatiq.Broker) -> InFlight:
 
 
 def join(broker: dramatiq.Broker, workers: Sequence[dramatiq.Worker],
-         inflight: InFlight | None = None) -> None:
+         inflight: InFlight) -> None:
     """Wait until every message, and every follow-up message it sent, is processed (replays
-    and tests: they drain the broker before the clock moves on). With ``inflight`` (this
-    process sends every message), wait on it, then ask the broker once whether anything
-    is left; without it, poll the broker."""
+    and tests: they drain the broker before the clock moves on): wait on ``inflight`` (this
+    process sends every message), then ask the broker once whether anything is left."""
     if isinstance(broker, StubBroker):
         broker.join(QUEUE, fail_fast=False)
-    elif inflight is not None:
+    else:
         while True:
             inflight.wait()
             for worker in workers:  # their messages' follow-ups are counted when this returns
@@ -410,18 +409,9 @@ def join(broker: dramatiq.Broker, workers: Sequence[dramatiq.Worker],
             if hasattr(broker, "client"):  # Redis: until the acknowledgements are in too
                 broker.join(QUEUE, interval=2)  # type: ignore[call-arg]
                 left = 0
-            else:  # RabbitMQ: anything another process sent
+            else:  # RabbitMQ (its counts leave out what a worker holds): what others sent
                 left = sum(broker.get_queue_message_counts(QUEUE)[:-1])  # type: ignore[attr-defined]
             if inflight.idle() and not left:
-                break
-    elif hasattr(broker, "client"):  # Redis: its counts include unacknowledged messages
-        broker.join(QUEUE, interval=2)  # type: ignore[call-arg]
-    else:  # RabbitMQ: its counts leave out unacknowledged messages, so ask again after
-        while True:
-            broker.join(QUEUE, min_successes=3, idle_time=20)  # type: ignore[call-arg]
-            for worker in workers:
-                worker.join()
-            if not sum(broker.get_queue_message_counts(QUEUE)[:-1]):  # type: ignore[attr-defined]
                 break
     for worker in workers:
         worker.join()
