@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from persistence import db
 from persistence.db import unit_of_work
 from services.subscriptions import do_subscribe
 from services.usage import ingest
+from tests import cli_process
 
 CATALOG = """
 entities: [{id: e, timezone: UTC, invoice_prefix: AL}]
@@ -39,8 +39,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def billing(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
-                          env={**env, "COLUMNS": "200"}, timeout=120)
+    return cli_process.run(args, env={**env, "COLUMNS": "200"}, timeout=120)
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:

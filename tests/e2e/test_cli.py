@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import cli_process
 from tests.conftest import ROOT
 
 BILLING = [sys.executable, "-m", "cli"]
 
 
 def billing(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*BILLING, *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd)
+    return cli_process.run(args, cwd=cwd or Path.cwd(), timeout=300)
 
 
 def test_replay_writes_json_to_stdout_and_logs_to_stderr() -> None:
@@ -135,7 +135,9 @@ def test_the_demo_leaves_a_database_to_explore_and_explains_itself(tmp_path: Pat
     it made; nothing else is left behind (issue #10)."""
     import os
 
-    done = billing("demo", cwd=tmp_path)
+    # the README's first command's last step, as a plain process
+    done = subprocess.run([*BILLING, "demo"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["billing-demo.db", "outbox"]
     said = " ".join(done.stdout.split())
@@ -148,8 +150,7 @@ def test_the_demo_leaves_a_database_to_explore_and_explains_itself(tmp_path: Pat
     env = {**os.environ, "BILLING_DATABASE_URL": "sqlite:///billing-demo.db"}
 
     def explore(*args: str) -> str:
-        result = subprocess.run([*BILLING, *args], capture_output=True, text=True,
-                                timeout=120, cwd=tmp_path, env=env)
+        result = cli_process.run(args, timeout=120, cwd=tmp_path, env=env)
         assert result.returncode == 0, (args, result.stderr)
         assert "Traceback" not in result.stderr
         return result.stdout
@@ -165,8 +166,8 @@ def test_the_demo_leaves_a_database_to_explore_and_explains_itself(tmp_path: Pat
     assert "f-2" in explore("usage", "conflicts")
     assert "f-late" in explore("usage", "late")
     # on an 80-column terminal no reference or instant is broken across lines (#27)
-    narrow = subprocess.run([*BILLING, "usage", "late"], capture_output=True, text=True,
-                            timeout=120, cwd=tmp_path, env={**env, "COLUMNS": "80"})
+    narrow = cli_process.run(["usage", "late"], timeout=120, cwd=tmp_path,
+                             env={**env, "COLUMNS": "80"})
     assert narrow.returncode == 0, narrow.stderr
     assert re.search(r"EU-\d{6}", narrow.stdout), narrow.stdout
     assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", narrow.stdout), narrow.stdout

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -23,6 +21,7 @@ from persistence import subscriptions as subs_repo
 from persistence.db import unit_of_work
 from services import catalog as catalog_service
 from services.settings import settings
+from tests import cli_process
 from tests.conftest import REDIS_URL, ROOT, flush_redis_namespace, require_services
 from tests.integration.helpers import CATALOG
 from workers import actors
@@ -57,8 +56,7 @@ def test_the_brokers_dead_letters_are_listed_and_requeued(tmp_path: Path) -> Non
                "BILLING_PROMETHEUS": "false"}
 
         def billing(*args: str) -> str:
-            done = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env,
-                                  capture_output=True, text=True, timeout=120)
+            done = cli_process.run(args, cwd=ROOT, env=env, timeout=120)
             assert done.returncode == 0, done.stderr
             return done.stdout
 

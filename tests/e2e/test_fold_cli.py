@@ -7,20 +7,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from tests import cli_process
 from tests.e2e.test_crash_recovery import database  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.e2e
 
 
 def billing(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
-                          env={**env, "COLUMNS": "200"}, timeout=120)
+    return cli_process.run(args, env={**env, "COLUMNS": "200"}, timeout=120)
 
 
 @pytest.mark.postgres

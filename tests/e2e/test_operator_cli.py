@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from persistence import db
 from persistence.db import unit_of_work
 from services.subscriptions import do_subscribe
 from services.usage import ingest
+from tests import cli_process
 
 CATALOG = """
 entities: [{id: acme-eu, timezone: Europe/Oslo, invoice_prefix: EU}]
@@ -40,8 +40,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def billing(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
-                          env={**env, "COLUMNS": "200"}, timeout=120)
+    return cli_process.run(args, env={**env, "COLUMNS": "200"}, timeout=120)
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:
@@ -228,9 +227,8 @@ def test_one_way_to_name_an_invoice_and_tables_in_a_pipe(env: dict[str, str],
     assert numbers == ["EU-000001", "EU-000002"]
     done = billing(env, "deliveries", "retry", "EU-000001")  # by number: delivered already
     assert done.returncode == 1 and "nothing to retry" in done.stderr
-    piped = subprocess.run([sys.executable, "-m", "cli", "invoices", "list"], text=True,
-                           capture_output=True, timeout=120,
-                           env={k: v for k, v in env.items() if k != "COLUMNS"})
+    piped = cli_process.run(["invoices", "list"], timeout=120,
+                            env={k: v for k, v in env.items() if k != "COLUMNS"})
     assert piped.returncode == 0, piped.stderr
     rows = [line for line in piped.stdout.splitlines() if "EU-000001" in line]
     assert len(rows) == 1 and "2026-01-01" in rows[0] and "€49.00" in rows[0]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import cli_process
 from tests.conftest import PG_URL, services_problem
 
 BILLING = [sys.executable, "-m", "cli"]
@@ -77,8 +78,7 @@ class Run:
 def billing(env: dict[str, str], *args: str, columns: int = 80) -> Run:
     """The command, on a narrow terminal by default (a message that wraps shows as two
     lines); tables are read on a wide one (a folded cell could hide a secret's halves)."""
-    done = subprocess.run([*BILLING, *args], capture_output=True, text=True,
-                          env={**env, "COLUMNS": str(columns)}, timeout=120)
+    done = cli_process.run(args, env={**env, "COLUMNS": str(columns)}, timeout=120)
     return Run(args, done.returncode, done.stdout, done.stderr)
 
 

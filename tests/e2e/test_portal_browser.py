@@ -30,7 +30,7 @@ from persistence import db, migrate
 from services import portal as portal_service
 from services.delivery.render import format_amount, format_in_unit
 from services.settings import settings
-from tests import portal_data
+from tests import cli_process, portal_data
 from tests.conftest import CHROMIUM, ROOT, require_browser
 from tests.servers import free_port
 
@@ -87,8 +87,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def billing(site: dict[str, Any], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=site["env"],
-                          capture_output=True, text=True, timeout=120)
+    done = cli_process.run(args, cwd=ROOT, env=site["env"], timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

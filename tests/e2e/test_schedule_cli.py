@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import cli_process
 from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -25,8 +26,7 @@ entities:
 
 
 def billing(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
-                          env={**env, "COLUMNS": "200"}, timeout=120)
+    return cli_process.run(args, env={**env, "COLUMNS": "200"}, timeout=120)
 
 
 @pytest.fixture

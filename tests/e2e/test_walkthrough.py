@@ -11,13 +11,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+
+from tests import cli_process
 
 pytestmark = pytest.mark.e2e
 
@@ -37,8 +38,7 @@ plans:
 
 
 def billing(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
-                          text=True, env={**env, "COLUMNS": "200"}, timeout=120)
+    return cli_process.run(args, env={**env, "COLUMNS": "200"}, timeout=120)
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:
