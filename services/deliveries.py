@@ -58,8 +58,6 @@ def _send(delivery: Delivery, doc: documents.Document, customer: Customer
     """Deliver through the channel; the result and where it went."""
     config = settings()
     document = doc.data
-    if delivery.channel == "none":
-        return Result(ok=True, retry=False, detail="no delivery channel"), "—"
     if delivery.channel == "webhook":
         if not delivery.url or not delivery.secret:
             return Result(ok=False, retry=False,
@@ -119,8 +117,10 @@ def attempt(session: Session, invoice_id: int, now: datetime,
     customer = catalog_repo.customer(session, record.customer)
     assert entity is not None and customer is not None
     delivery = entity.delivery or default_delivery()
-    doc = documents.prepare(session, record, now)
-    result, target = _send(delivery, doc, customer)
+    if delivery.channel == "none":  # nothing is sent, so no document is read
+        result, target = Result(ok=True, retry=False, detail="no delivery channel"), "—"
+    else:
+        result, target = _send(delivery, documents.prepare(session, record, now), customer)
     row.channel, row.target, row.updated_at = delivery.channel, target, now
     if record_attempt(row, result):
         return applied(f"{record.reference} delivered by {delivery.channel} to {target}"), result

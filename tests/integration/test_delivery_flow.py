@@ -224,6 +224,31 @@ def test_outbox_is_the_default_channel(sqlite_store: str, tmp_path: Path) -> Non
         assert session.scalars(select(InvoiceRow)).one().status == "sent"
 
 
+def test_channel_none_records_the_delivery_without_reading_a_document(
+        sqlite_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entity that delivers nothing (invoices are read through the API): the delivery
+    is recorded done at once, and no document is prepared for it."""
+    catalog = json.loads(json.dumps(CATALOG))
+    catalog["entities"][0]["delivery"] = {"channel": "none"}
+    apply_catalog(catalog)
+    from services import documents
+    from services.invoicing import run_bill_run_now
+    from services.subscriptions import do_subscribe
+
+    def no_document(*args: Any) -> Any:
+        raise AssertionError("a document was prepared for channel none")
+
+    monkeypatch.setattr(documents, "prepare", no_document)
+    with unit_of_work() as session:
+        do_subscribe(session, datetime(2026, 1, 1, tzinfo=UTC),
+                     {"id": "s-1", "customer": "c-1", "plan": "pro", "start": "2026-01-01"})
+    issued, delivered, _ = run_bill_run_now("acme", datetime(2026, 1, 1).date(),
+                                         datetime(2026, 1, 2, tzinfo=UTC))
+    assert [o.status for o in issued + delivered] == ["applied", "applied"]
+    (done,) = deliveries_by_status()["done"]
+    assert (done.channel, done.target, done.attempts) == ("none", "—", 1)
+
+
 def test_email_channel_sends_text_and_html_to_the_customer(
         sqlite_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from email import message_from_bytes, policy
