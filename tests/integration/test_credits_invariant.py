@@ -7,6 +7,7 @@ of the same amount."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -106,7 +107,8 @@ def run(steps: list[tuple[Any, ...]], folder: Path) -> datetime:
 @given(actions)
 def test_money_never_appears_or_disappears(tmp_path: Path, steps: list[tuple[Any, ...]]
                                            ) -> None:
-    folder = tmp_path / str(abs(hash(repr(steps))))
+    # a folder of its own per example: hypothesis may run the same steps twice
+    folder = tmp_path / f"run-{uuid.uuid4().hex}"
     folder.mkdir()
     try:
         now = run(steps, folder)
