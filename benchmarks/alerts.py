@@ -14,13 +14,13 @@ more customers with a subscription and no alert. Then it ingests the same usage 
 60 tokens, round robin over ``--active`` customers of a group — in five runs, into the group
 without alerts, then the group with them, and so on (each run with alerts is compared with
 the mean of the two beside it): ingest threads in this process calling the ingest service (a
-worker's threads, without the broker), while a process folds and evaluates every second as
-the scheduler does. Then the floor: the same rows by COPY, no folder. The lag of a threshold
-is from the commit of the batch holding the event that crossed it to the commit of the
-transaction that wrote the ``alert.triggered`` row naming it (the folder process notes the
-wall clock at each commit that wrote such rows; the row's ``created_at`` is the instant the
-evaluation started, and the lag to it — what this benchmark reported before — is printed
-too, for comparison).
+worker's threads, without the broker), while a process folds every second and evaluates
+alerts at the scheduler's cadence (``BILLING_ALERT_SECONDS``). Then the floor: the same rows
+by COPY, no folder. The lag of a threshold is from the commit of the batch holding the event
+that crossed it to the commit of the transaction that wrote the ``alert.triggered`` row
+naming it (the folder process notes the wall clock at each commit that wrote such rows; the
+row's ``created_at`` is the instant the evaluation started, and the lag to it — what this
+benchmark reported before — is printed too, for comparison).
 
 ``--burst``: no folder runs; in each of ``--rounds`` rounds every active customer of the
 group with alerts gets one event that takes it across its next threshold (100.00, then
@@ -83,11 +83,27 @@ def fold_forever(url: str, stop: Any, turns: Any) -> None:
     except ImportError:  # before it had one: a whole period after each turn
         def fold_pause(every: float, elapsed: float) -> float:
             return every
+    try:  # the scheduler's cadence of evaluations (BILLING_ALERT_SECONDS)
+        from scheduler.loop import evaluation_due
+        from services.settings import settings
+
+        alert_every = settings().alert_seconds
+    except ImportError:  # before it had one: after every fold
+        def evaluation_due(last: float | None, now: float, alert_every: float,
+                           every: float) -> bool:
+            return True
+
+        alert_every = EVERY
     began = time.perf_counter()
+    evaluated: float | None = None
     while not stop.wait(fold_pause(EVERY, time.perf_counter() - began)):
         began = time.perf_counter()
         rollups.fold()
         folded = time.perf_counter()
+        if not evaluation_due(evaluated, began, alert_every, EVERY):
+            turns.put(("turn", folded - began, 0.0, 0))
+            continue
+        evaluated = began
         fired = alerts.evaluate_folded(datetime.now(UTC))
         turns.put(("turn", folded - began, time.perf_counter() - folded, len(fired)))
 

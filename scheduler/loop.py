@@ -77,8 +77,19 @@ def fold_pause(every: float, elapsed: float) -> float:
     return max(0.0, every - elapsed)
 
 
-def fold_loop(stop: threading.Event, every: float) -> None:
-    """Fold new usage into the hourly rollups every ``every`` seconds until ``stop``."""
+def evaluation_due(last: float | None, now: float, alert_every: float, every: float) -> bool:
+    """Whether a fold turn starting at ``now`` evaluates alerts, the last evaluation having
+    started at ``last``: at most every ``alert_every`` seconds, counted in fold turns of
+    ``every`` (half a turn early is on time: turns do not start to the microsecond)."""
+    return last is None or now - last >= alert_every - every / 2
+
+
+def fold_loop(stop: threading.Event, every: float, alert_every: float | None = None) -> None:
+    """Fold new usage into the hourly rollups every ``every`` seconds until ``stop``, and
+    evaluate the alerts of the customers folded — after every turn, or (``alert_every``) at
+    most that often: an evaluation prices every folded customer's period, so under a steady
+    flow of usage it costs more than the fold."""
+    evaluated: float | None = None
     while not stop.is_set():
         began = time.perf_counter()
         try:
@@ -92,10 +103,12 @@ def fold_loop(stop: threading.Event, every: float) -> None:
                 log.debug("usage folded", events=report.events, batches=report.batches)
         except Exception:  # an outage: try again at the next turn
             log.exception("usage fold failed")
-        try:  # the alerts of the customers folded (by this turn, an earlier one, by hand)
-            enqueue_alert_events(alerts.evaluate_folded(clock.now()))
-        except Exception:  # the watermark stays: the next turn evaluates them again
-            log.exception("alerts not evaluated")
+        if alert_every is None or evaluation_due(evaluated, began, alert_every, every):
+            evaluated = began
+            try:  # the alerts of the customers folded (by this turn, an earlier one, by hand)
+                enqueue_alert_events(alerts.evaluate_folded(clock.now()))
+            except Exception:  # the watermark stays: the next evaluation takes them again
+                log.exception("alerts not evaluated")
         stop.wait(fold_pause(every, time.perf_counter() - began))
 
 
@@ -104,7 +117,8 @@ def loop(stop: threading.Event | None = None) -> None:
     meanwhile, in a thread of its own, fold usage every ``BILLING_FOLD_SECONDS``."""
     stop = stop or threading.Event()
     if settings().fold_seconds > 0:
-        threading.Thread(target=fold_loop, args=(stop, settings().fold_seconds),
+        threading.Thread(target=fold_loop, args=(stop, settings().fold_seconds,
+                                                 settings().alert_seconds),
                          name="fold", daemon=True).start()
     scheduler = Scheduler()
     log.info("scheduler started", scheduler=scheduler.name,

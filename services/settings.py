@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # The scheduler process folds new usage into the hourly rollups the estimate and the
     # portal read, every this many seconds (0: never; the estimate stays exact, only slower).
     fold_seconds: float = 1.0
+    # After a fold, it evaluates the alerts of the customers folded since the last
+    # evaluation — at most this often: an alert fires within about this plus a fold turn of
+    # the usage's ingest. Lower is quicker, at more of the database's time while usage flows.
+    alert_seconds: float = 3.0
 
     @model_validator(mode="after")
     def _redis_url_names_the_broker(self) -> Settings:

@@ -22,6 +22,7 @@ from scheduler.loop import fold_loop
 from services import alerts, rollups
 from services import catalog as catalog_service
 from services.commands import run_command
+from services.settings import settings
 from services.subscriptions import do_subscribe
 from tests.conftest import Pool
 from tests.integration.test_delivery_flow import SECRET, Receiver, receiver  # noqa: F401
@@ -69,26 +70,35 @@ def caught_up() -> bool:
     return lag.folded >= lag.drawn and evaluated >= lag.folded
 
 
-def start_folders(count: int) -> tuple[threading.Event, list[threading.Thread]]:
+def start_folders(count: int, cadence: tuple[float, float | None] = (0.05, None)
+                  ) -> tuple[threading.Event, list[threading.Thread]]:
+    """``count`` schedulers' fold threads, folding every ``cadence[0]`` seconds and
+    evaluating alerts at most every ``cadence[1]`` (None: after every fold)."""
     stop = threading.Event()
-    threads = [threading.Thread(target=fold_loop, args=(stop, 0.05), daemon=True)
+    threads = [threading.Thread(target=fold_loop, args=(stop, *cadence), daemon=True)
                for _ in range(count)]
     for t in threads:
         t.start()
     return stop, threads
 
 
-@pytest.mark.parametrize("racing_evaluation", [False, True], ids=["folders", "racing"])
+@pytest.mark.parametrize(("racing_evaluation", "defaults"),
+                         [(False, False), (True, False), (False, True)],
+                         ids=["folders", "racing", "the scheduler's cadence"])
 def test_a_burst_fires_each_threshold_once_within_the_bound(
-        pool: Pool, receiver: Receiver, racing_evaluation: bool,  # noqa: F811
+        pool: Pool, receiver: Receiver, racing_evaluation: bool, defaults: bool,  # noqa: F811
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two schedulers' folders (restarted half-way) fire each threshold crossed once, within
+    10 s of the last batch sent — folding every 0.05 s and evaluating after every fold, or
+    as ``python -m scheduler`` does (``BILLING_FOLD_SECONDS``, ``BILLING_ALERT_SECONDS``)."""
+    cadence = (settings().fold_seconds, settings().alert_seconds) if defaults else (0.05, None)
     if racing_evaluation:  # and chunks of 5 customers, evaluated 3 at a time
         monkeypatch.setattr(alerts, "CHUNK", 5)
     setup(receiver.url)
     pool.at("2026-01-15T12:00:00Z")
     rng = random.Random(26)
     totals: Counter[str] = Counter()
-    stop, folders = start_folders(2)  # two schedulers' folders at once
+    stop, folders = start_folders(2, cadence)  # two schedulers' folders at once
     racing = threading.Event()
 
     def race() -> None:  # an evaluation racing the folders' (as from an HTTP create)
@@ -106,7 +116,7 @@ def test_a_burst_fires_each_threshold_once_within_the_bound(
                 stop.set()
                 for t in folders:
                     t.join(30)
-                stop, folders = start_folders(2)
+                stop, folders = start_folders(2, cadence)
             events = []
             for c in CUSTOMERS:
                 quantity = rng.randint(0, 9)

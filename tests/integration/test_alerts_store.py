@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 from sqlalchemy import select, update
@@ -147,3 +148,49 @@ def test_the_folder_waits_the_rest_of_its_period_only() -> None:
     assert fold_pause(1.0, 0.25) == 0.75
     assert fold_pause(1.0, 1.0) == 0.0
     assert fold_pause(1.0, 7.5) == 0.0  # a long turn: the next one at once
+
+
+def test_alerts_are_evaluated_at_most_every_alert_seconds() -> None:
+    from scheduler.loop import evaluation_due
+
+    assert evaluation_due(None, 5.0, 3.0, 1.0)  # the first turn evaluates
+    assert not evaluation_due(5.0, 6.0, 3.0, 1.0) and not evaluation_due(5.0, 7.0, 3.0, 1.0)
+    assert evaluation_due(5.0, 8.0, 3.0, 1.0)
+    assert evaluation_due(5.0, 7.6, 3.0, 1.0)  # a turn that started a little early
+    assert evaluation_due(5.0, 5.05, 0.05, 0.05)  # as often as the folds
+
+
+def test_the_fold_loop_evaluates_at_its_own_cadence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folds every turn; evaluations (each taking everything folded since the last) at most
+    every ``alert_every`` seconds — and after every fold without one."""
+    import threading
+    import time
+
+    from scheduler import loop
+    from services import rollups
+
+    for alert_every, low, high in ((0.3, 3, 6), (None, 10, 26)):
+        folds: list[float] = []
+        evaluations: list[float] = []
+
+        def fold(folds: list[float] = folds) -> rollups.FoldReport:
+            folds.append(time.perf_counter())
+            return rollups.FoldReport(folds=True)
+
+        def evaluate(now: datetime, evaluations: list[float] = evaluations) -> list[int]:
+            evaluations.append(time.perf_counter())
+            return []
+
+        monkeypatch.setattr(loop.rollups, "fold", fold)
+        monkeypatch.setattr(loop.alerts, "evaluate_folded", evaluate)
+        stop = threading.Event()
+        thread = threading.Thread(target=loop.fold_loop, args=(stop, 0.05, alert_every))
+        thread.start()
+        time.sleep(1.25)
+        stop.set()
+        thread.join(5)
+        assert low <= len(evaluations) <= high, (alert_every, len(evaluations), len(folds))
+        if alert_every is not None:
+            gaps = [b - a for a, b in pairwise(evaluations)]
+            assert min(gaps) >= alert_every - 0.05 / 2 - 0.02, gaps
+            assert len(folds) >= 3 * len(evaluations)
