@@ -84,10 +84,10 @@ def evaluation_due(last: float | None, now: float, alert_every: float, every: fl
     return last is None or now - last >= alert_every - every / 2
 
 
-def fold_loop(stop: threading.Event, every: float, alert_every: float | None = None) -> None:
+def fold_loop(stop: threading.Event, every: float, alert_every: float = 0.0) -> None:
     """Fold new usage into the hourly rollups every ``every`` seconds until ``stop``, and
-    evaluate the alerts of the customers folded — after every turn, or (``alert_every``) at
-    most that often: an evaluation prices every folded customer's period, so under a steady
+    evaluate the alerts of the customers folded at most every ``alert_every`` seconds (0:
+    after every turn): an evaluation prices every folded customer's period, so under a steady
     flow of usage it costs more than the fold."""
     evaluated: float | None = None
     while not stop.is_set():
@@ -103,7 +103,7 @@ def fold_loop(stop: threading.Event, every: float, alert_every: float | None = N
                 log.debug("usage folded", events=report.events, batches=report.batches)
         except Exception:  # an outage: try again at the next turn
             log.exception("usage fold failed")
-        if alert_every is None or evaluation_due(evaluated, began, alert_every, every):
+        if evaluation_due(evaluated, began, alert_every, every):
             evaluated = began
             try:  # the alerts of the customers folded (by this turn, an earlier one, by hand)
                 enqueue_alert_events(alerts.evaluate_folded(clock.now()))

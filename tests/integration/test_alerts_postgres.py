@@ -70,10 +70,10 @@ def caught_up() -> bool:
     return lag.folded >= lag.drawn and evaluated >= lag.folded
 
 
-def start_folders(count: int, cadence: tuple[float, float | None] = (0.05, None)
+def start_folders(count: int, cadence: tuple[float, float] = (0.05, 0.0)
                   ) -> tuple[threading.Event, list[threading.Thread]]:
     """``count`` schedulers' fold threads, folding every ``cadence[0]`` seconds and
-    evaluating alerts at most every ``cadence[1]`` (None: after every fold)."""
+    evaluating alerts at most every ``cadence[1]`` (0: after every fold)."""
     stop = threading.Event()
     threads = [threading.Thread(target=fold_loop, args=(stop, *cadence), daemon=True)
                for _ in range(count)]
@@ -91,7 +91,7 @@ def test_a_burst_fires_each_threshold_once_within_the_bound(
     """Two schedulers' folders (restarted half-way) fire each threshold crossed once, within
     10 s of the last batch sent — folding every 0.05 s and evaluating after every fold, or
     as ``python -m scheduler`` does (``BILLING_FOLD_SECONDS``, ``BILLING_ALERT_SECONDS``)."""
-    cadence = (settings().fold_seconds, settings().alert_seconds) if defaults else (0.05, None)
+    cadence = (settings().fold_seconds, settings().alert_seconds) if defaults else (0.05, 0.0)
     if racing_evaluation:  # and chunks of 5 customers, evaluated 3 at a time
         monkeypatch.setattr(alerts, "CHUNK", 5)
     setup(receiver.url)

@@ -169,7 +169,7 @@ def test_the_fold_loop_evaluates_at_its_own_cadence(monkeypatch: pytest.MonkeyPa
     from scheduler import loop
     from services import rollups
 
-    for alert_every, low, high in ((0.3, 3, 6), (None, 10, 26)):
+    for alert_every, low, high in ((0.3, 3, 6), (0.0, 10, 26)):
         folds: list[float] = []
         evaluations: list[float] = []
 
@@ -190,7 +190,7 @@ def test_the_fold_loop_evaluates_at_its_own_cadence(monkeypatch: pytest.MonkeyPa
         stop.set()
         thread.join(5)
         assert low <= len(evaluations) <= high, (alert_every, len(evaluations), len(folds))
-        if alert_every is not None:
+        if alert_every:
             gaps = [b - a for a, b in pairwise(evaluations)]
             assert min(gaps) >= alert_every - 0.05 / 2 - 0.02, gaps
             assert len(folds) >= 3 * len(evaluations)

@@ -202,19 +202,25 @@ def test_a_delivery_lost_between_commit_and_enqueue_is_requeued(
     assert receiver.verified == 1 and "pending" not in deliveries_by_status()
 
 
+def bill_the_opening_invoice_now() -> list[str]:
+    """Subscribe c-1 from 1 January and run acme's bill run of that day by hand: the
+    outcomes of the invoice's issue and of its delivery."""
+    from services.invoicing import run_bill_run_now
+    from services.subscriptions import do_subscribe
+
+    with unit_of_work() as session:
+        do_subscribe(session, datetime(2026, 1, 1, tzinfo=UTC),
+                     {"id": "s-1", "customer": "c-1", "plan": "pro", "start": "2026-01-01"})
+    issued, delivered, _ = run_bill_run_now("acme", datetime(2026, 1, 1).date(),
+                                         datetime(2026, 1, 2, tzinfo=UTC))
+    return [o.status for o in issued + delivered]
+
+
 def test_outbox_is_the_default_channel(sqlite_store: str, tmp_path: Path) -> None:
     apply_catalog()  # no delivery on the entity: the deployment default (outbox)
     previous = deliveries.use_outbox(tmp_path)
     try:
-        from services.invoicing import run_bill_run_now
-        from services.subscriptions import do_subscribe
-
-        with unit_of_work() as session:
-            do_subscribe(session, datetime(2026, 1, 1, tzinfo=UTC),
-                         {"id": "s-1", "customer": "c-1", "plan": "pro", "start": "2026-01-01"})
-        issued, delivered, _ = run_bill_run_now("acme", datetime(2026, 1, 1).date(),
-                                             datetime(2026, 1, 2, tzinfo=UTC))
-        assert [o.status for o in issued + delivered] == ["applied", "applied"]
+        assert bill_the_opening_invoice_now() == ["applied", "applied"]
     finally:
         deliveries.use_outbox(previous)
     files = sorted(p.name for p in (tmp_path / "acme").iterdir())
@@ -232,19 +238,12 @@ def test_channel_none_records_the_delivery_without_reading_a_document(
     catalog["entities"][0]["delivery"] = {"channel": "none"}
     apply_catalog(catalog)
     from services import documents
-    from services.invoicing import run_bill_run_now
-    from services.subscriptions import do_subscribe
 
     def no_document(*args: Any) -> Any:
         raise AssertionError("a document was prepared for channel none")
 
     monkeypatch.setattr(documents, "prepare", no_document)
-    with unit_of_work() as session:
-        do_subscribe(session, datetime(2026, 1, 1, tzinfo=UTC),
-                     {"id": "s-1", "customer": "c-1", "plan": "pro", "start": "2026-01-01"})
-    issued, delivered, _ = run_bill_run_now("acme", datetime(2026, 1, 1).date(),
-                                         datetime(2026, 1, 2, tzinfo=UTC))
-    assert [o.status for o in issued + delivered] == ["applied", "applied"]
+    assert bill_the_opening_invoice_now() == ["applied", "applied"]
     (done,) = deliveries_by_status()["done"]
     assert (done.channel, done.target, done.attempts) == ("none", "—", 1)
 
