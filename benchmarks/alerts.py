@@ -394,6 +394,10 @@ def main() -> None:
                     "%s || '-' || g, 'al', 'metered', 1, %s, %s, %s, %s, 1, %s, %s "
                     "FROM generate_series(0, %s - 1) g",
                     (group, group, start, start, start, start, after, after, n))
+                conn.execute(  # what a subscribe asks for (persistence/rollups.py, horizons)
+                    "INSERT INTO usage_rollup_horizons (customer_id, wanted) "
+                    "SELECT %s || '-' || g, %s FROM generate_series(0, %s - 1) g",
+                    (group, start, n))
             conn.execute("INSERT INTO alerts (id, customer_id, subscription_id, kind, "
                          "thresholds, recurring_step, created_at) SELECT 'al-' || g, "
                          "'a-' || g, 's-a-' || g, 'usage_amount', "

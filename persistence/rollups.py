@@ -45,6 +45,18 @@ re-folds that meter's rollups, in its own transaction and under the same locks, 
 ``keyed`` on. A read whose filters name a name or value the rollups are not keyed by (the
 fold has not caught up with a catalog change yet) reads the events.
 
+Only what a read can want is rolled up (issue #21): an estimate, a portal page or an alert
+reads a customer's current periods, which never begin before its first subscription. So
+each customer has a *horizon* (``usage_rollup_horizons``): the rollups hold every folded
+event of the customer at or after that UTC hour and none before, and a customer without one
+has none rolled up — a backfill of usage for customers without subscriptions, or for
+periods long closed, costs a fold nothing. A read takes a customer's hours before its
+horizon from the events, as it takes split hours, so it is exact whatever the horizons
+are. A subscription asks for its customer's usage from the hour of its start
+(``want_horizon``, in its transaction: ``wanted``); the next fold rolls up that customer's
+folded events between the hour wanted and its horizon, in the fold's transaction and under
+its locks, and moves the horizon down to it. Horizons only move down.
+
 SQLite runs one writer at a time and is for small deployments: there the estimate reads
 the events (``batch_seq`` stays 0, nothing folds).
 """
@@ -182,13 +194,13 @@ def summarize_new_pages(session: Session) -> bool:
 
 
 # {dims}: '' (no meter keyed: grouped by the first three columns only, as before filters)
-# or a CASE over the meter; {where}: which events
+# or a CASE over the meter; {hours}: which hours of which customers; {where}: which events
 FOLD = """
 WITH grouped AS (
-    SELECT customer_id, meter_id, date_trunc('hour', "timestamp", 'UTC') AS hour,
+    SELECT e.customer_id, meter_id, date_trunc('hour', "timestamp", 'UTC') AS hour,
            {dims} AS dims, sum(quantity) AS total, count(*) AS events,
            max(quantity) AS largest, min(quantity) AS smallest
-    FROM usage_events WHERE {where}
+    FROM usage_events AS e JOIN {hours} WHERE {where}
     GROUP BY {group}
 ), written AS (
     INSERT INTO usage_rollups AS r (customer_id, meter_id, hour, dims, total, events,
@@ -204,6 +216,15 @@ SELECT coalesce(sum(events), 0) FROM grouped
 NEW_BATCHES = "batch_seq > :after AND batch_seq <= :upto"
 # a re-fold: every event of these meters the rollups hold (batches up to the fold state)
 REFOLD = "meter_id = ANY(CAST(:refold AS text[])) AND batch_seq <= :after"
+# the hours the rollups hold: each customer's from its horizon on
+HORIZONS = ('usage_rollup_horizons AS h ON h.customer_id = e.customer_id '
+            'AND e."timestamp" >= h.since')
+# the hours between the hour a customer's usage is wanted from and its horizon (or on)
+WIDENED = ('unnest(CAST(:customers AS text[]), CAST(:lows AS timestamptz[]), '
+           'CAST(:highs AS timestamptz[])) AS h(customer_id, low, high) '
+           'ON h.customer_id = e.customer_id AND e."timestamp" >= h.low '
+           'AND (h.high IS NULL OR e."timestamp" < h.high)')
+FOLDED = "batch_seq <= :after"
 
 
 @dataclass(frozen=True)
@@ -227,7 +248,8 @@ def fold(session: Session, settled: int) -> Folded:
         col(UsageRollupKeysRow.meter_id), col(UsageRollupKeysRow.wanted),
         col(UsageRollupKeysRow.keyed)))}
     refold = sorted(meter for meter, (wanted, keyed) in keys.items() if wanted != keyed)
-    if upto <= after and not refold:
+    widen = _behind(session)
+    if upto <= after and not refold and not widen:
         return Folded(after, after, 0)
     dims, params = dims_sql({meter: parse_keys(wanted) for meter, (wanted, _) in keys.items()})
     if refold:
@@ -236,6 +258,8 @@ def fold(session: Session, settled: int) -> Folded:
             session.execute(text("UPDATE usage_rollup_keys SET keyed = :keyed "
                                  "WHERE meter_id = :meter"),
                             {"keyed": keys[meter][0], "meter": meter})
+    if widen:
+        _widen(session, widen, after, dims, params)
     events = 0
     if upto > after:
         events = int(session.execute(text(_fold_sql(dims, NEW_BATCHES)),
@@ -255,8 +279,9 @@ def fold(session: Session, settled: int) -> Folded:
     return Folded(after, max(upto, after), events)
 
 
-def _fold_sql(dims: str, where: str) -> str:
-    return FOLD.format(dims=dims, where=where, group="1, 2, 3" if dims == "''" else "1, 2, 3, 4")
+def _fold_sql(dims: str, where: str, hours: str = HORIZONS) -> str:
+    return FOLD.format(dims=dims, hours=hours, where=where,
+                       group="1, 2, 3" if dims == "''" else "1, 2, 3, 4")
 
 
 def _refold(session: Session, meters: list[str], after: int, dims: str,
@@ -269,6 +294,61 @@ def _refold(session: Session, meters: list[str], after: int, dims: str,
     if after >= 0:
         session.execute(text(_fold_sql(dims, REFOLD)),
                         {**params, "refold": meters, "after": after})
+
+
+# ---------------------------------------------------------------------------- horizons
+
+
+def want_horizon(session: Session, customer_id: str, since: datetime) -> None:
+    """In a subscription's transaction: the customer's usage wanted rolled up from the
+    hour of ``since`` on (PostgreSQL; SQLite does not fold). The next fold does it."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(text(
+        "INSERT INTO usage_rollup_horizons AS h (customer_id, wanted) "
+        "VALUES (:customer, :since) ON CONFLICT (customer_id) DO UPDATE "
+        "SET wanted = EXCLUDED.wanted WHERE EXCLUDED.wanted < h.wanted"),
+        {"customer": customer_id, "since": floor_hour(since)})
+
+
+@dataclass(frozen=True)
+class Widen:
+    customer_id: str
+    low: datetime  # the hour its usage is wanted from
+    high: datetime | None  # its horizon now (None: nothing rolled up yet)
+
+
+def _behind(session: Session) -> list[Widen]:
+    """The customers whose usage is wanted from before their horizon (locked; one a
+    subscription is writing right now is left for the next fold)."""
+    return [Widen(*row) for row in session.execute(text(
+        "SELECT customer_id, wanted, since FROM usage_rollup_horizons "
+        "WHERE since IS NULL OR wanted < since ORDER BY customer_id "
+        "FOR UPDATE SKIP LOCKED"))]
+
+
+def _widen(session: Session, widen: list[Widen], after: int, dims: str,
+           params: dict[str, Any]) -> None:
+    """Roll up the folded events of these customers between the hour wanted and their
+    horizon, and move their horizons down to it."""
+    customers = [w.customer_id for w in widen]
+    if after >= 0:
+        session.execute(text(_fold_sql(dims, FOLDED, WIDENED)), {
+            **params, "after": after, "customers": customers,
+            "lows": [w.low for w in widen], "highs": [w.high for w in widen]})
+    session.execute(text(
+        "UPDATE usage_rollup_horizons AS h SET since = w.low FROM unnest("
+        "CAST(:customers AS text[]), CAST(:lows AS timestamptz[])) AS w(customer_id, low) "
+        "WHERE h.customer_id = w.customer_id"),
+        {"customers": customers, "lows": [w.low for w in widen]})
+
+
+def horizons(session: Session, customers: Collection[str]) -> dict[str, datetime]:
+    """The customers' horizons (one without: none rolled up)."""
+    return {customer: since for customer, since in session.execute(text(
+        "SELECT customer_id, since FROM usage_rollup_horizons "
+        "WHERE customer_id = ANY(CAST(:customers AS text[])) AND since IS NOT NULL"),
+        {"customers": list(customers)})}
 
 
 # ---------------------------------------------------------------------------- keys
@@ -473,8 +553,20 @@ def _found(session: Session, customers: Collection[str], meter_ids: list[str],
     found: Found = []
     for start in range(0, len(wanted), CHUNK):
         part = wanted[start:start + CHUNK]
-        found += _rollups(session, part, meter_ids, bounds, filters)
-        found += _events(session, part, meter_ids, bounds, folded, drawn, filters)
+        # by where the events' part begins: None (the customer's horizon is at or before
+        # the first window) or the horizon, at most the last edge
+        by_below: dict[datetime | None, list[str]] = {}
+        since = horizons(session, part)
+        for customer in part:
+            h = since.get(customer)
+            below = None if h is not None and h <= bounds[0] else min(h or bounds[-1],
+                                                                      bounds[-1])
+            by_below.setdefault(below, []).append(customer)
+        rolled = [c for below, cs in by_below.items() if below != bounds[-1] for c in cs]
+        if rolled:
+            found += _rollups(session, rolled, meter_ids, bounds, filters)
+        for below, some in by_below.items():
+            found += _events(session, some, meter_ids, bounds, folded, drawn, filters, below)
     return found
 
 
@@ -521,10 +613,11 @@ def _rollups(session: Session, customers: list[str], meter_ids: list[str],
 
 def _events(session: Session, customers: list[str], meter_ids: list[str],
             bounds: Sequence[datetime], folded: int, drawn: int,
-            filters: Sequence[Filter] | None) -> Found:
+            filters: Sequence[Filter] | None, below: datetime | None) -> Found:
     """What the rollups do not hold: the events of batches not folded yet (none when every
-    batch drawn is folded: a batch drawn from now on commits after this read began), and
-    the folded events of split hours. Grouped by window (and group)."""
+    batch drawn is folded: a batch drawn from now on commits after this read began), the
+    folded events before ``below`` (the customers' horizon, an hour after the first edge;
+    None: none are) and those of split hours after it. Grouped by window (and group)."""
     ts = col(E.timestamp)
     bucket = _bucket(ts, bounds)
     group: tuple[Any, ...] = (col(E.customer_id), col(E.meter_id))
@@ -541,8 +634,12 @@ def _events(session: Session, customers: list[str], meter_ids: list[str],
             *base, ts >= bounds[0], ts < bounds[-1], col(E.batch_seq) > folded)
             .group_by(*group))
     for lo, hi in split_hours(bounds):
+        if below is None or lo >= below:  # (a split hour before it is read below)
+            parts.append(select(*columns).where(
+                *base, ts >= lo, ts < hi, col(E.batch_seq) <= folded).group_by(*group))
+    if below is not None:
         parts.append(select(*columns).where(
-            *base, ts >= lo, ts < hi, col(E.batch_seq) <= folded).group_by(*group))
+            *base, ts >= bounds[0], ts < below, col(E.batch_seq) <= folded).group_by(*group))
     if not parts:
         return []
     return _rows(session, union_all(*parts) if len(parts) > 1 else parts[0],

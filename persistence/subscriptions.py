@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from domain.subscriptions import LifecycleCommand
+from persistence import rollups
 from persistence.sql import insert_ignore, is_postgres, storable
 from persistence.tables import (
     CommandLogRow,
@@ -83,6 +84,13 @@ def listing(session: Session, *, customer: str | None = None, entity: str | None
 def add(session: Session, row: SubscriptionRow) -> None:
     session.add(row)
     session.flush()
+    want_usage_rolled_up(session, row)
+
+
+def want_usage_rolled_up(session: Session, row: SubscriptionRow) -> None:
+    """The customer's usage from the subscription's start on is what its estimates, portal
+    and alerts read: rolled up from there (persistence/rollups.py, horizons)."""
+    rollups.want_horizon(session, row.customer_id, row.start_at)
 
 
 def sharing_meters(session: Session, customer_id: str, meters: frozenset[str],

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -242,6 +243,24 @@ class UsageRollupKeysRow(SQLModel, table=True):
     meter_id: str = Field(primary_key=True, max_length=255)
     wanted: str = Field(sa_type=Text)
     keyed: str | None = Field(default=None, sa_type=Text)
+
+
+class UsageRollupHorizonRow(SQLModel, table=True):
+    """From which UTC hour on a customer's usage is rolled up: the rollups hold every
+    folded event of the customer at or after ``since`` and none before (NULL: none yet).
+    ``wanted``: the earliest hour a subscription of the customer asked for; a fold rolls up
+    the hours from there and moves ``since`` down to it (persistence/rollups.py)."""
+
+    __tablename__ = "usage_rollup_horizons"
+    __table_args__ = (
+        # the few customers a fold has to widen (PostgreSQL only; SQLite does not fold)
+        Index("ix_usage_rollup_horizons_behind", "customer_id",
+              postgresql_where=text("since IS NULL OR wanted < since"))
+        .ddl_if(dialect="postgresql"),
+    )
+    customer_id: str = Field(primary_key=True, max_length=255)
+    wanted: datetime = Field(sa_type=UTCDateTime)
+    since: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class UsageFoldStateRow(SQLModel, table=True):

@@ -321,6 +321,7 @@ def _move_subscriptions_to_zone(session: Session, e: Entity) -> None:
         row.start_at = midnight(row.start, e.timezone)
         row.end_at = None if row.end is None else midnight(row.end, e.timezone)
         row.next_boundary_at = midnight(row.next_boundary, e.timezone)
+        subs_repo.want_usage_rolled_up(session, row)
     for changes in plan_changes_repo.changes(session, [r.id for r in rows]).values():
         for change in changes:
             change.since_at = midnight(change.since, e.timezone)

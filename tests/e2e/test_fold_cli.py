@@ -26,13 +26,21 @@ def billing(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 def test_fold_folds_what_is_new_and_says_how_far(database: str) -> None:  # noqa: F811
     from persistence import migrate
     from persistence.db import unit_of_work
-    from services import catalog
+    from services import catalog, subscriptions
     from services.usage import ingest
 
     migrate.upgrade()
     catalog.apply_document({"meters": [{"id": "calls", "aggregation": "sum"}],
                             "entities": [{"id": "e", "timezone": "UTC", "invoice_prefix": "E"}],
+                            "plans": [{"id": "p", "currency": "EUR", "interval": "month",
+                                       "charges": [{"id": "calls", "type": "usage",
+                                                    "meter": "calls", "model": "unit",
+                                                    "unit_price": "1"}]}],
                             "customers": [{"id": "c", "entity": "e"}]})
+    with unit_of_work() as session:
+        outcome = subscriptions.do_subscribe(session, datetime(2026, 11, 1, tzinfo=UTC), {
+            "id": "s", "customer": "c", "plan": "p", "start": "2026-11-01"})
+        assert outcome.status == "applied", outcome
     with unit_of_work() as session:
         ingest(session, [{"key": f"k-{i}", "customer": "c", "meter": "calls", "quantity": i,
                           "timestamp": "2026-11-05T10:00:00Z"} for i in range(1, 11)],

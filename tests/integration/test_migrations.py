@@ -89,3 +89,75 @@ def test_data_of_a_0002_database_is_carried_over(empty_database: None) -> None:
         assert row.closed_until_at is not None
         assert row.closed_until_at.isoformat() == "2026-02-01T00:00:00+00:00"
         assert catalog_repo.customer(session, "c").draft_invoices is True  # type: ignore[union-attr]
+
+
+@pytest.mark.postgres
+def test_rollups_of_a_0013_database_keep_answering_and_subscriptions_get_theirs() -> None:
+    """Issue #21's horizons on a deployment whose rollups hold every folded event: each
+    customer with rollups is rolled up from its first rollup hour on, and a customer with a
+    subscription but nothing folded yet gets its usage rolled up from its start by the first
+    fold — every read the same as the events' answer."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from persistence import rollups
+    from persistence.db import unit_of_work
+    from services import rollups as rollups_service
+
+    require_services()
+    db.configure(PG_URL, schema=f"test_mig_{uuid.uuid4().hex[:10]}")
+    try:
+        migrate.upgrade("0002")
+        plan = ('{"id": "pro", "currency": "EUR", "interval": "month", "charges": '
+                '[{"id": "t", "type": "usage", "meter": "tokens", "model": "unit", '
+                '"unit_price": "1"}]}')
+        at = "2026-01-01 00:00:00+00"
+        with db.engine().begin() as conn:
+            for sql in [
+                "INSERT INTO entities (id, timezone, invoice_prefix) VALUES ('e', 'UTC', 'E')",
+                "INSERT INTO meters (id, aggregation) VALUES ('tokens', 'sum')",
+                f"INSERT INTO plans (id, currency, interval, definition) VALUES "
+                f"('pro', 'EUR', 'month', '{plan}')",
+                "INSERT INTO plan_meters (plan_id, meter_id) VALUES ('pro', 'tokens')",
+                "INSERT INTO customers (id, entity_id, draft_invoices) VALUES ('a', 'e', false), "
+                "('d', 'e', false)",
+                f"INSERT INTO subscriptions (id, customer_id, entity_id, plan_id, start, "
+                f"start_at, created_at) VALUES ('s', 'd', 'e', 'pro', '2026-01-01', '{at}', "
+                f"'{at}')",
+            ]:
+                conn.execute(text(sql))
+        migrate.upgrade("0013")
+        with db.engine().begin() as conn:  # a's event folded, then d's not yet
+            conn.execute(text(
+                "INSERT INTO usage_events (key, customer_id, meter_id, quantity, timestamp, "
+                "ingested_at) VALUES ('a1', 'a', 'tokens', 5, '2026-01-05 10:30+00', now())"))
+            conn.execute(text(
+                "INSERT INTO usage_rollups (customer_id, meter_id, hour, total, events, "
+                "largest, smallest) VALUES ('a', 'tokens', '2026-01-05 10:00+00', 5, 1, 5, 5)"))
+            conn.execute(text("INSERT INTO usage_fold_state (id, folded) "
+                              "SELECT 1, last_value FROM usage_batch_seq"))
+        with db.engine().begin() as conn:
+            conn.execute(text(
+                "INSERT INTO usage_events (key, customer_id, meter_id, quantity, timestamp, "
+                "ingested_at) VALUES ('d1', 'd', 'tokens', 3, '2026-01-02 08:15+00', now()), "
+                "('d0', 'd', 'tokens', 2, '2025-12-31 23:15+00', now())"))
+        migrate.upgrade()
+        hour = datetime(2026, 1, 5, 10, tzinfo=UTC)
+        with unit_of_work() as session:
+            assert rollups.horizons(session, ["a", "d"]) == {"a": hour}
+        rollups_service.fold()
+        bounds = [datetime(2025, 12, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)]
+        with unit_of_work() as session:
+            assert rollups.horizons(session, ["a", "d"]) == {
+                "a": hour, "d": datetime(2026, 1, 1, tzinfo=UTC)}
+            rolled = session.execute(text(
+                "SELECT customer_id, hour, total FROM usage_rollups ORDER BY 1, 2")).all()
+            assert [(c, h, int(t)) for c, h, t in rolled] == [
+                ("a", hour, 5), ("d", datetime(2026, 1, 2, 8, tzinfo=UTC), 3)]
+            got = rollups.windows(session, ["a", "d"], ["tokens"], bounds)
+        assert [t.total for t in got[("a", "tokens")]] == [5]
+        assert [t.total for t in got[("d", "tokens")]] == [5]  # 2 before its start, 3 after
+    finally:
+        db.drop_private_schema()
+        db.engine().dispose()

@@ -33,6 +33,7 @@ from persistence.tables import UsageEventRow, UsageRollupKeysRow, UsageRollupRow
 from persistence.usage import Period
 from services import catalog as catalog_service
 from services import rollups as rollups_service
+from services import subscriptions
 from tests.conftest import PG_URL, require_services
 from tests.integration.test_filter_groups import filter_sets, property_values
 
@@ -55,9 +56,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def _reset() -> None:
+    """Empty tables, both customers' usage wanted rolled up from before any event (as their
+    subscriptions would ask)."""
     with unit_of_work() as session:
-        for table in ("usage_rollups", "usage_rollup_keys", "usage_fold_state", "usage_events"):
+        for table in ("usage_rollups", "usage_rollup_keys", "usage_fold_state", "usage_events",
+                      "usage_rollup_horizons"):
             session.execute(text(f"DELETE FROM {table}"))
+        for customer in ("c1", "c2"):
+            rollups.want_horizon(session, customer, START - timedelta(days=2))
 
 
 def _by_the_rule(meter: Meter, filters: tuple[Filter, ...], customers: list[str],
@@ -145,6 +151,10 @@ def _unit(f_id: str, *models: str) -> dict[str, Any]:
 
 def test_a_catalog_change_adding_a_filter_refolds_the_meter(store: str) -> None:
     catalog_service.apply_document(_catalog([]), START)
+    with unit_of_work() as session:
+        outcome = subscriptions.do_subscribe(session, START, {
+            "id": "s1", "customer": "c1", "plan": "llm", "start": "2026-03-01"})
+        assert outcome.status == "applied", outcome
     meter = Meter("tokens", Aggregation.SUM)
     events = [UsageEvent(f"e{i}", "c1", "tokens", Decimal(i + 1),
                          START + timedelta(minutes=37 * i),

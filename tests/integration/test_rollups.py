@@ -37,9 +37,15 @@ CUSTOMERS = ["c-1", "c-2"]
 ZONES = ["UTC", "Europe/Oslo", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns"]
 
 
-def _reset() -> None:
+def _reset(*, wanted: bool = True) -> None:
+    """Empty tables; ``wanted``: both customers' usage wanted rolled up from before any of
+    the events (as a subscription asks), so every event folded is rolled up."""
     with unit_of_work() as session:
-        session.execute(text("TRUNCATE usage_events, usage_rollups, usage_fold_state CASCADE"))
+        session.execute(text("TRUNCATE usage_events, usage_rollups, usage_fold_state, "
+                             "usage_rollup_horizons CASCADE"))
+        if wanted:
+            for customer in CUSTOMERS:
+                rollups.want_horizon(session, customer, START - timedelta(days=4))
 
 
 def _insert(events: list[UsageEvent]) -> None:
@@ -104,6 +110,94 @@ def test_the_rollups_give_what_the_events_give(pg_store: str, steps: list, zone:
     expected = _from_events(bounds)
     assert daily == {m: [(t.total, t.events) for t in expected[("c-1", m)]]
                      for m in ["m-sum", "m-count"]}
+
+
+horizon = st.tuples(st.sampled_from(CUSTOMERS), moments)  # usage wanted from then on
+# batches of events, each followed (or not) by a subscription's wish and by a fold
+horizon_steps = st.lists(st.tuples(st.lists(event, max_size=12), st.none() | horizon,
+                                   st.booleans()), min_size=1, max_size=6)
+
+
+def _rolled_up_as_the_horizons_say() -> None:
+    """The rollups hold exactly the folded events at or after their customer's horizon:
+    rebuilt from the events, row for row."""
+    with unit_of_work() as session:
+        folded = session.scalar(text("SELECT folded FROM usage_fold_state WHERE id = 1"))
+        since = rollups.horizons(session, CUSTOMERS)
+        rows = session.execute(select(UsageEventRow)).scalars().all()
+        stored = {(r.customer_id, r.meter_id, r.hour): (r.total, r.events, r.largest,
+                                                         r.smallest)
+                  for r in session.execute(select(UsageRollupRow)).scalars()}
+    expected: dict[tuple[str, str, datetime], rollups.Totals] = {}
+    for row in rows:
+        if folded is None or row.batch_seq > folded:
+            continue
+        if row.customer_id not in since or row.timestamp < since[row.customer_id]:
+            continue
+        cell = (row.customer_id, row.meter_id, rollups.floor_hour(row.timestamp))
+        expected[cell] = expected.get(cell, rollups.Totals()) + rollups.Totals(
+            row.quantity, 1, row.quantity, row.quantity)
+    assert stored == {cell: (t.total, t.events, t.largest, t.smallest)
+                      for cell, t in expected.items()}
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=horizon_steps, zone=st.sampled_from(ZONES), first_day=st.integers(0, 3),
+       days=st.integers(1, 4))
+def test_the_rollups_give_what_the_events_give_whatever_the_horizons(
+        pg_store: str, steps: list, zone: str, first_day: int, days: int) -> None:
+    """Only the usage a subscription wants is rolled up (from the hour of its start on):
+    customers with no horizon, a horizon inside the windows, or one moved down between
+    folds — any read still equals reading the events, and the rollups hold exactly the
+    folded events at or after each customer's horizon."""
+    _reset(wanted=False)
+    for batch, wish, then_fold in steps:
+        _insert([UsageEvent(f"k{key}", customer, meter, quantity,
+                            START + timedelta(minutes=minute),
+                            {"user": user} if user else {})
+                 for key, customer, meter, quantity, minute, user in batch])
+        if wish is not None:
+            with unit_of_work() as session:
+                rollups.want_horizon(session, wish[0], START + timedelta(minutes=wish[1]))
+        if then_fold:
+            rollups_service.fold()
+            _rolled_up_as_the_horizons_say()
+    first = date(2026, 3, 1) + timedelta(days=first_day)
+    bounds = [midnight(first + timedelta(days=d), zone) for d in range(days + 1)]
+    with unit_of_work() as session:
+        got = rollups.windows(session, CUSTOMERS, [m.id for m in METERS], bounds)
+    assert got == _from_events(bounds)
+    period = usage_repo.Period(bounds[0], bounds[-1])
+    with unit_of_work() as session:
+        rolled = usage_repo.aggregate_many(session, period, CUSTOMERS, METERS, rolled_up=True)
+        read = usage_repo.aggregate_many(session, period, CUSTOMERS, METERS)
+    assert rolled == read
+    with unit_of_work() as session:
+        daily = usage_repo.daily_totals(session, "c-1", ["m-sum", "m-count"], bounds)
+    expected = _from_events(bounds)
+    assert daily == {m: [(t.total, t.events) for t in expected[("c-1", m)]]
+                     for m in ["m-sum", "m-count"]}
+
+
+def test_usage_no_subscription_wants_is_not_rolled_up_until_one_does(pg_store: str) -> None:
+    """A backfill for a customer without a subscription costs a fold nothing; the
+    customer's first subscription, starting before those events, rolls them up."""
+    _reset(wanted=False)
+    _insert([UsageEvent(f"b{i}", "c-1", "m-sum", Decimal(2), START + timedelta(hours=i), {})
+             for i in range(48)])
+    report = rollups_service.fold()
+    assert (report.events, report.folded) == (0, report.drawn)
+    with unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(UsageRollupRow)) == 0
+        rollups.want_horizon(session, "c-1", START + timedelta(hours=24, minutes=30))
+    rollups_service.fold()
+    _rolled_up_as_the_horizons_say()
+    with unit_of_work() as session:
+        assert rollups.horizons(session, CUSTOMERS) == {"c-1": START + timedelta(hours=24)}
+        assert session.scalar(select(func.sum(UsageRollupRow.events))) == 24
+        got = rollups.windows(session, ["c-1"], ["m-sum"], [START, START + timedelta(days=2)])
+    assert got[("c-1", "m-sum")] == [rollups.Totals(Decimal(96), 48, Decimal(2), Decimal(2))]
 
 
 def test_a_fold_takes_only_what_is_new_and_catches_up_in_steps(
