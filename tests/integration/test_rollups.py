@@ -322,8 +322,10 @@ def test_under_concurrent_ingest_and_folds_no_event_is_lost_or_counted_twice(
     """Four threads ingest batches (with re-sent keys) while two folders fold in a loop
     and a reader reads the estimate's totals: each read lies between what was committed
     before it began and what was committed after it ended — never above (counted twice),
-    never below (lost) — and after a last fold the rollups alone hold every event."""
-    _reset()
+    never below (lost) — and after a last fold the rollups alone hold every event. Meanwhile
+    subscriptions move the customer's horizon down, hour by hour, from the end of the
+    window to its start (issue #21)."""
+    _reset(wanted=False)
     stop = threading.Event()
     errors: list[BaseException] = []
     hour = timedelta(hours=1)
@@ -365,12 +367,22 @@ def test_under_concurrent_ingest_and_folds_no_event_is_lost_or_counted_twice(
         except BaseException as exc:
             errors.append(exc)
 
+    def subscriber() -> None:
+        try:
+            for hours in range(48, -1, -4):
+                with unit_of_work() as session:
+                    rollups.want_horizon(session, "c-1", START + hours * hour)
+                time.sleep(0.05)
+        except BaseException as exc:
+            errors.append(exc)
+
     ingesters = [threading.Thread(target=ingest, args=(w,)) for w in range(4)]
+    widening = threading.Thread(target=subscriber)
     others = [threading.Thread(target=folder), threading.Thread(target=folder),
               threading.Thread(target=reader)]
-    for t in ingesters + others:
+    for t in [*ingesters, widening, *others]:
         t.start()
-    for t in ingesters:
+    for t in [*ingesters, widening]:
         t.join(120)
     stop.set()
     for t in others:
