@@ -187,13 +187,14 @@ def _plainly_valid(raw: dict[str, Any], now: datetime, customers: Container[str]
         if len(quantity) > 64 or not PLAIN_DECIMAL.fullmatch(quantity):
             return None
         q = Decimal(quantity)
+        # without an exponent, 64 characters are within MAX_DIGITS and MAX_DECIMALS
+        if ("e" in quantity or "E" in quantity) and not _within_bounds(q):
+            return None
     elif type(quantity) is int and 0 <= quantity < 10**18:
         q = Decimal(quantity)
     else:
         return None
-    exponent = q.as_tuple().exponent
-    if not (q >= 0 and (q.is_zero() or q.adjusted() < MAX_DIGITS)
-            and isinstance(exponent, int) and exponent >= -MAX_DECIMALS):
+    if q < 0:
         return None
     try:
         at = datetime.fromisoformat(timestamp)
@@ -206,6 +207,12 @@ def _plainly_valid(raw: dict[str, Any], now: datetime, customers: Container[str]
         return None
     return UsageEvent(key, customer, meter, Decimal(0) if q.is_zero() else q, at,
                       dict(properties) if properties else {})
+
+
+def _within_bounds(q: Decimal) -> bool:
+    exponent = q.as_tuple().exponent
+    return ((q.is_zero() or q.adjusted() < MAX_DIGITS)
+            and isinstance(exponent, int) and exponent >= -MAX_DECIMALS)
 
 
 def _sub_microsecond(timestamp: str) -> bool:

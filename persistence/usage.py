@@ -65,31 +65,33 @@ def record_batch(session: Session, message_id: str, now: datetime,
     return session.execute(stmt).first() is not None
 
 
-UNNEST_INSERT = (
+# The batch as one JSON array of [key, customer, meter, quantity, timestamp, properties]:
+# encoded by the json module's C encoder in one call, where six array parameters were
+# encoded element by element; the quantity and the instant as exact text.
+BATCH_INSERT = (
     'INSERT INTO usage_events (key, customer_id, meter_id, quantity, "timestamp", properties, '
-    "ingested_at, batch_seq) SELECT k, c, m, q, t, p::jsonb, %b, %b FROM unnest(%b::text[], "
-    "%b::text[], %b::text[], %b::numeric[], %b::timestamptz[], %b::text[]) AS u(k, c, m, q, t, p) "
+    "ingested_at, batch_seq) SELECT e->>0, e->>1, e->>2, (e->>3)::numeric, "
+    "(e->>4)::timestamptz, nullif(e->5, 'null'::jsonb), %b, %b "
+    "FROM jsonb_array_elements(%b::jsonb) AS e "
     # in key order: two batches that share keys then lock them in the same order, and one
     # waits for the other instead of deadlocking
-    'ORDER BY k COLLATE "C" ON CONFLICT (key) DO NOTHING RETURNING key'
+    """ORDER BY (e->>0) COLLATE "C" ON CONFLICT (key) DO NOTHING RETURNING key"""
 )
 
 
 def _insert_events_postgres(session: Session, events: Sequence[UsageEvent],
                             now: datetime) -> set[str]:
-    """One set-wise ``INSERT … SELECT FROM unnest(arrays) ON CONFLICT (key) DO NOTHING``,
-    the batch sent as binary array parameters, numbered for the rollups (persistence/
-    rollups.py: the number is drawn under the shared ingest lock, held until commit)."""
+    """One set-wise ``INSERT … SELECT FROM jsonb_array_elements(batch) ON CONFLICT (key) DO
+    NOTHING``, numbered for the rollups (persistence/rollups.py: the number is drawn under
+    the shared ingest lock, held until commit)."""
     driver = session.connection().connection.driver_connection
     assert driver is not None
-    columns = (
-        [e.key for e in events], [e.customer for e in events], [e.meter for e in events],
-        [e.quantity for e in events], [e.timestamp for e in events],
-        [json.dumps(dict(e.properties)) if e.properties else None for e in events],
-    )
+    batch_json = json.dumps([
+        (e.key, e.customer, e.meter, str(e.quantity), e.timestamp.isoformat(),
+         e.properties or None) for e in events], ensure_ascii=False)
     with driver.cursor() as cursor:
         batch = rollups.draw_batch_number(cursor)
-        cursor.execute(UNNEST_INSERT, (now, batch, *columns))
+        cursor.execute(BATCH_INSERT, (now, batch, batch_json))
         if cursor.rowcount == len(events):  # the common case: every key was new
             return {e.key for e in events}
         return {row[0] for row in cursor.fetchall()}
