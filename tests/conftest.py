@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -250,6 +251,22 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         for name in ("COLUMNS", "LINES"):
             os.environ.pop(name, None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker with ``--dist loadgroup``: every test marked ``xdist_group``
+    must carry its group in its node id, or the groups did not take and each worker would
+    make the costly module fixtures again (pytest 9.2 broke this silently:
+    pytest-xdist#1386; pyproject.toml keeps pytest below it)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        why = (f"--dist loadgroup is not grouping ({len(lost)} tests, e.g. {lost[0]}): "
+               "pytest-xdist#1386; install pytest below 9.2 (pyproject.toml's dev extras)")
+        print(why, file=sys.__stderr__, flush=True)  # a worker's exception may not reach us
+        raise pytest.UsageError(why)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
