@@ -78,7 +78,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from domain.filters import DEFAULT_GROUP, Filter
-from persistence.sql import decimal_aggregate, group_case
+from persistence.sql import decimal_aggregate, group_case, is_postgres
 from persistence.tables import (
     UsageEventRow,
     UsageFoldStateRow,
@@ -302,7 +302,7 @@ def _refold(session: Session, meters: list[str], after: int, dims: str,
 def want_horizon(session: Session, customer_id: str, since: datetime) -> None:
     """In a subscription's transaction: the customer's usage wanted rolled up from the
     hour of ``since`` on (PostgreSQL; SQLite does not fold). The next fold does it."""
-    if session.get_bind().dialect.name != "postgresql":
+    if not is_postgres(session):
         return
     session.execute(text(
         "INSERT INTO usage_rollup_horizons AS h (customer_id, wanted) "

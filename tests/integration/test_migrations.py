@@ -46,6 +46,19 @@ def test_a_schema_made_from_the_models_is_stamped_not_recreated(empty_database: 
         assert MigrationContext.configure(connection).get_current_revision() is not None
 
 
+# A catalog as a 0002 database stores it: one entity, one meter, plan "pro" charging it.
+_PRO = ('{"id": "pro", "currency": "EUR", "interval": "month", "charges": '
+        '[{"id": "base", "type": "recurring", "amount": "10"}, {"id": "t", "type": '
+        '"usage", "meter": "tokens", "model": "unit", "unit_price": "1"}]}')
+CATALOG_0002 = [
+    "INSERT INTO entities (id, timezone, invoice_prefix) VALUES ('e', 'UTC', 'E')",
+    "INSERT INTO meters (id, aggregation) VALUES ('tokens', 'sum')",
+    f"INSERT INTO plans (id, currency, interval, definition) VALUES ('pro', 'EUR', 'month', "
+    f"'{_PRO}')",
+    "INSERT INTO plan_meters (plan_id, meter_id) VALUES ('pro', 'tokens')",
+]
+
+
 def test_data_of_a_0002_database_is_carried_over(empty_database: None) -> None:
     """A deployment from before plan versions: each plan becomes version 1 with its
     subscriptions and invoices, and each subscription's next boundary follows its latest
@@ -57,18 +70,11 @@ def test_data_of_a_0002_database_is_carried_over(empty_database: None) -> None:
     from persistence.db import unit_of_work
 
     migrate.upgrade("0002")
-    plan = ('{"id": "pro", "currency": "EUR", "interval": "month", "charges": '
-            '[{"id": "base", "type": "recurring", "amount": "10"}, {"id": "t", "type": '
-            '"usage", "meter": "tokens", "model": "unit", "unit_price": "1"}]}')
     at = "2026-01-01 00:00:00.000000" if db.engine().dialect.name == "sqlite" \
         else "2026-01-01 00:00:00+00"
     with db.engine().begin() as conn:
         for sql in [
-            "INSERT INTO entities (id, timezone, invoice_prefix) VALUES ('e', 'UTC', 'E')",
-            "INSERT INTO meters (id, aggregation) VALUES ('tokens', 'sum')",
-            f"INSERT INTO plans (id, currency, interval, definition) VALUES "
-            f"('pro', 'EUR', 'month', '{plan}')",
-            "INSERT INTO plan_meters (plan_id, meter_id) VALUES ('pro', 'tokens')",
+            *CATALOG_0002,
             "INSERT INTO customers (id, entity_id, draft_invoices) VALUES ('c', 'e', true)",
             f"INSERT INTO subscriptions (id, customer_id, entity_id, plan_id, start, start_at, "
             f"created_at) VALUES ('s', 'c', 'e', 'pro', '2026-01-01', '{at}', '{at}')",
@@ -109,17 +115,10 @@ def test_rollups_of_a_0013_database_keep_answering_and_subscriptions_get_theirs(
     db.configure(PG_URL, schema=f"test_mig_{uuid.uuid4().hex[:10]}")
     try:
         migrate.upgrade("0002")
-        plan = ('{"id": "pro", "currency": "EUR", "interval": "month", "charges": '
-                '[{"id": "t", "type": "usage", "meter": "tokens", "model": "unit", '
-                '"unit_price": "1"}]}')
         at = "2026-01-01 00:00:00+00"
         with db.engine().begin() as conn:
             for sql in [
-                "INSERT INTO entities (id, timezone, invoice_prefix) VALUES ('e', 'UTC', 'E')",
-                "INSERT INTO meters (id, aggregation) VALUES ('tokens', 'sum')",
-                f"INSERT INTO plans (id, currency, interval, definition) VALUES "
-                f"('pro', 'EUR', 'month', '{plan}')",
-                "INSERT INTO plan_meters (plan_id, meter_id) VALUES ('pro', 'tokens')",
+                *CATALOG_0002,
                 "INSERT INTO customers (id, entity_id, draft_invoices) VALUES ('a', 'e', false), "
                 "('d', 'e', false)",
                 f"INSERT INTO subscriptions (id, customer_id, entity_id, plan_id, start, "
