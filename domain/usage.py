@@ -8,7 +8,7 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from domain.validation import (
     EARLIEST,
@@ -34,8 +34,10 @@ MAX_PROPERTY_DEPTH = 10
 MAX_REJECTED_KEY = 500
 
 
-@dataclass(frozen=True)
-class UsageEvent:
+class UsageEvent(NamedTuple):
+    """An accepted event. A named tuple, not a frozen dataclass: as immutable, and built
+    in less than half the time — ingest builds one per event (issue #21)."""
+
     key: str
     customer: str
     meter: str

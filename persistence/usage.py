@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     String,
@@ -65,44 +65,72 @@ def record_batch(session: Session, message_id: str, now: datetime,
     return session.execute(stmt).first() is not None
 
 
-# The batch as one JSON array of [key, customer, meter, quantity, timestamp, properties]:
-# encoded by the json module's C encoder in one call, where six array parameters were
-# encoded element by element; the quantity and the instant as exact text.
-BATCH_INSERT = (
-    'INSERT INTO usage_events (key, customer_id, meter_id, quantity, "timestamp", properties, '
-    "ingested_at, batch_seq) SELECT e->>0, e->>1, e->>2, (e->>3)::numeric, "
-    "(e->>4)::timestamptz, nullif(e->5, 'null'::jsonb), %b, %b "
-    "FROM jsonb_array_elements(%b::jsonb) AS e "
-    # in key order: two batches that share keys then lock them in the same order, and one
-    # waits for the other instead of deadlocking
-    """ORDER BY (e->>0) COLLATE "C" ON CONFLICT (key) DO NOTHING RETURNING key"""
+# The batch as six arrays in key order (two batches that share keys then lock them in the
+# same order, and one waits for the other instead of deadlocking); quantities as exact text,
+# cast to numeric here. The same statement answers the lateness question (``late_or_closing``)
+# for the rows it inserted, so that it needs no second statement and no arrays of customers
+# and instants: one row, (rows inserted, their keys unless every event was new, the customers
+# lateness has to look at).
+BATCH_INSERT = """
+WITH inserted AS (
+    INSERT INTO usage_events (key, customer_id, meter_id, quantity, "timestamp", properties,
+                              ingested_at, batch_seq)
+    SELECT k, c, m, q::numeric, t, p::jsonb, %b, %b
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],
+                %b::text[]) AS u(k, c, m, q, t, p)
+    ORDER BY k COLLATE "C"
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key, customer_id, "timestamp"
+), earliest AS (
+    SELECT customer_id, min("timestamp") AS t FROM inserted GROUP BY customer_id
 )
+SELECT (SELECT count(*) FROM inserted),
+       CASE WHEN (SELECT count(*) FROM inserted) < %b THEN ARRAY(SELECT key FROM inserted) END,
+       ARRAY(SELECT DISTINCT s.customer_id FROM earliest AS e
+             JOIN subscriptions AS s ON s.customer_id = e.customer_id
+             WHERE s.next_boundary_at <= %b OR s.closed_until_at > e.t)
+"""
 
 
-def _insert_events_postgres(session: Session, events: Sequence[UsageEvent],
-                            now: datetime) -> set[str]:
-    """One set-wise ``INSERT … SELECT FROM jsonb_array_elements(batch) ON CONFLICT (key) DO
-    NOTHING``, numbered for the rollups (persistence/rollups.py: the number is drawn under
-    the shared ingest lock, held until commit)."""
+class Inserted(NamedTuple):
+    """What ``insert_events`` stored: the keys that were new, and which of their customers
+    lateness has to look at (``late_or_closing``; empty without a ``closing_by``)."""
+
+    keys: set[str]
+    to_check: set[str]
+
+
+def _insert_events_postgres(session: Session, events: Sequence[UsageEvent], now: datetime,
+                            closing_by: datetime | None) -> Inserted:
+    """One set-wise ``INSERT … SELECT FROM unnest(arrays) ON CONFLICT (key) DO NOTHING``,
+    numbered for the rollups (persistence/rollups.py: the number is drawn under the shared
+    ingest lock, held until commit)."""
     driver = session.connection().connection.driver_connection
     assert driver is not None
-    batch_json = json.dumps([
-        (e.key, e.customer, e.meter, str(e.quantity), e.timestamp.isoformat(),
-         e.properties or None) for e in events], ensure_ascii=False)
+    columns = (
+        [e.key for e in events], [e.customer for e in events], [e.meter for e in events],
+        [str(e.quantity) for e in events], [e.timestamp for e in events],
+        [json.dumps(e.properties, ensure_ascii=False) if e.properties else None
+         for e in events],
+    )
     with driver.cursor() as cursor:
         batch = rollups.draw_batch_number(cursor)
-        cursor.execute(BATCH_INSERT, (now, batch, batch_json))
-        if cursor.rowcount == len(events):  # the common case: every key was new
-            return {e.key for e in events}
-        return {row[0] for row in cursor.fetchall()}
+        cursor.execute(BATCH_INSERT, (now, batch, *columns, len(events), closing_by))
+        row = cursor.fetchone()
+    assert row is not None
+    count, keys, to_check = row
+    inserted = {e.key for e in events} if count == len(events) else set(keys)
+    return Inserted(inserted, set(to_check) if closing_by is not None else set())
 
 
-def insert_events(session: Session, events: Sequence[UsageEvent], now: datetime) -> set[str]:
-    """Insert the events whose key is new; return the keys that were inserted."""
+def insert_events(session: Session, events: Sequence[UsageEvent], now: datetime,
+                  closing_by: datetime | None = None) -> Inserted:
+    """Insert the events whose key is new. With ``closing_by``, also find which customers
+    of those events lateness has to look at (``late_or_closing``)."""
     if not events:
-        return set()
+        return Inserted(set(), set())
     if is_postgres(session):
-        return _insert_events_postgres(session, events, now)
+        return _insert_events_postgres(session, events, now, closing_by)
     inserted: set[str] = set()
     for start in range(0, len(events), CHUNK):
         rows = [
@@ -113,7 +141,20 @@ def insert_events(session: Session, events: Sequence[UsageEvent], now: datetime)
         ]
         stmt = insert_ignore(session, UsageEventRow, "key").returning(col(UsageEventRow.key))
         inserted.update(session.scalars(stmt, rows))
-    return inserted
+    if closing_by is None:
+        return Inserted(inserted, set())
+    return Inserted(inserted, late_or_closing(
+        session, _earliest(e for e in events if e.key in inserted), closing_by))
+
+
+def _earliest(events: Iterable[UsageEvent]) -> dict[str, datetime]:
+    """The earliest timestamp of each customer's events."""
+    earliest: dict[str, datetime] = {}
+    for event in events:
+        known = earliest.get(event.customer)
+        if known is None or event.timestamp < known:
+            earliest[event.customer] = event.timestamp
+    return earliest
 
 
 def stored_events(session: Session, keys: Iterable[str]) -> dict[str, UsageEvent]:
@@ -121,9 +162,10 @@ def stored_events(session: Session, keys: Iterable[str]) -> dict[str, UsageEvent
     wanted = sorted(set(keys))
     for start in range(0, len(wanted), CHUNK):
         part = wanted[start:start + CHUNK]
-        for row in session.scalars(select(E).where(col(E.key).in_(part))):
-            result[row.key] = UsageEvent(row.key, row.customer_id, row.meter_id, row.quantity,
-                                         row.timestamp, row.properties or {})
+        stmt = select(col(E.key), col(E.customer_id), col(E.meter_id), col(E.quantity),
+                      col(E.timestamp), col(E.properties)).where(col(E.key).in_(part))
+        for key, customer, meter, quantity, timestamp, properties in session.execute(stmt):
+            result[key] = UsageEvent(key, customer, meter, quantity, timestamp, properties or {})
     return result
 
 
@@ -417,29 +459,16 @@ class Billing:
         return charged is None or meter in charged
 
 
-LATE_OR_CLOSING = (
-    "SELECT DISTINCT s.customer_id FROM unnest(%b::text[], %b::timestamptz[]) AS u(c, t) "
-    "JOIN subscriptions AS s ON s.customer_id = u.c "
-    "WHERE s.next_boundary_at <= %b OR s.closed_until_at > u.t"
-)
-
-
 def late_or_closing(session: Session, earliest: Mapping[str, datetime],
                     horizon: datetime) -> set[str]:
-    """Of these customers (each with the earliest timestamp of its events in a batch),
-    those with a subscription whose next boundary is at or before ``horizon`` (an invoice
-    of it may be being computed) or whose computed periods end after that timestamp (an
-    event may be late for it): the only ones whose events lateness has to look at. One
-    statement over the index on the subscriptions' customer — in the common case, events
-    of subscriptions not closing, it finds none."""
+    """Of these customers (each with the earliest timestamp of its new events), those with
+    a subscription whose next boundary is at or before ``horizon`` (an invoice of it may be
+    being computed) or whose computed periods end after that timestamp (an event may be
+    late for it): the only ones whose events lateness has to look at. In the common case,
+    events of subscriptions not closing, it finds none. On PostgreSQL ``BATCH_INSERT`` asks
+    the same in the insert's own statement; this is SQLite's."""
     if not earliest:
         return set()
-    if is_postgres(session):
-        wanted = sorted(earliest)
-        with driver_cursor(session) as cursor:
-            cursor.execute(LATE_OR_CLOSING,
-                           (wanted, [earliest[c] for c in wanted], horizon))
-            return {row[0] for row in cursor.fetchall()}
     S = SubscriptionRow
     found: set[str] = set()
     wanted = sorted(earliest)

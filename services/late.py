@@ -16,7 +16,7 @@ invoice or recorded as late, never neither.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal, localcontext
@@ -42,20 +42,14 @@ from persistence.usage import Period
 CLOSING_MARGIN = timedelta(hours=1)
 
 
-def flag_late(session: Session, events: Sequence[UsageEvent], now: datetime) -> int:
-    """Record which of these newly stored events are late, with their period; how many."""
-    if not events:
-        return 0
-    # Only the customers with a subscription closing now or computed past one of their
-    # events can have a late event or a subscription to lock: one set-wise statement
-    # finds them, and only their subscriptions are read with the meters they charge.
-    earliest: dict[str, datetime] = {}
-    for event in events:
-        known = earliest.get(event.customer)
-        if known is None or event.timestamp < known:
-            earliest[event.customer] = event.timestamp
-    customers = usage_repo.late_or_closing(session, earliest, now + CLOSING_MARGIN)
-    if not customers:
+def flag_late(session: Session, events: Sequence[UsageEvent], customers: Collection[str],
+              now: datetime) -> int:
+    """Record which of these newly stored events are late, with their period; how many.
+    ``customers`` are those of their customers with a subscription closing now or computed
+    past one of their events (``usage_repo.late_or_closing``, asked by ``insert_events``
+    when it stored them): only their events can be late or have a subscription to lock,
+    and only their subscriptions are read, with the meters they charge."""
+    if not events or not customers:
         return 0
     subs = usage_repo.billing_subscriptions(session, customers)
     if not subs:

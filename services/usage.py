@@ -40,8 +40,9 @@ def ingest(session: Session, raw_events: Any, now: datetime,
         else:
             first[result.key] = result
 
-    inserted = usage_repo.insert_events(session, list(first.values()), now)
-    already = [e for e in first.values() if e.key not in inserted]
+    inserted = usage_repo.insert_events(session, list(first.values()), now,
+                                        closing_by=now + late.CLOSING_MARGIN)
+    already = [e for e in first.values() if e.key not in inserted.keys]
     stored = usage_repo.stored_events(session, [e.key for e in already])
     duplicates = 0
     conflicts: list[tuple[UsageEvent, UsageEvent]] = []
@@ -51,10 +52,11 @@ def ingest(session: Session, raw_events: Any, now: datetime,
             duplicates += 1
         else:
             conflicts.append((kept, event))
-    late.flag_late(session, [first[key] for key in sorted(inserted)], now)
+    late.flag_late(session, [first[key] for key in sorted(inserted.keys)], inserted.to_check,
+                   now)
     usage_repo.store_rejections(session, rejections, now, message_id)
     usage_repo.store_conflicts(session, conflicts, now)
-    return {"accepted": len(inserted), "duplicate": duplicates, "conflict": len(conflicts),
+    return {"accepted": len(inserted.keys), "duplicate": duplicates, "conflict": len(conflicts),
             "rejected": len(rejections)}
 
 

@@ -64,7 +64,13 @@ def _int(text: str) -> int | Decimal:
 
 # Values JSON writes as they are: the walk below leaves them alone without a call (a usage
 # message is a thousand events of short strings: most of its values are these).
-_AS_THEY_ARE = frozenset({str, int, bool, type(None)})
+AS_THEY_ARE = frozenset({str, int, bool, type(None)})
+
+
+class Plain(list[dict[str, Any]]):
+    """A list of dicts under string keys whose values are all ``AS_THEY_ARE``, vouched for
+    by the code that built it (``UsageBatcher``): the walk below passes it by, as it would
+    have returned it unchanged (issue #21: the walk was a third of a producer's time)."""
 
 
 def _exact(value: Any) -> Any:
@@ -72,11 +78,13 @@ def _exact(value: Any) -> Any:
     has none), dates as ISO text, tuples as lists: what decoding gives back, so that a
     second encoding is the same bytes."""
     kind = type(value)
+    if kind is Plain:
+        return value
     if kind is dict:
-        return {k if type(k) is str else str(k): v if type(v) in _AS_THEY_ARE else _exact(v)
+        return {k if type(k) is str else str(k): v if type(v) in AS_THEY_ARE else _exact(v)
                 for k, v in value.items()}
     if kind is list or kind is tuple:
-        return [v if type(v) in _AS_THEY_ARE else _exact(v) for v in value]
+        return [v if type(v) in AS_THEY_ARE else _exact(v) for v in value]
     if isinstance(value, float):
         return Decimal(repr(value)) if value == value and abs(value) != float("inf") \
             else repr(value).replace("inf", "Infinity").replace("nan", "NaN")

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from workers.actors import record_usage
+from workers.broker import AS_THEY_ARE, Plain
 
 
 class UsageBatcher:
@@ -28,6 +29,7 @@ class UsageBatcher:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
         self.pending: list[dict[str, Any]] = []
+        self.plain = True  # every event so far is of strings (and ints, booleans, None)
         self.sent_messages = 0
 
     def add(self, *, key: str, customer: str, meter: str, quantity: Decimal | int | str,
@@ -40,8 +42,14 @@ class UsageBatcher:
         event: dict[str, Any] = {"key": key, "customer": customer, "meter": meter,
                                  "quantity": quantity if type(quantity) is str else str(quantity),
                                  "timestamp": timestamp}
+        if not (type(key) is str and type(customer) is str and type(meter) is str
+                and type(timestamp) is str):
+            self.plain = False
         if properties:
             event["properties"] = properties
+            if self.plain and not all(type(k) is str and type(v) in AS_THEY_ARE
+                                      for k, v in properties.items()):
+                self.plain = False
         pending = self.pending
         pending.append(event)
         if len(pending) >= self.batch_size:
@@ -49,8 +57,9 @@ class UsageBatcher:
 
     def flush(self) -> None:
         if self.pending:
-            record_usage.send(self.pending)
+            record_usage.send(Plain(self.pending) if self.plain else self.pending)
             self.pending = []
+            self.plain = True
             self.sent_messages += 1
 
     def __enter__(self) -> UsageBatcher:
