@@ -52,8 +52,9 @@ def ingest(session: Session, raw_events: Any, now: datetime,
             duplicates += 1
         else:
             conflicts.append((kept, event))
-    late.flag_late(session, [first[key] for key in sorted(inserted.keys)], inserted.to_check,
-                   now)
+    if inserted.to_check:  # only their events can be late (usually none are)
+        late.flag_late(session, [first[key] for key in sorted(inserted.keys)],
+                       inserted.to_check, now)
     usage_repo.store_rejections(session, rejections, now, message_id)
     usage_repo.store_conflicts(session, conflicts, now)
     return {"accepted": len(inserted.keys), "duplicate": duplicates, "conflict": len(conflicts),

@@ -177,14 +177,14 @@ def test_a_batch_the_batcher_vouches_for_encodes_as_the_walk_would(
     from workers import client
 
     sent: list[list[dict[str, Any]]] = []
-    original = client.record_usage.send
-    client.record_usage.send = sent.append  # type: ignore[assignment, method-assign]
+    original = client.send_usage
+    client.send_usage = sent.append  # type: ignore[assignment]
     try:
         with client.UsageBatcher(batch_size=len(batch)) as batcher:
             for event in batch:
                 batcher.add(**event)
     finally:
-        client.record_usage.send = original  # type: ignore[method-assign]
+        client.send_usage = original
     (events,) = sent
     message = {"queue_name": "billing", "actor_name": "record_usage", "args": [events],
                "kwargs": {}, "options": {}}
@@ -192,3 +192,26 @@ def test_a_batch_the_batcher_vouches_for_encodes_as_the_walk_would(
                                 use_decimal=True, separators=(",", ":"), ensure_ascii=True,
                                 allow_nan=False)
     assert ENCODER.encode(message) == expected.encode("ascii")
+
+
+def test_the_batcher_sends_what_record_usage_would() -> None:
+    """``UsageBatcher`` sends to ``record_usage`` by name (without importing the actors):
+    the same queue, actor and arguments as the actor's own message."""
+    from workers import client
+    from workers.broker import stub_broker, use
+
+    before = dramatiq.get_broker()
+    broker = use(stub_broker())
+    try:
+        with client.UsageBatcher(batch_size=2) as batcher:
+            batcher.add(key="k", customer="c", meter="m", quantity=1,
+                        timestamp="2026-01-01T00:00:00Z")
+        (raw,) = broker.queues[actors.record_usage.queue_name].queue
+        sent = dramatiq.Message.decode(raw)
+        expected = actors.record_usage.message(
+            [{"key": "k", "customer": "c", "meter": "m", "quantity": "1",
+              "timestamp": "2026-01-01T00:00:00Z"}])
+        assert (sent.queue_name, sent.actor_name, sent.args, sent.kwargs) == (
+            expected.queue_name, expected.actor_name, expected.args, expected.kwargs)
+    finally:
+        use(before)
