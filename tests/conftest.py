@@ -270,13 +270,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker per core (at least two, at most eight). More would overlap
-    more of the waiting on servers and processes, but with two per core the tests that
-    bounded a command's wall time (test_hostile_files: 10 s a command; test_fuzz: 2 s an
-    input) got half a core each and failed: four workers on two cores at a load of 5-9
-    took 11-14 s. Those bounds are on CPU time now (the same numbers), which a loaded
-    machine does not stretch; the workers stay one per core."""
-    return max(2, min(8, os.cpu_count() or 1))
+    """``-n auto``: three workers for every two cores (at least two, at most eight). The
+    suite waits on servers and processes for part of its time (outages, kill -9, drains,
+    the browser): on a 2-core machine alone, three workers ran all 1,447 tests in 10 min
+    57 s where two had taken 11 min 3 s for 1,407 (docs/performance.md, "Test suite",
+    2026-12-07). The tests that bound a command's time bound its CPU time, which more
+    workers do not stretch (test_hostile_files, test_fuzz)."""
+    cores = os.cpu_count() or 1
+    return max(2, min(8, cores + cores // 2))
 
 
 @pytest.fixture(autouse=True)
